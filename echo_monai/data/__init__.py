@@ -1,1 +1,21 @@
 from __future__ import annotations
+
+from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
+from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
+from echo_monai.data.video_cache import VideoCache
+from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
+
+__all__ = [
+    "EchoNetDynamic",
+    "InvalidItemError",
+    "MissingFilesError",
+    "OnInvalid",
+    "ReaderDataset",
+    "TracedVideoReader",
+    "VideoCache",
+    "VideoInfo",
+    "VideoReadError",
+    "probe_video",
+    "read_video",
+    "write_video",
+]

@@ -1,0 +1,192 @@
+"""EchoNet-Dynamic reader: apical-4-chamber echo videos with EF, volumes and traced LV masks.
+
+Ouyang et al., "Video-based AI for beat-to-beat assessment of cardiac function", Nature 580, 2020.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from echo_monai.data.reader_base import OnInvalid, ReaderDataset
+from echo_monai.data.tracings import (
+    video_key,
+    outline_mask,
+    read_chord_tracings,
+    read_csv_rows,
+    select_ed_es,
+    tracing_outline,
+)
+from echo_monai.data.video_cache import VideoCache
+from echo_monai.data.video_io import probe_video, read_video
+
+__all__ = ["TracedVideoReader", "EchoNetDynamic"]
+
+
+class TracedVideoReader(ReaderDataset):
+    """Base of the EchoNet readers: AVI videos plus two traced frames (ED and ES) per video.
+
+    Records hold ``filename``, ``video_path``, ``tracings`` (``{frame: points}`` or ``None``), ``ed_frame``,
+    ``es_frame``, ``fps`` (``None`` to read it from the video header) and ``meta`` (extra scalar keys).
+
+    Args:
+        transform: MONAI transform applied to each item dict.
+        cache_dir: folder of a :class:`~echo_monai.data.video_cache.VideoCache`; ``None`` decodes on every access.
+        on_invalid: ``"raise"`` or ``"skip"`` (see :class:`~echo_monai.data.reader_base.ReaderDataset`).
+        validate: decode every video at construction (default: when skipping).
+    """
+
+    def __init__(
+        self,
+        transform: Sequence[Callable] | Callable | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        on_invalid: OnInvalid | str = OnInvalid.RAISE,
+        validate: bool | None = None,
+    ) -> None:
+        super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
+        self.cache = VideoCache(cache_dir) if cache_dir is not None else None
+
+    def read_frames(self, path: str | os.PathLike) -> np.ndarray:
+        """``(T, H, W)`` ``uint8`` frames of a video, from the cache when there is one."""
+        return self.cache.load(path) if self.cache is not None else read_video(path)
+
+    def _index_tracings(
+        self, filename: str, tracings: dict[str, dict[int, np.ndarray]], num_frames: int | None, required: bool
+    ) -> tuple[dict[int, np.ndarray] | None, int, int] | None:
+        """Check the tracings of one video; returns ``(tracings, ed, es)`` or ``None`` after rejecting it."""
+        frames = tracings.get(video_key(filename))
+        if frames is None:
+            if required:
+                self.reject(filename, "no rows in VolumeTracings.csv; expected tracings of the ED and ES frames.")
+                return None
+            return None, -1, -1
+        if num_frames:
+            beyond = sorted(f for f in frames if not 0 <= f < num_frames)
+            if beyond:
+                self.reject(
+                    filename,
+                    f"VolumeTracings.csv traces frame(s) {beyond} but FileList.csv gives {num_frames} frames "
+                    f"(expected frames 0..{num_frames - 1}).",
+                )
+                return None
+        try:
+            ed, es = select_ed_es(frames)
+        except ValueError as error:
+            self.reject(filename, f"VolumeTracings.csv: {error}")
+            return None
+        return frames, ed, es
+
+    def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
+        path = record["video_path"]
+        frames = self.read_frames(path)
+        num_frames, height, width = frames.shape
+        item: dict[str, Any] = {"filename": record["filename"]}
+        item["video"] = torch.from_numpy(np.asarray(frames, dtype=np.float32)).unsqueeze(0)
+        item["fps"] = float(record["fps"]) if record.get("fps") else probe_video(path).fps
+        tracings = record["tracings"]
+        for phase in ("ed", "es"):
+            frame = int(record[f"{phase}_frame"])
+            if tracings is not None and frame >= num_frames:
+                raise ValueError(
+                    f"{type(self).__name__}: VolumeTracings.csv traces frame {frame} of {record['filename']!r} "
+                    f"but video {str(path)!r} has {num_frames} frames (expected frames 0..{num_frames - 1})."
+                )
+            mask = np.zeros((height, width), np.uint8)
+            if tracings is not None:
+                mask = outline_mask(tracing_outline(tracings[frame]), (height, width))
+            item[f"{phase}_frame"] = frame
+            item[f"{phase}_mask"] = torch.from_numpy(mask)
+        item.update(record["meta"])
+        return item
+
+
+class EchoNetDynamic(TracedVideoReader):
+    """EchoNet-Dynamic: ``root/Videos/*.avi``, ``root/FileList.csv``, ``root/VolumeTracings.csv``.
+
+    ``FileList.csv`` has ``FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split`` (``FileName``
+    with or without ``.avi``); ``VolumeTracings.csv`` has ``FileName,X1,Y1,X2,Y2,Frame`` with, per traced frame,
+    the long axis then the disc chords (see :mod:`echo_monai.data.tracings`). At construction every listed video
+    is checked to exist (all missing ones reported together) and every traced frame against ``NumberOfFrames``.
+
+    Each item is a dict:
+
+    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (112 x 112 in the release).
+    * ``ejection_fraction``: float, EF in percent (0-100), ``EF`` column.
+    * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL (``EDV``, ``ESV``).
+    * ``fps``: float, frames per second (``FPS`` column, else the AVI header).
+    * ``ed_frame``, ``es_frame``: int, index in [0, T) of the traced frame with the largest / smallest cavity
+      (-1 when the video has no tracings and ``require_tracings=False``).
+    * ``ed_mask``, ``es_mask``: ``(H, W)`` uint8 torch tensor in {0, 1}, LV cavity filled from the tracings
+      (all zero without tracings).
+    * ``filename``: str, video file name with ``.avi`` (as in ``VolumeTracings.csv``).
+    * ``split``: str, ``TRAIN``/``VAL``/``TEST``.
+
+    Args:
+        root: dataset folder.
+        split: ``"TRAIN"``, ``"VAL"``, ``"TEST"`` or ``"ALL"`` (case-insensitive).
+        transform: MONAI transform applied to each item dict.
+        cache_dir: decode each AVI once into a memory-mapped cache there (see :class:`VideoCache`).
+        require_tracings: treat a video without tracings as invalid; else it gets empty masks and frames -1.
+        on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad items (``self.invalid``).
+        validate: decode every video at construction to find corrupt ones (default: when skipping).
+
+    Example:
+        >>> dataset = EchoNetDynamic("EchoNet-Dynamic", split="TRAIN", cache_dir="/tmp/cache")
+        >>> item = dataset[0]
+        >>> item["video"].shape, item["ejection_fraction"], item["ed_mask"].shape   # (1, T, 112, 112), 55.2, (112, 112)
+    """
+
+    SPLITS = ("TRAIN", "VAL", "TEST", "ALL")
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        split: str = "TRAIN",
+        transform: Sequence[Callable] | Callable | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        require_tracings: bool = True,
+        on_invalid: OnInvalid | str = OnInvalid.RAISE,
+        validate: bool | None = None,
+    ) -> None:
+        if str(split).upper() not in self.SPLITS:
+            raise ValueError(f"EchoNetDynamic: split must be one of {self.SPLITS}, got {split!r}.")
+        super().__init__(transform=transform, cache_dir=cache_dir, on_invalid=on_invalid, validate=validate)
+        self.root = Path(root)
+        self.split = str(split).upper()
+        rows = read_csv_rows(self.root / "FileList.csv", ("FileName", "EF", "ESV", "EDV", "Split"))
+        tracings = read_chord_tracings(self.root / "VolumeTracings.csv")
+        records = []
+        for row in rows:
+            if self.split != "ALL" and row["Split"].upper() != self.split:
+                continue
+            filename = video_key(row["FileName"]) + ".avi"
+            video_path = self.root / "Videos" / filename
+            if not video_path.is_file():
+                self.reject(filename, f"listed in FileList.csv but video {str(video_path)!r} is missing.", True)
+                continue
+            try:
+                meta = {
+                    "ejection_fraction": float(row["EF"]),
+                    "edv": float(row["EDV"]),
+                    "esv": float(row["ESV"]),
+                    "split": row["Split"].upper(),
+                }
+                fps = float(row["FPS"]) if row.get("FPS") else None
+                num_frames = int(float(row["NumberOfFrames"])) if row.get("NumberOfFrames") else None
+            except ValueError:
+                self.reject(filename, f"FileList.csv row {row} has a non-numeric EF/EDV/ESV/FPS/NumberOfFrames.")
+                continue
+            checked = self._index_tracings(filename, tracings, num_frames, require_tracings)
+            if checked is None:
+                continue
+            frames, ed, es = checked
+            records.append(
+                {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
+                 "es_frame": es, "fps": fps, "meta": meta}
+            )
+        self._finalize(records, key="filename")
