@@ -1,1 +1,6 @@
 from __future__ import annotations
+
+from echo_monai.inferers.latent_sampler import LatentSampler, LatentScaler, framewise
+from echo_monai.inferers.sampler import FlowSolver, Sampler
+
+__all__ = ["FlowSolver", "LatentSampler", "LatentScaler", "Sampler", "framewise"]

@@ -1,0 +1,128 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from monai.networks.nets import DiffusionModelUNet
+from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+
+from echo_monai.engines import Condition, Conditioning
+from echo_monai.inferers import Sampler
+
+
+@pytest.fixture
+def tiny_unet():
+    torch.manual_seed(0)
+    return DiffusionModelUNet(
+        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), attention_levels=(False, False),
+        num_res_blocks=1, norm_num_groups=8, num_class_embeds=3,
+    ).eval()
+
+
+SCHEDULERS = {
+    "ddpm": lambda: (DDPMScheduler(10), {}),
+    "ddim": lambda: (DDIMScheduler(10), {}),
+    "flow_euler": lambda: (RFlowScheduler(10, use_discrete_timesteps=False), {"solver": "euler"}),
+    "flow_heun": lambda: (RFlowScheduler(10, use_discrete_timesteps=False), {"solver": "heun"}),
+}
+
+
+@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+@pytest.mark.parametrize("steps", [2, 4])
+def test_shapes_and_seeded_determinism(tiny_unet, name, steps):
+    scheduler, kw = SCHEDULERS[name]()
+    sampler = Sampler(scheduler, steps, conditioning=Conditioning({"class_labels": "view"}), **kw)
+    noise = torch.randn(2, 1, 16, 16)
+    cond = Condition({"class_labels": torch.tensor([0, 2])})
+    a = sampler(noise, tiny_unet, condition=cond, generator=torch.Generator().manual_seed(1))
+    b = sampler(noise, tiny_unet, condition=cond, generator=torch.Generator().manual_seed(1))
+    assert a.shape == noise.shape and a.dtype == torch.float32
+    assert torch.isfinite(a).all() and a.abs().max() <= 1
+    torch.testing.assert_close(a, b)
+
+
+class Recorder(torch.nn.Module):
+    """A denoiser with an analytic output that records its calls: f = x * 0 + label."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls = []
+
+    def forward(self, x, timesteps, class_labels=None):
+        self.calls.append((x.shape[0], timesteps.clone(), None if class_labels is None else class_labels.clone()))
+        return torch.zeros_like(x) + class_labels.float().reshape(-1, 1, 1, 1)
+
+
+def test_guidance_scale_one_is_no_guidance():
+    net = Recorder()
+    sampler = Sampler(DDIMScheduler(10), 3, guidance_scale=1.0, conditioning=Conditioning({"class_labels": "v"}), clip_range=None)
+    sampler(torch.zeros(2, 1, 4, 4), net, condition=Condition({"class_labels": torch.tensor([1, 2])}))
+    assert [c[0] for c in net.calls] == [2, 2, 2]  # one plain conditional pass per step
+
+
+def test_guidance_combines_conditional_and_null_outputs():
+    net = Recorder()
+    conditioning = Conditioning({"class_labels": "v"}, null_values={"class_labels": 5})
+    sampler = Sampler(DDIMScheduler(10), 2, guidance_scale=3.0, conditioning=conditioning)
+    out = sampler.predict(net, torch.zeros(2, 1, 4, 4), torch.tensor(9), Condition({"class_labels": torch.tensor([1, 2])}))
+    assert net.calls[0][0] == 4 and net.calls[0][2].tolist() == [1, 2, 5, 5]
+    # uncond + w * (cond - uncond) = 5 + 3 * (label - 5)
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([5 + 3 * (1 - 5.0), 5 + 3 * (2 - 5.0)]))
+
+
+def test_heun_evaluation_count():
+    net = Recorder()
+    sampler = Sampler(RFlowScheduler(100, use_discrete_timesteps=False), 4, solver="heun", clip_range=None)
+    sampler(torch.zeros(1, 1, 4, 4), net, condition=None, class_labels=torch.tensor([0]))
+    assert len(net.calls) == sampler.network_evaluations == 7
+
+
+class ExactVelocity(torch.nn.Module):
+    """The exact flow-matching velocity towards a single data point x*: u = (x* - x_s) / s."""
+
+    def __init__(self, target):
+        super().__init__()
+        self.target = target
+
+    def forward(self, x, timesteps):
+        s = (timesteps.float() / 1000).reshape(-1, 1, 1, 1)
+        return (self.target - x) / s
+
+
+class ExactEpsilon(torch.nn.Module):
+    """The exact noise prediction for a single data point x*: eps = (x_t - sqrt(abar) x*) / sqrt(1 - abar)."""
+
+    def __init__(self, target, scheduler):
+        super().__init__()
+        self.target, self.abar = target, scheduler.alphas_cumprod
+
+    def forward(self, x, timesteps):
+        abar = self.abar[timesteps.long()].reshape(-1, 1, 1, 1)
+        return (x - abar.sqrt() * self.target) / (1 - abar).sqrt()
+
+
+@pytest.mark.parametrize("solver", ["euler", "heun"])
+def test_flow_solvers_integrate_a_straight_path_exactly(solver):
+    target = torch.rand(2, 1, 4, 4) - 0.5
+    sampler = Sampler(RFlowScheduler(1000, use_discrete_timesteps=False), 3, solver=solver)
+    out = sampler(torch.randn(2, 1, 4, 4), ExactVelocity(target))
+    torch.testing.assert_close(out, target, atol=1e-4, rtol=1e-4)
+
+
+def test_ddim_reaches_the_data_point_with_exact_noise_prediction():
+    target = torch.rand(2, 1, 4, 4) - 0.5
+    scheduler = DDIMScheduler(1000, schedule="cosine")
+    out = Sampler(scheduler, 4)(torch.randn(2, 1, 4, 4), ExactEpsilon(target, scheduler))
+    torch.testing.assert_close(out, target, atol=1e-3, rtol=1e-3)
+
+
+def test_constructor_errors():
+    with pytest.raises(ValueError, match="num_inference_steps"):
+        Sampler(DDPMScheduler(10), 11)
+    with pytest.raises(ValueError, match="solver"):
+        Sampler(RFlowScheduler(10), 2, solver="rk4")
+    with pytest.raises(ValueError, match="guidance_scale"):
+        Sampler(DDPMScheduler(10), 2, guidance_scale=-1)
+    with pytest.raises(ValueError, match="eta"):
+        Sampler(DDIMScheduler(10), 2, eta=-0.5)
+    with pytest.raises(TypeError, match="scheduler"):
+        Sampler(object(), 2)
