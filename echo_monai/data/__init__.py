@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from echo_monai.data.camus import CAMUS
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
@@ -7,6 +8,7 @@ from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "CAMUS",
     "EchoNetDynamic",
     "EchoNetPediatric",
     "InvalidItemError",

@@ -1,0 +1,148 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from echo_monai.data import CAMUS, InvalidItemError, MissingFilesError
+from echo_monai.data.camus import read_metaimage
+
+H, W, T = 24, 20, 5
+SPACING = (0.3, 0.25)  # (dy, dx) mm
+
+
+def _label() -> np.ndarray:
+    label = np.zeros((H, W), np.uint8)
+    label[4:20, 4:16], label[8:16, 7:13], label[18:22, 6:14] = 2, 1, 3
+    return label
+
+
+def _image(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (H, W)).astype(np.uint8)
+
+
+def _save_nifti(path: Path, array: np.ndarray) -> None:
+    # ITK order on disk: nibabel sees (W, H[, T])
+    nib.save(nib.Nifti1Image(array.T, np.diag([SPACING[1], SPACING[0], 1.0, 1.0])), str(path))
+
+
+def _save_mhd(path: Path, array: np.ndarray) -> None:
+    dims = " ".join(str(d) for d in array.shape[::-1])
+    spacing = " ".join(str(s) for s in ((SPACING[1], SPACING[0], 1.0)[: array.ndim]))
+    path.write_text(
+        f"ObjectType = Image\nNDims = {array.ndim}\nDimSize = {dims}\nElementType = MET_UCHAR\n"
+        f"ElementSpacing = {spacing}\nElementDataFile = {path.stem}.raw\n"
+    )
+    array.astype(np.uint8).tofile(path.with_suffix(".raw"))
+
+
+def _write_patient(folder: Path, patient: str, fmt: str = "nifti", seed: int = 0) -> None:
+    save, ext = (_save_nifti, ".nii.gz") if fmt == "nifti" else (_save_mhd, ".mhd")
+    sequence = "half_sequence" if fmt == "nifti" else "sequence"
+    folder.mkdir(parents=True, exist_ok=True)
+    for view in ("2CH", "4CH"):
+        (folder / f"Info_{view}.cfg").write_text(
+            f"ED: 1\nES: {T}\nNbFrame: {T}\nSex: F\nAge: 61\nImageQuality: Good\nLVedv: 90.5\nLVesv: 40.0\nLVef: 55.8\n"
+        )
+        for phase in ("ED", "ES"):
+            save(folder / f"{patient}_{view}_{phase}{ext}", _image(seed))
+            save(folder / f"{patient}_{view}_{phase}_gt{ext}", _label())
+        save(folder / f"{patient}_{view}_{sequence}{ext}", np.stack([_image(seed + t) for t in range(T)]))
+        save(folder / f"{patient}_{view}_{sequence}_gt{ext}", np.stack([_label()] * T))
+
+
+def _make_nifti_release(root: Path) -> Path:
+    for i, group in zip(range(1, 4), ("training", "validation", "testing")):
+        _write_patient(root / "database_nifti" / f"patient{i:04d}", f"patient{i:04d}", seed=i)
+        (root / "database_split").mkdir(parents=True, exist_ok=True)
+        (root / "database_split" / f"subgroup_{group}.txt").write_text(f"patient{i:04d}\n")
+    return root
+
+
+def test_nifti_items_keys_orientation_and_info(tmp_path):
+    dataset = CAMUS(_make_nifti_release(tmp_path), views=("4CH",), phases=("ED", "ES"), split="training")
+    assert len(dataset) == 2
+    item = dataset[0]
+    assert item["image"].shape == (1, H, W) and item["image"].dtype == torch.float32
+    assert torch.equal(item["image"][0], torch.from_numpy(_image(1).astype(np.float32)))
+    assert item["label"].dtype == torch.uint8 and torch.equal(item["label"][0], torch.from_numpy(_label()))
+    assert (item["patient"], item["view"], item["phase"]) == ("patient0001", "4CH", "ED")
+    assert item["ejection_fraction"] == 55.8 and item["image_quality"] == "Good" and item["edv"] == 90.5
+    assert (item["ed_frame"], item["es_frame"]) == (0, T - 1)
+    assert item["spacing"] == pytest.approx(SPACING)
+
+
+def test_half_sequence_as_video(tmp_path):
+    dataset = CAMUS(_make_nifti_release(tmp_path), views="2CH", phases="half_sequence")
+    assert len(dataset) == 3
+    item = dataset[2]
+    assert item["video"].shape == (1, T, H, W) and item["label"].shape == (1, T, H, W) and "image" not in item
+    assert torch.equal(item["video"][0, 1], torch.from_numpy(_image(4).astype(np.float32)))
+
+
+def test_splits_and_patient_lists(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    assert {item["patient"] for item in CAMUS(root, split="val")} == {"patient0002"}
+    assert len(CAMUS(root)) == 3 * 2 * 2
+    assert len(CAMUS(root, split=["patient0001", "patient0003"], views=("2CH",))) == 4
+
+
+def test_metaimage_release(tmp_path):
+    _write_patient(tmp_path / "training" / "patient0001", "patient0001", fmt="mhd", seed=7)
+    dataset = CAMUS(tmp_path, views=("4CH",), phases=("ES", "half_sequence"), split="training")
+    image, sequence = dataset[0], dataset[1]
+    assert torch.equal(image["image"][0], torch.from_numpy(_image(7).astype(np.float32)))
+    assert torch.equal(image["label"][0], torch.from_numpy(_label())) and image["spacing"] == pytest.approx(SPACING)
+    assert sequence["video"].shape == (1, T, H, W) and sequence["phase"] == "half_sequence"
+
+
+def test_metaimage_size_mismatch_names_file(tmp_path):
+    path = tmp_path / "x.mhd"
+    _save_mhd(path, _image(0))
+    path.with_suffix(".raw").write_bytes(b"\0" * 10)
+    with pytest.raises(ValueError, match="x.raw.*expected"):
+        read_metaimage(path)
+
+
+def test_bad_arguments(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    with pytest.raises(ValueError, match="views"):
+        CAMUS(root, views=("3CH",))
+    with pytest.raises(ValueError, match="phases"):
+        CAMUS(root, phases=("MID",))
+    with pytest.raises(ValueError, match="split"):
+        CAMUS(root, split="holdout")
+
+
+def test_missing_files_all_listed(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    (root / "database_nifti" / "patient0001" / "patient0001_2CH_ED_gt.nii.gz").unlink()
+    (root / "database_nifti" / "patient0002" / "patient0002_4CH_ES.nii.gz").unlink()
+    with pytest.raises(MissingFilesError, match="(?s)patient0001_2CH_ED_gt.nii.gz.*patient0002_4CH_ES.nii.gz"):
+        CAMUS(root)
+    dataset = CAMUS(root, on_invalid="skip")
+    assert len(dataset) == 10 and len(dataset.invalid) == 2
+    assert "label" not in CAMUS(root, require_label=False, views="2CH", split=["patient0001"])[0]
+
+
+def test_label_values_outside_range(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    bad = _label()
+    bad[0, 0] = 5
+    _save_nifti(root / "database_nifti" / "patient0003" / "patient0003_4CH_ES_gt.nii.gz", bad)
+    with pytest.raises(ValueError, match=r"patient0003_4CH_ES_gt.nii.gz.*\[0, 1, 2, 3, 5\]"):
+        CAMUS(root, split="testing", views="4CH", phases="ES")[0]
+    with pytest.raises(InvalidItemError, match="patient0003_4CH_ES_gt"):
+        CAMUS(root, validate=True)
+    assert [name for name, _ in CAMUS(root, on_invalid="skip").invalid] == ["patient0003_4CH_ES"]
+
+
+def test_image_label_size_mismatch(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    _save_nifti(root / "database_nifti" / "patient0002" / "patient0002_2CH_ED_gt.nii.gz", _label()[:, :-2])
+    with pytest.raises(ValueError, match="patient0002_2CH_ED_gt.nii.gz.*expected equal sizes"):
+        CAMUS(root, split="validation", views="2CH", phases="ED")[0]
+    assert len(CAMUS(root, on_invalid="skip")) == 11
