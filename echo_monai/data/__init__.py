@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from echo_monai.data.busi import BUSI
+from echo_monai.data.busv import BUSV
 from echo_monai.data.camus import CAMUS
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.pediatric import EchoNetPediatric
@@ -8,6 +10,8 @@ from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "BUSI",
+    "BUSV",
     "CAMUS",
     "EchoNetDynamic",
     "EchoNetPediatric",

@@ -1,0 +1,146 @@
+"""BUSV reader: breast ultrasound videos stored as PNG frames, with per-frame lesion boxes (COCO-VID JSON).
+
+Lin et al., "A New Dataset and a Baseline Model for Breast Lesion Detection in Ultrasound Videos", MICCAI 2022.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from collections.abc import Callable, Hashable, Mapping, Sequence
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import numpy as np
+import torch
+
+from echo_monai.data.busi import read_grey_png
+from echo_monai.data.reader_base import OnInvalid, ReaderDataset
+
+__all__ = ["BUSV"]
+
+
+class BUSV(ReaderDataset):
+    """BUSV: ``rawframes/<video>/000000.png ...`` plus COCO-style JSON annotations.
+
+    The JSON files hold ``images`` (``id``, ``file_name`` relative to ``rawframes/``, optional ``video_id`` and
+    ``frame_id``), ``annotations`` (``image_id``, ``bbox`` ``[x, y, w, h]`` in pixels, ``category_id``),
+    ``categories`` (``benign``/``malignant``) and optionally ``videos`` (``id``, ``name``). Frames are grouped by
+    ``video_id`` (else by folder) and ordered by ``frame_id`` (else by file name). The video's class is the most
+    frequent category among its boxes, or the ``benign``/``malignant`` folder in its path when it has none.
+
+    Each item is a dict:
+
+    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255].
+    * ``boxes``: ``(T, 4)`` float32 torch tensor, one lesion box per frame in pixels, ``[x1, y1, x2, y2]``
+      (``box_format="xyxy"``, MONAI's default) or ``[x, y, w, h]`` (``"xywh"``, as in the JSON); the largest
+      box when a frame has several, NaN for frames without a box.
+    * ``label``: str, ``"benign"`` or ``"malignant"``; ``label_index``: int, 0 or 1.
+    * ``video_name``: str, the video's folder relative to ``rawframes/``.
+
+    Args:
+        root: folder holding ``rawframes/`` and the JSON file(s).
+        annotation_files: JSON files to read; ``None`` reads every ``*.json`` in ``root`` and ``root/annotations``.
+        box_format: ``"xyxy"`` or ``"xywh"``.
+        transform: MONAI transform applied to each item dict.
+        on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad items (``self.invalid``).
+        validate: load every video at construction to check its frames decode with one size (default: when skipping).
+
+    Example:
+        >>> dataset = BUSV("BUV_dataset", annotation_files=["BUV_dataset/imagenet_vid_val.json"])
+        >>> item = dataset[0]
+        >>> item["video"].shape, item["boxes"].shape, item["label"]   # (1, T, H, W), (T, 4), "malignant"
+    """
+
+    CLASSES = ("benign", "malignant")
+    BOX_FORMATS = ("xyxy", "xywh")
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        annotation_files: Sequence[str | os.PathLike] | None = None,
+        box_format: str = "xyxy",
+        transform: Sequence[Callable] | Callable | None = None,
+        on_invalid: OnInvalid | str = OnInvalid.RAISE,
+        validate: bool | None = None,
+    ) -> None:
+        if box_format not in self.BOX_FORMATS:
+            raise ValueError(f"BUSV: box_format must be one of {self.BOX_FORMATS}, got {box_format!r}.")
+        super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
+        self.root, self.box_format = Path(root), box_format
+        if annotation_files is None:
+            annotation_files = sorted(self.root.glob("*.json")) + sorted(self.root.glob("annotations/*.json"))
+            if not annotation_files:
+                raise FileNotFoundError(f"BUSV: no COCO JSON annotation file in {str(self.root)!r} or its annotations/.")
+        self.annotation_files = [Path(p) for p in annotation_files]
+        missing = [str(p) for p in self.annotation_files if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"BUSV: annotation file(s) {missing} do not exist.")
+        frames_root = self.root / "rawframes" if (self.root / "rawframes").is_dir() else self.root
+        records: dict[str, dict[str, Any]] = {}
+        for path in self.annotation_files:
+            for record in self._index_json(path, frames_root):
+                records.setdefault(record["video_name"], record)
+        self._finalize(list(records.values()), key="video_name")
+
+    def _index_json(self, path: Path, frames_root: Path) -> list[dict[str, Any]]:
+        try:
+            coco = json.loads(path.read_text())
+            categories = {c["id"]: c["name"].lower() for c in coco.get("categories", [])}
+            images = coco["images"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise ValueError(f"BUSV: {str(path)!r} is not COCO JSON with 'images' and 'categories': {error}") from error
+        names = {v["id"]: v.get("name", str(v["id"])) for v in coco.get("videos", [])}
+        boxes_of: dict[Any, list[tuple[list[float], str]]] = {}
+        for annotation in coco.get("annotations", []):
+            boxes_of.setdefault(annotation["image_id"], []).append(
+                ([float(v) for v in annotation["bbox"]], categories.get(annotation.get("category_id"), ""))
+            )
+        videos: dict[str, list[dict[str, Any]]] = {}
+        for image in images:
+            folder = str(PurePosixPath(image["file_name"]).parent)
+            name = names.get(image["video_id"], folder) if "video_id" in image else folder
+            videos.setdefault(name, []).append(image)
+        records = []
+        for name, frames in videos.items():
+            frames.sort(key=lambda im: (im.get("frame_id", 0), im["file_name"]))
+            paths = [frames_root / im["file_name"] for im in frames]
+            absent = [str(p) for p in paths if not p.is_file()]
+            if absent:
+                shown = absent[:5] + ([f"... {len(absent) - 5} more"] if len(absent) > 5 else [])
+                self.reject(name, f"{len(absent)} frame file(s) listed in {path.name} are missing: {shown}", True)
+                continue
+            votes = Counter(cat for im in frames for _, cat in boxes_of.get(im["id"], []) if cat in self.CLASSES)
+            parts = set(PurePosixPath(frames[0]["file_name"]).parts)
+            label = votes.most_common(1)[0][0] if votes else next((c for c in self.CLASSES if c in parts), None)
+            if label is None:
+                self.reject(name, f"{path.name}: no benign/malignant category in its boxes or its path.")
+                continue
+            boxes = np.full((len(frames), 4), np.nan, dtype=np.float32)
+            for t, im in enumerate(frames):
+                candidates = [box for box, _ in boxes_of.get(im["id"], [])]
+                if candidates:
+                    boxes[t] = max(candidates, key=lambda b: b[2] * b[3])
+            if self.box_format == "xyxy":
+                boxes[:, 2:] += boxes[:, :2]
+            records.append({"video_name": name, "frame_paths": [str(p) for p in paths], "boxes": boxes,
+                            "label": label})
+        return records
+
+    def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
+        frames = [read_grey_png(p) for p in record["frame_paths"]]
+        shapes = {f.shape for f in frames}
+        if len(shapes) > 1:
+            raise ValueError(
+                f"BUSV: frames of video {record['video_name']!r} have sizes {sorted(shapes)}; expected one size "
+                f"(first frame {record['frame_paths'][0]!r})."
+            )
+        video = np.stack(frames).astype(np.float32)[None]
+        return {
+            "video": torch.from_numpy(video),
+            "boxes": torch.from_numpy(record["boxes"].copy()),
+            "label": record["label"],
+            "label_index": self.CLASSES.index(record["label"]),
+            "video_name": record["video_name"],
+        }

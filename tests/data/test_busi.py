@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from echo_monai.data import BUSI, InvalidItemError, MissingFilesError
+
+H, W = 20, 28
+
+
+def _png(path: Path, array: np.ndarray, rgb: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(array, cv2.COLOR_GRAY2BGR) if rgb else array)
+
+
+def _make_busi(root: Path) -> Path:
+    base = root / "Dataset_BUSI_with_GT"
+    rng = np.random.default_rng(0)
+    for label in BUSI.CLASSES:
+        for k in (1, 2):
+            _png(base / label / f"{label} ({k}).png", rng.integers(0, 255, (H, W), np.uint8), rgb=True)
+            mask = np.zeros((H, W), np.uint8)
+            if label != "normal":
+                mask[2:8, 3:9] = 255
+            _png(base / label / f"{label} ({k})_mask.png", mask)
+    second = np.zeros((H, W), np.uint8)
+    second[12:18, 15:25] = 255
+    _png(base / "malignant" / "malignant (2)_mask_1.png", second)
+    return root
+
+
+def test_items_and_merged_masks(tmp_path):
+    dataset = BUSI(_make_busi(tmp_path))
+    assert len(dataset) == 6
+    item = dataset[3]
+    assert item["filename"] == "malignant/malignant (2).png" and item["label"] == "malignant"
+    assert item["label_index"] == 1
+    assert item["image"].shape == (1, H, W) and item["image"].dtype == torch.float32
+    assert item["mask"].shape == (1, H, W) and item["mask"].dtype == torch.uint8
+    assert int(item["mask"].sum()) == 36 + 60  # union of _mask and _mask_1
+    assert int(dataset[4]["mask"].sum()) == 0 and dataset[4]["label"] == "normal"
+
+
+def test_class_subset_and_root_variants(tmp_path):
+    root = _make_busi(tmp_path)
+    assert len(BUSI(root / "Dataset_BUSI_with_GT", classes="benign")) == 2
+    with pytest.raises(ValueError, match="classes"):
+        BUSI(root, classes=("cyst",))
+
+
+def test_missing_masks_all_listed(tmp_path):
+    root = _make_busi(tmp_path)
+    (root / "Dataset_BUSI_with_GT" / "benign" / "benign (1)_mask.png").unlink()
+    (root / "Dataset_BUSI_with_GT" / "normal" / "normal (2)_mask.png").unlink()
+    with pytest.raises(MissingFilesError, match=r"(?s)benign \(1\)_mask.png.*normal \(2\)_mask.png"):
+        BUSI(root)
+    dataset = BUSI(root, on_invalid="skip")
+    assert len(dataset) == 4 and len(dataset.invalid) == 2
+
+
+def test_mask_size_mismatch(tmp_path):
+    root = _make_busi(tmp_path)
+    _png(root / "Dataset_BUSI_with_GT" / "benign" / "benign (2)_mask.png", np.zeros((H, W + 3), np.uint8))
+    with pytest.raises(ValueError, match=r"benign \(2\)_mask.png.*expected equal sizes"):
+        BUSI(root, classes="benign")[1]
+    with pytest.raises(InvalidItemError):
+        BUSI(root, validate=True)
+    assert len(BUSI(root, on_invalid="skip")) == 5

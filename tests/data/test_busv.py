@@ -1,0 +1,73 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from echo_monai.data import BUSV, InvalidItemError, MissingFilesError
+
+H, W, T = 24, 32, 4
+
+
+def _make_busv(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    images, annotations, videos = [], [], []
+    for v, (name, category) in enumerate((("benign/v0", 1), ("malignant/v1", 2)), start=1):
+        videos.append({"id": v, "name": name})
+        for t in reversed(range(T)):  # listed out of order on purpose
+            file_name = f"{name}/{t:06d}.png"
+            (root / "rawframes" / name).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(root / "rawframes" / file_name), rng.integers(0, 255, (H, W), np.uint8))
+            image_id = v * 100 + t
+            images.append({"id": image_id, "file_name": file_name, "video_id": v, "frame_id": t,
+                           "height": H, "width": W})
+            if t != 2:  # frame 2 has no box
+                annotations.append({"id": image_id, "image_id": image_id, "category_id": category,
+                                    "bbox": [2.0 + t, 3.0, 10.0, 6.0], "area": 60.0})
+    categories = [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]
+    (root / "val.json").write_text(json.dumps({"videos": videos, "images": images, "annotations": annotations,
+                                               "categories": categories}))
+    return root
+
+
+def test_items_boxes_and_order(tmp_path):
+    dataset = BUSV(_make_busv(tmp_path))
+    assert len(dataset) == 2
+    item = dataset[1]
+    assert item["video_name"] == "malignant/v1" and item["label"] == "malignant" and item["label_index"] == 1
+    assert item["video"].shape == (1, T, H, W) and item["video"].dtype == torch.float32
+    first = cv2.imread(str(tmp_path / "rawframes" / "malignant/v1/000000.png"), cv2.IMREAD_GRAYSCALE)
+    assert torch.equal(item["video"][0, 0], torch.from_numpy(first.astype(np.float32)))
+    assert item["boxes"].shape == (T, 4) and item["boxes"].dtype == torch.float32
+    assert item["boxes"][1].tolist() == [3.0, 3.0, 13.0, 9.0]  # xyxy
+    assert torch.isnan(item["boxes"][2]).all()
+
+
+def test_xywh_and_bad_format(tmp_path):
+    root = _make_busv(tmp_path)
+    assert BUSV(root, box_format="xywh")[0]["boxes"][0].tolist() == [2.0, 3.0, 10.0, 6.0]
+    with pytest.raises(ValueError, match="box_format"):
+        BUSV(root, box_format="cxcywh")
+
+
+def test_missing_frames_and_annotations(tmp_path):
+    root = _make_busv(tmp_path)
+    (root / "rawframes" / "benign/v0/000001.png").unlink()
+    with pytest.raises(MissingFilesError, match="benign/v0.*000001.png"):
+        BUSV(root)
+    assert [name for name, _ in BUSV(root, on_invalid="skip").invalid] == ["benign/v0"]
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        BUSV(root, annotation_files=[root / "nope.json"])
+
+
+def test_frames_of_different_sizes(tmp_path):
+    root = _make_busv(tmp_path)
+    cv2.imwrite(str(root / "rawframes" / "malignant/v1/000003.png"), np.zeros((H + 2, W), np.uint8))
+    with pytest.raises(ValueError, match="malignant/v1.*expected one size"):
+        BUSV(root)[1]
+    with pytest.raises(InvalidItemError):
+        BUSV(root, validate=True)
