@@ -1,1 +1,8 @@
 from __future__ import annotations
+
+from echo_monai.handlers.checkpoint import latest_checkpoint
+from echo_monai.handlers.ema import EMA
+from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_png, write_video
+from echo_monai.handlers.progress import ProgressBar
+
+__all__ = ["EMA", "ProgressBar", "SamplePreviewWriter", "latest_checkpoint", "make_grid", "write_png", "write_video"]
