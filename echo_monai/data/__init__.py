@@ -3,6 +3,7 @@ from __future__ import annotations
 from echo_monai.data.busi import BUSI
 from echo_monai.data.busv import BUSV
 from echo_monai.data.camus import CAMUS
+from echo_monai.data.dicom import DicomCine
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
@@ -13,6 +14,7 @@ __all__ = [
     "BUSI",
     "BUSV",
     "CAMUS",
+    "DicomCine",
     "EchoNetDynamic",
     "EchoNetPediatric",
     "InvalidItemError",

@@ -1,0 +1,134 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate
+from pydicom.uid import (
+    ExplicitVRLittleEndian,
+    JPEGBaseline8Bit,
+    UltrasoundImageStorage,
+    UltrasoundMultiFrameImageStorage,
+    generate_uid,
+)
+
+from echo_monai.data import DicomCine, InvalidItemError
+
+T, H, W = 3, 16, 24
+
+
+def _write(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", jpeg: bool = False, **tags) -> Path:
+    """Write frames ``(T, H, W)`` / ``(T, H, W, 3)`` (or a single ``(H, W[, 3])`` image) as an US DICOM file."""
+    multi = pixels.ndim == 4 or (pixels.ndim == 3 and pixels.shape[-1] != 3)
+    colour = pixels.shape[-1] == 3 and pixels.ndim >= 3
+    sop = UltrasoundMultiFrameImageStorage if multi else UltrasoundImageStorage
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop, generate_uid()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit if jpeg else ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID, ds.Modality, ds.PatientID = sop, meta.MediaStorageSOPInstanceUID, "US", "PAT-7"
+    ds.Rows, ds.Columns = H, W
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = (3 if colour else 1), photometric
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    if colour:
+        ds.PlanarConfiguration = 0
+    if multi:
+        ds.NumberOfFrames = pixels.shape[0]
+    for keyword, value in tags.items():
+        setattr(ds, keyword, value)
+    if jpeg:
+        frames = pixels if multi else pixels[None]
+        ds.PixelData = encapsulate([cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
+                                                 [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes() for f in frames])
+        ds["PixelData"].VR = "OB"
+    else:
+        ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def _region(dx_cm: float, dy_cm: float) -> Dataset:
+    region = Dataset()
+    region.RegionSpatialFormat, region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = 1, 3, 3
+    region.PhysicalDeltaX, region.PhysicalDeltaY = dx_cm, dy_cm
+    return region
+
+
+def _grey(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 255, (T, H, W), np.uint8)
+
+
+def test_multiframe_monochrome_with_metadata(tmp_path):
+    path = _write(tmp_path / "a.dcm", _grey(), FrameTime=33.3333, SequenceOfUltrasoundRegions=[_region(0.02, 0.03)])
+    item = DicomCine(path)[0]
+    assert item["video"].shape == (1, T, H, W) and item["video"].dtype == torch.float32
+    assert torch.equal(item["video"][0], torch.from_numpy(_grey().astype(np.float32)))
+    assert item["fps"] == pytest.approx(30.0, rel=1e-4)
+    assert item["pixel_spacing"] == pytest.approx((0.3, 0.2))
+    assert item["patient_id"] == "PAT-7" and item["filename"] == str(path)
+
+
+def test_single_frame_cine_rate_and_pixel_spacing(tmp_path):
+    path = _write(tmp_path / "b.dcm", _grey()[0], CineRate=25, PixelSpacing=[0.5, 0.4])
+    item = DicomCine([path])[0]
+    assert item["image"].shape == (1, H, W) and "video" not in item
+    assert item["fps"] == 25.0 and item["pixel_spacing"] == pytest.approx((0.5, 0.4))
+    assert DicomCine([path], as_video=True)[0]["video"].shape == (1, 1, H, W)
+    assert all(math.isnan(v) for v in DicomCine(_write(tmp_path / "c.dcm", _grey()[0]))[0]["pixel_spacing"])
+
+
+def test_rgb_ybr_and_jpeg(tmp_path):
+    rgb = np.zeros((T, H, W, 3), np.uint8)
+    rgb[..., 0], rgb[..., 1], rgb[..., 2] = 180, 90, 30
+    luma = 0.299 * 180 + 0.587 * 90 + 0.114 * 30
+    raw = _write(tmp_path / "rgb.dcm", rgb, photometric="RGB")
+    item = DicomCine(raw)[0]
+    assert item["video"].shape == (1, T, H, W) and torch.allclose(item["video"], torch.tensor(luma), atol=0.01)
+    assert torch.equal(DicomCine(raw, grayscale=False)[0]["video"][:, 0, 0, 0], torch.tensor([180.0, 90.0, 30.0]))
+    jpeg = _write(tmp_path / "jpeg.dcm", rgb, photometric="YBR_FULL_422", jpeg=True)
+    colour = DicomCine(jpeg, grayscale=False)[0]["video"]
+    assert colour.shape == (3, T, H, W) and torch.allclose(colour[:, 1, 5, 5], torch.tensor([180.0, 90.0, 30.0]), atol=4)
+    assert torch.allclose(DicomCine(jpeg)[0]["video"], torch.tensor(luma), atol=3)
+
+
+def test_monochrome1_inverted(tmp_path):
+    item = DicomCine(_write(tmp_path / "m1.dcm", _grey(), photometric="MONOCHROME1"))[0]
+    assert torch.equal(item["video"][0], torch.from_numpy(255.0 - _grey().astype(np.float32)))
+
+
+def test_folder_search(tmp_path):
+    _write(tmp_path / "x" / "1.dcm", _grey())
+    (tmp_path / "x" / "notes.txt").write_text("not dicom")
+    assert len(DicomCine(tmp_path)) == 1
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(FileNotFoundError, match="no DICOM"):
+        DicomCine(tmp_path / "empty")
+
+
+def test_without_pixel_data(tmp_path):
+    path = tmp_path / "nopix.dcm"
+    good = _write(path, _grey())
+    from pydicom import dcmread
+
+    ds = dcmread(str(good))
+    del ds.PixelData
+    ds.save_as(str(path), enforce_file_format=True)
+    with pytest.raises(InvalidItemError, match="nopix.dcm.*no PixelData"):
+        DicomCine([path, _write(tmp_path / "ok.dcm", _grey())])
+    dataset = DicomCine([path, tmp_path / "ok.dcm"], on_invalid="skip")
+    assert len(dataset) == 1 and dataset.invalid[0][0] == str(path)
+
+
+def test_not_dicom_and_missing(tmp_path):
+    (tmp_path / "junk.dcm").write_bytes(b"\0" * 10)
+    with pytest.raises(InvalidItemError, match="junk.dcm.*not a readable DICOM"):
+        DicomCine([tmp_path / "junk.dcm"])
+    with pytest.raises(FileNotFoundError, match="gone.dcm"):
+        DicomCine([tmp_path / "gone.dcm"])
