@@ -1,0 +1,171 @@
+"""``echo-monai``: a thin command line over ``monai.bundle run``.
+
+Usage::
+
+    echo-monai list
+    echo-monai train    BUNDLE [--stage S] [--multi-gpu] [--KEY VALUE ...]
+    echo-monai infer    BUNDLE [--stage S] [--KEY VALUE ...]
+    echo-monai evaluate BUNDLE [--stage S] [--KEY VALUE ...]
+    echo-monai simulate {echonet,pediatric,camus,busi,busv,dicom} OUT [--n N] [--seed S]
+
+``--KEY VALUE`` overrides a config id exactly as ``python -m monai.bundle run --KEY VALUE`` does
+(``--epochs 2``, ``--train#trainer#max_epochs 2``). An unknown bundle, stage or override key, or a missing
+``dataset_dir``, is reported on one line with exit code 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from echo_monai.apps.bundles import COMMAND_FILES, Bundle, BundleError, find_bundle, list_bundles
+
+__all__ = ["main", "parse_overrides", "resolve_run"]
+
+SIMULATE_KINDS = ("echonet", "pediatric", "camus", "busi", "busv", "dicom")
+
+
+class CLIError(Exception):
+    """A user error reported on one line with exit code 2."""
+
+
+def _value(text: str) -> Any:
+    """Parse an override value like the bundle CLI (fire): Python literals, else the string itself."""
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
+    """``["--a", "1", "--b=x"]`` -> ``{"a": 1, "b": "x"}``; a flag without a value is ``True``."""
+    overrides: dict[str, Any] = {}
+    i = 0
+    while i < len(tokens):
+        token = tokens[i]
+        if not token.startswith("--") or len(token) == 2:
+            raise CLIError(f"unexpected argument '{token}'; overrides are given as --KEY VALUE")
+        key = token[2:]
+        if "=" in key:
+            key, text = key.split("=", 1)
+            overrides[key] = _value(text)
+            i += 1
+        elif i + 1 < len(tokens) and not tokens[i + 1].startswith("--"):
+            overrides[key] = _value(tokens[i + 1])
+            i += 2
+        else:
+            overrides[key] = True
+            i += 1
+    return overrides
+
+
+def resolve_run(bundle: Bundle, command: str, stage: str | None, overrides: dict[str, Any], multi_gpu: bool = False) -> dict:
+    """Check the command, stage and overrides against the bundle's configs; return ``monai.bundle.run`` arguments.
+
+    Raises:
+        CLIError: for an unknown stage, an override key that no config defines, or a missing ``dataset_dir``.
+    """
+    from monai.bundle import ConfigParser
+
+    try:
+        config_files = bundle.config_files(command, stage, multi_gpu)
+    except BundleError as e:
+        raise CLIError(str(e)) from e
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    overrides = {"bundle_root": str(bundle.root), **overrides}
+    unknown = [key for key in overrides if key not in parser]
+    if unknown:
+        raise CLIError(
+            f"bundle '{bundle.name}' {command} has no config key {', '.join(repr(k) for k in unknown)} "
+            f"(keys are config ids such as 'epochs' or 'train#trainer#max_epochs')"
+        )
+    parser.update(overrides)
+    if "dataset_dir" in parser:
+        dataset_dir = parser.get_parsed_content("dataset_dir")
+        if isinstance(dataset_dir, str) and not Path(dataset_dir).is_dir():
+            raise CLIError(f"dataset_dir '{dataset_dir}' does not exist (override it with --dataset_dir PATH)")
+    run_args: dict[str, Any] = {"config_file": config_files, **overrides}
+    if Path(bundle.meta_file).is_file():
+        run_args["meta_file"] = bundle.meta_file
+    if Path(bundle.logging_file).is_file():
+        run_args["logging_file"] = bundle.logging_file
+    return run_args
+
+
+def _cmd_list(_: argparse.Namespace) -> int:
+    bundles = list_bundles()
+    if not bundles:
+        print("no bundles found (set ECHO_MONAI_BUNDLES to the folder holding them)")
+    for bundle in bundles:
+        stages = "; ".join(f"{cmd}: {', '.join(bundle.stages(cmd)) or '-'}" for cmd in COMMAND_FILES)
+        print(f"{bundle.name:24s} {stages}")
+    return 0
+
+
+def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
+    try:
+        bundle = find_bundle(args.bundle)
+    except BundleError as e:
+        raise CLIError(str(e)) from e
+    run_args = resolve_run(bundle, args.command, args.stage, parse_overrides(extra), getattr(args, "multi_gpu", False))
+    from monai.bundle import run
+
+    run(**run_args)
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from echo_monai.apps.simulate import simulate
+
+    try:
+        out = simulate(args.kind, args.out, n=args.n, seed=args.seed)
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    print(f"wrote {args.kind} phantom dataset to {out}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="echo-monai", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("list", help="bundles and their stages")
+    for command, help_text in (("train", "train a bundle stage"), ("infer", "run inference"), ("evaluate", "evaluate")):
+        p = sub.add_parser(command, help=help_text)
+        p.add_argument("bundle", help="bundle name or folder")
+        p.add_argument("--stage", default=None, help="stage (configs/<command>_<stage>.yaml); default stage otherwise")
+        if command == "train":
+            p.add_argument("--multi-gpu", dest="multi_gpu", action="store_true", help="layer multi_gpu_train.yaml (torchrun)")
+    p = sub.add_parser("simulate", help="write a phantom dataset in a public dataset's layout")
+    p.add_argument("kind", choices=SIMULATE_KINDS)
+    p.add_argument("out", help="output folder")
+    p.add_argument("--n", type=int, default=8, help="subjects/videos to simulate")
+    p.add_argument("--seed", type=int, default=0)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``echo-monai``; returns the exit code (2 for user errors)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    try:
+        if args.command == "list":
+            code = _cmd_list(args)
+        elif args.command in COMMAND_FILES:
+            code = _cmd_bundle(args, extra)
+        else:
+            if extra:
+                raise CLIError(f"unexpected arguments {extra}")
+            code = _cmd_simulate(args)
+    except CLIError as e:
+        print(f"echo-monai: error: {e}", file=sys.stderr)
+        return 2
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
