@@ -1,0 +1,116 @@
+"""The bundle contract (docs/bundles.md), checked for every folder in bundles/."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from packaging.version import Version
+
+REPO = Path(__file__).resolve().parents[2]
+SCHEMA = Path(__file__).parent / "schema" / "meta_schema_20240725.json"
+BUNDLES = sorted(p for p in (REPO / "bundles").iterdir() if p.is_dir()) if (REPO / "bundles").is_dir() else []
+REQUIRED_FILES = [
+    "LICENSE",
+    "docs/README.md",
+    "configs/metadata.json",
+    "configs/inference.yaml",
+    "configs/train.yaml",
+    "configs/evaluate.yaml",
+    "configs/multi_gpu_train.yaml",
+    "configs/logging.conf",
+]
+
+pytestmark = pytest.mark.skipif(not BUNDLES, reason="no bundle in bundles/ yet")
+
+
+@pytest.fixture(params=BUNDLES, ids=[b.name for b in BUNDLES])
+def bundle(request) -> Path:
+    return request.param
+
+
+def _configs(bundle: Path, *names: str) -> list[str]:
+    return [str(bundle / "configs" / n) for n in names]
+
+
+def test_layout(bundle):
+    missing = [f for f in REQUIRED_FILES if not (bundle / f).is_file()]
+    assert not missing, f"{bundle.name} lacks {missing}"
+    assert (bundle / "models").is_dir()
+    assert not list(bundle.rglob("*.py")), "bundles hold configs and docs, not Python"
+    assert not list((bundle / "configs").glob("*.yml")), "MONAI Label/Deploy ignore .yml: use .yaml"
+    readme = (bundle / "docs" / "README.md").read_text().lower()
+    for section in ("citation", "data", "commands", "expected results"):
+        assert section in readme, f"{bundle.name}/docs/README.md has no '{section}' section"
+
+
+def test_metadata_valid_offline(bundle, monkeypatch):
+    import monai.bundle.scripts as scripts
+    from monai.bundle import verify_metadata
+
+    def _no_download(url, filepath, **kwargs):
+        assert Path(filepath).is_file(), f"the schema would be downloaded from {url}"
+
+    monkeypatch.setattr(scripts, "download_url", _no_download)
+    meta_file = bundle / "configs" / "metadata.json"
+    verify_metadata(meta_file=str(meta_file), filepath=str(SCHEMA))
+    meta = json.loads(meta_file.read_text())
+    versions = {k: meta[k] for k in ("monai_version", "pytorch_version", "numpy_version")}
+    versions.update(meta["required_packages_version"])
+    for name, value in versions.items():
+        version = Version(value)
+        assert version.local is None and not version.is_devrelease, f"{name}={value} is not a pip-installable release"
+
+
+def test_inference_loads_alone_and_owns_network_def(bundle):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    parser["bundle_root"] = str(bundle)
+    assert isinstance(parser.get_parsed_content("network_def"), torch.nn.Module)
+    assert parser.get_parsed_content("inferer") is not None
+    for other in sorted((bundle / "configs").glob("*.yaml")):
+        if other.name == "inference.yaml":
+            continue
+        keys = ConfigParser.load_config_file(str(other)).keys()
+        assert not any(k == "network_def" or k.startswith("network_def#") for k in keys), (
+            f"{other.name} re-declares network_def"
+        )
+
+
+@pytest.mark.parametrize("workflow_type, files", [
+    ("train", ("inference.yaml", "train.yaml")),
+    ("infer", ("inference.yaml",)),
+])
+def test_check_properties(bundle, workflow_type, files):
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(
+        config_file=_configs(bundle, *files),
+        meta_file=str(bundle / "configs" / "metadata.json"),
+        logging_file=str(bundle / "configs" / "logging.conf"),
+        workflow_type=workflow_type,
+    )
+    workflow.bundle_root = str(bundle)
+    assert not workflow.check_properties()
+
+
+@pytest.mark.parametrize("stack", [
+    ("inference.yaml", "evaluate.yaml"),
+    ("inference.yaml", "train.yaml", "multi_gpu_train.yaml"),
+])
+def test_overlays_parse(bundle, stack):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(_configs(bundle, *stack))
+    parser.parse()
+    assert "network_def" in parser
+
+
+def test_smoke_test_exists(bundle):
+    smoke = REPO / "tests" / "bundles" / f"test_{bundle.name}.py"
+    assert smoke.is_file(), f"{bundle.name} needs a tiny-override smoke run in {smoke.relative_to(REPO)}"
