@@ -42,7 +42,8 @@ class Sampler(Inferer):
 
     Args:
         scheduler: ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler`` (the one the network was trained with,
-            or a DDIM scheduler with the same betas).
+            or a DDIM scheduler with the same betas), or another scheduler with MONAI's ``set_timesteps(n, device)``
+            and ``step(model_output, timestep, sample) -> (prev_sample, pred_original)`` interface.
         num_inference_steps: number of steps; None keeps the scheduler's ``num_train_timesteps``.
         guidance_scale: CFG scale ``w``; 1 disables guidance.
         conditioning: the training ``Conditioning``; it defines the unconditional input for guidance.
@@ -69,9 +70,10 @@ class Sampler(Inferer):
         progress: bool = False,
     ) -> None:
         super().__init__()
-        if not isinstance(scheduler, (DDPMScheduler, DDIMScheduler, RFlowScheduler)):
+        if not all(hasattr(scheduler, a) for a in ("set_timesteps", "step", "num_train_timesteps")):
             raise TypeError(
-                f"Sampler: scheduler must be a DDPMScheduler, DDIMScheduler or RFlowScheduler, got {type(scheduler).__name__}."
+                "Sampler: scheduler must be a MONAI scheduler (DDPMScheduler, DDIMScheduler, RFlowScheduler) or one "
+                f"with set_timesteps/step/num_train_timesteps, got {type(scheduler).__name__}."
             )
         steps = int(scheduler.num_train_timesteps) if num_inference_steps is None else int(num_inference_steps)
         if not 1 <= steps <= int(scheduler.num_train_timesteps):
@@ -138,8 +140,10 @@ class Sampler(Inferer):
                 x = self._flow_step(network, x, t, next_t, output, condition, **kwargs)
             elif isinstance(self.scheduler, DDIMScheduler):
                 x, _ = self.scheduler.step(output, t, x, eta=self.eta, generator=generator)
-            else:
+            elif isinstance(self.scheduler, DDPMScheduler):
                 x, _ = self.scheduler.step(output, t, x, generator=generator)
+            else:  # deterministic multistep solvers (echo_monai.networks.schedulers) keep their own history
+                x, _ = self.scheduler.step(output, t, x)
         if clip and self.clip_range is not None:
             x = x.clamp(*self.clip_range)
         return x
