@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--clip", type=int, default=32)
     parser.add_argument("--period", type=int, default=2)
     parser.add_argument("--epochs", type=int, default=3, help="epochs timed for the baseline and the cached paths")
-    parser.add_argument("--workdir", type=Path, default=None, help="where to write videos and cache (default: a temp dir)")
+    parser.add_argument("--workdir", type=Path, default=None, help="videos + cache folder (default: temp dir)")
     args = parser.parse_args()
     torch.set_num_threads(1)
 

@@ -100,8 +100,8 @@ class BUSI(ReaderDataset):
                 records.append({"filename": name, "image_path": str(path), "label": label,
                                 "mask_paths": [str(p) for p in sorted(masks.pop(stem))]})
             for stem, paths in masks.items():
-                self.reject(f"{label}/{paths[0].name}", f"mask without image {str(paths[0].with_name(stem + '.png'))!r}.",
-                            missing=True)
+                image_path = str(paths[0].with_name(stem + ".png"))
+                self.reject(f"{label}/{paths[0].name}", f"mask without image {image_path!r}.", missing=True)
         self._finalize(records, key="filename")
 
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:

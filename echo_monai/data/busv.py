@@ -72,7 +72,9 @@ class BUSV(ReaderDataset):
         if annotation_files is None:
             annotation_files = sorted(self.root.glob("*.json")) + sorted(self.root.glob("annotations/*.json"))
             if not annotation_files:
-                raise FileNotFoundError(f"BUSV: no COCO JSON annotation file in {str(self.root)!r} or its annotations/.")
+                raise FileNotFoundError(
+                    f"BUSV: no COCO JSON annotation file in {str(self.root)!r} or its annotations/ folder."
+                )
         self.annotation_files = [Path(p) for p in annotation_files]
         missing = [str(p) for p in self.annotation_files if not p.is_file()]
         if missing:

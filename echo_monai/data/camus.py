@@ -185,7 +185,9 @@ class CAMUS(ReaderDataset):
         if not phases or any(p not in self.PHASES for p in phases):
             raise ValueError(f"CAMUS: phases must be a non-empty subset of {self.PHASES}, got {phases!r}.")
         if isinstance(split, str) and split.lower() not in _SPLIT_NAMES:
-            raise ValueError(f"CAMUS: split must be None, one of {sorted(_SPLIT_NAMES)} or patient names, got {split!r}.")
+            raise ValueError(
+                f"CAMUS: split must be None, one of {sorted(_SPLIT_NAMES)} or patient names, got {split!r}."
+            )
         super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
         self.root, self.views, self.phases, self.require_label = Path(root), views, phases, require_label
         records = []

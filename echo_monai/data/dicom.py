@@ -139,7 +139,9 @@ class DicomCine(ReaderDataset):
         except Exception as error:
             raise ValueError(f"DicomCine: {path!r} is not a readable DICOM file: {error}") from error
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-            raise ValueError(f"DicomCine: {path!r} has no PixelData element; expected an ultrasound image or cine loop.")
+            raise ValueError(
+                f"DicomCine: {path!r} has no PixelData element; expected an ultrasound image or cine loop."
+            )
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
         try:
             pixels = np.asarray(ds.pixel_array)

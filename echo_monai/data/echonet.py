@@ -15,12 +15,12 @@ import torch
 
 from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 from echo_monai.data.tracings import (
-    video_key,
     outline_mask,
     read_chord_tracings,
     read_csv_rows,
     select_ed_es,
     tracing_outline,
+    video_key,
 )
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import probe_video, read_video

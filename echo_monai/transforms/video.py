@@ -187,7 +187,8 @@ class _ClipBase(MapTransform):
     def _clip(self, video: Video, start: int) -> torch.Tensor:
         total = video.shape[1]
         stop = min(total, start + self.span)
-        clip = _to_tensor(video[:, start:stop : self.period], self.dtype)  # basic slicing: a memory map reads the clip only
+        # basic slicing, so a memory map reads the clip's frames only
+        clip = _to_tensor(video[:, start:stop : self.period], self.dtype)
         missing = self.num_frames - clip.shape[1]
         if missing > 0:
             fill = clip[:, -1:] if self.pad_mode == "edge" else torch.zeros_like(clip[:, -1:])
@@ -269,7 +270,8 @@ class CenterClipd(_ClipBase):
     Same arguments and output as :class:`RandClipd`; the start is ``max(0, (T - span) // 2)``.
 
     Example:
-        >>> CenterClipd("video", num_frames=4, period=2)({"video": torch.arange(10.).view(1, 10, 1, 1)})["video"].flatten()
+        >>> clip = CenterClipd("video", num_frames=4, period=2)
+        >>> clip({"video": torch.arange(10.0).view(1, 10, 1, 1)})["video"].flatten()
         tensor([1., 3., 5., 7.])
     """
 

@@ -55,7 +55,7 @@ def _write_patient(folder: Path, patient: str, fmt: str = "nifti", seed: int = 0
 
 
 def _make_nifti_release(root: Path) -> Path:
-    for i, group in zip(range(1, 4), ("training", "validation", "testing")):
+    for i, group in zip(range(1, 4), ("training", "validation", "testing"), strict=True):
         _write_patient(root / "database_nifti" / f"patient{i:04d}", f"patient{i:04d}", seed=i)
         (root / "database_split").mkdir(parents=True, exist_ok=True)
         (root / "database_split" / f"subgroup_{group}.txt").write_text(f"patient{i:04d}\n")

@@ -29,7 +29,7 @@ def _make_echonet(root: Path, names=("A", "B", "C"), splits=("TRAIN", "TRAIN", "
     with open(root / "FileList.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split"])
-        for i, (name, split) in enumerate(zip(names, splits)):
+        for i, (name, split) in enumerate(zip(names, splits, strict=True)):
             write_video(root / "Videos" / f"{name}.avi", rng.integers(0, 255, (FRAMES, SIZE, SIZE), np.uint8), 50)
             writer.writerow([name, 50.0 + i, 20.0, 40.0, SIZE, SIZE, 50, FRAMES, split])
     with open(root / "VolumeTracings.csv", "w", newline="") as handle:
