@@ -294,10 +294,9 @@ class CardiacPhantom:
         else:
             # from the left end of the mitral plane, round the apex, to the right end
             c, length = shape.centre, shape.length
-            start = np.arccos(np.clip((length - c) / c, -1.0, 1.0))
+            start = np.arccos(np.clip((c - length) / c, -1.0, 1.0))
             angle = np.linspace(-start, start, n_points)
             a, l = c - c * np.cos(angle), shape.radius * np.sin(angle)
-            a, l = c + (length - c) * 0 + (a - c), l
         return np.stack(self.geometry.to_pixels(*self._from_frame(a, l)), axis=1)
 
     def simulate(self, n_frames: int | None = None) -> CardiacSequence:

@@ -1,0 +1,163 @@
+"""``simulate``: write a synthetic dataset in one of the public layouts, from the phantom simulator.
+
+Every subject ``i`` draws its parameters and speckle from ``numpy.random.default_rng([seed, i])``, so a run is
+deterministic for a seed and subject ``i`` does not depend on ``n``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from echo_monai.data.phantom.breast import BreastParameters, BreastPhantom
+from echo_monai.data.phantom.busi_writer import BUSIWriter
+from echo_monai.data.phantom.busv_writer import BUSVWriter
+from echo_monai.data.phantom.camus_writer import CAMUSWriter
+from echo_monai.data.phantom.cardiac import CardiacPhantom, CardiacSequence
+from echo_monai.data.phantom.cardiac_shape import CardiacParameters
+from echo_monai.data.phantom.dicom_writer import DicomCineWriter
+from echo_monai.data.phantom.echonet_writer import EchoNetDynamicWriter
+from echo_monai.data.phantom.pediatric_writer import EchoNetPediatricWriter
+
+__all__ = ["simulate", "KINDS"]
+
+
+def _subject_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index)])
+
+
+def _subject_name(rng: np.random.Generator, prefix: str) -> str:
+    return f"{prefix}{int(rng.integers(0, 2**63)):016X}"
+
+
+def _cardiac(params: CardiacParameters, image_size: tuple[int, int], n_frames: int | None, seed: int) -> CardiacSequence:
+    """Render a loop long enough to hold the first ED and ES frames."""
+    need = params.ed_offset_frames + params.systole_frames + 1
+    return CardiacPhantom(params, image_size, seed=seed).simulate(max(need, n_frames or 0) if n_frames else None)
+
+
+def _echonet(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: int | None = 64) -> Path:
+    splits = ("TRAIN",) * 6 + ("VAL", "TEST")
+    with EchoNetDynamicWriter(out) as writer:
+        for i in range(n):
+            rng = _subject_rng(seed, i)
+            name = _subject_name(rng, "0X")
+            params = CardiacParameters.sample(rng, view="4CH")
+            writer.add(_cardiac(params, image_size, n_frames, seed=int(rng.integers(2**31))), name, splits[i % 8])
+    return out
+
+
+def _pediatric(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: int | None = 64) -> Path:
+    with EchoNetPediatricWriter(out) as writer:
+        for i in range(n):
+            rng = _subject_rng(seed, i)
+            name = f"CR{int(rng.integers(0, 2**31)):08x}-{i + 1:06d}"
+            age = float(np.round(rng.uniform(0.5, 18.0), 1))
+            height = float(np.clip(50.0 + 6.5 * age + rng.normal(0, 6), 50, 190))
+            weight = float(np.round(rng.uniform(14.0, 22.0) * (height / 100.0) ** 2, 1))
+            sex, fold = str(rng.choice(["M", "F"])), i % 10
+            params = CardiacParameters.sample(rng, view="4CH", pediatric=True)
+            for view in ("4CH", "PSAX"):
+                view_params = CardiacParameters(**{**params.to_dict(), "view": view})
+                if view == "PSAX":
+                    view_params = CardiacParameters(**{**view_params.to_dict(), "apex_depth_mm": 0.45 * params.depth_mm,
+                                                       "apex_lateral_mm": 0.0})
+                sequence = _cardiac(view_params, image_size, n_frames, seed=int(rng.integers(2**31)))
+                writer.add(sequence, name, fold=fold, sex=sex, age=age, weight=weight, height=height)
+    return out
+
+
+def _camus(out: Path, n: int, seed: int, image_size=(256, 256)) -> Path:
+    splits = ("training",) * 8 + ("validation", "testing")
+    with CAMUSWriter(out) as writer:
+        for i in range(n):
+            rng = _subject_rng(seed, i)
+            params = CardiacParameters.sample(rng, view="4CH", ed_offset_frames=0, fps=float(rng.uniform(18.0, 40.0)))
+            views = {}
+            for view in ("2CH", "4CH"):
+                pose = {"tilt_deg": float(rng.uniform(-4.0, 10.0)), "apex_lateral_mm": float(rng.uniform(-4.0, 6.0))}
+                view_params = CardiacParameters(**{**params.to_dict(), "view": view, **pose})
+                views[view] = _cardiac(view_params, image_size, 1, seed=int(rng.integers(2**31)))
+            writer.add(f"patient{i + 1:04d}", views, split=splits[i % 10], sex=str(rng.choice(["M", "F"])),
+                       age=int(rng.integers(20, 90)), image_quality=str(rng.choice(["Good", "Medium", "Poor"])),
+                       ejection_fraction=params.ejection_fraction)
+    return out
+
+
+def _busi(out: Path, n: int, seed: int, image_size=(128, 160)) -> Path:
+    writer = BUSIWriter(out)
+    for i in range(n):
+        rng = _subject_rng(seed, i)
+        label = ("benign", "malignant", "normal")[i % 3]
+        lesions = 2 if label != "normal" and rng.random() < 0.1 else 1
+        params = BreastParameters.sample(rng, label, n_lesions=lesions, motion="none", motion_amplitude=0.0)
+        writer.add(BreastPhantom(params, image_size, seed=int(rng.integers(2**31))).simulate(1))
+    return out
+
+
+def _busv(out: Path, n: int, seed: int, image_size=(128, 160), n_frames: int = 16) -> Path:
+    with BUSVWriter(out) as writer:
+        for i in range(n):
+            rng = _subject_rng(seed, i)
+            name = f"{int(rng.integers(0, 2**63)):016x}"
+            params = BreastParameters.sample(rng, ("benign", "malignant")[i % 2])
+            video = BreastPhantom(params, image_size, seed=int(rng.integers(2**31))).simulate(n_frames)
+            writer.add(video, name, split="val" if i % 5 == 4 else "train")
+    return out
+
+
+def _dicom(out: Path, n: int, seed: int, image_size=(128, 128), n_frames: int | None = 32) -> Path:
+    writer = DicomCineWriter(out, uid_seed=seed)
+    for i in range(n):
+        rng = _subject_rng(seed, i)
+        params = CardiacParameters.sample(rng, view=("4CH", "2CH")[i % 2])
+        sequence = _cardiac(params, image_size, n_frames, seed=int(rng.integers(2**31)))
+        writer.add(sequence.frames, f"cine_{i + 1:04d}", sequence.fps, sequence.pixel_spacing_mm,
+                   patient_id=f"SIM{seed:04d}{i + 1:04d}", description=f"Simulated apical {params.view}")
+    return out
+
+
+KINDS: dict[str, Callable[..., Path]] = {
+    "echonet": _echonet,
+    "pediatric": _pediatric,
+    "camus": _camus,
+    "busi": _busi,
+    "busv": _busv,
+    "dicom": _dicom,
+}
+
+
+def simulate(kind: str, out: str | os.PathLike, n: int = 8, seed: int = 0, **options: Any) -> Path:
+    """Write ``n`` simulated subjects in the on-disk layout of a public dataset.
+
+    Args:
+        kind: ``"echonet"``, ``"pediatric"``, ``"camus"``, ``"busi"``, ``"busv"`` or ``"dicom"``.
+        out: dataset folder (created; existing files of the same names are replaced).
+        n: number of subjects (videos, patients or images).
+        seed: base seed; subject ``i`` uses ``numpy.random.default_rng([seed, i])``.
+        options: per kind, ``image_size`` ``(H, W)`` and, for video kinds, ``n_frames``.
+
+    Returns:
+        The dataset root, ready for the matching reader in :mod:`echo_monai.data`.
+
+    Example:
+        >>> root = simulate("camus", "CAMUS_sim", n=4, seed=0, image_size=(128, 128))
+    """
+    if kind not in KINDS:
+        raise ValueError(f"simulate: kind must be one of {sorted(KINDS)}, got {kind!r}.")
+    if int(n) < 1:
+        raise ValueError(f"simulate: n must be >= 1, got {n}.")
+    function = KINDS[kind]
+    allowed = function.__code__.co_varnames[3: function.__code__.co_argcount]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"simulate: option(s) {unknown} are not valid for kind {kind!r}; allowed: {list(allowed)}.")
+    if "image_size" in options:
+        options["image_size"] = tuple(int(v) for v in options["image_size"])
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    return function(out, int(n), int(seed), **options)

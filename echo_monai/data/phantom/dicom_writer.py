@@ -1,0 +1,115 @@
+"""Write simulated cine loops as multi-frame ultrasound DICOM (US Multi-frame Image Storage).
+
+Each file carries 8-bit MONOCHROME2 frames, ``FrameTime`` (ms) and ``CineRate`` (frames/s) with
+``FrameIncrementPointer`` on FrameTime, a ``SequenceOfUltrasoundRegions`` item whose ``PhysicalDeltaX/Y`` give the
+pixel size in centimetres, and the patient and study identifiers, in explicit VR little endian.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.sequence import Sequence as DicomSequence
+from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from echo_monai.data.phantom.atomic import atomic_path
+
+__all__ = ["DicomCineWriter", "US_MULTIFRAME_STORAGE"]
+
+US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+class DicomCineWriter:
+    """Write ``(T, H, W)`` uint8 cine loops as ultrasound multi-frame DICOM files.
+
+    UIDs are derived from ``uid_seed`` and the file name, so a seeded run writes identical files.
+
+    Args:
+        root: output folder (created).
+        uid_seed: seed of the deterministic UIDs.
+
+    Example:
+        >>> writer = DicomCineWriter("dicom")
+        >>> writer.add(sequence.frames, "echo_0001", fps=50.0, pixel_spacing_mm=1.3, patient_id="SIM0001")
+    """
+
+    def __init__(self, root: str | os.PathLike, uid_seed: int = 0) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.uid_seed = int(uid_seed)
+
+    def _uid(self, *parts: object) -> str:
+        return generate_uid(entropy_srcs=[str(self.uid_seed), *map(str, parts)])
+
+    def add(
+        self,
+        frames: np.ndarray,
+        name: str,
+        fps: float,
+        pixel_spacing_mm: float,
+        patient_id: str,
+        study: str = "1",
+        description: str = "Simulated echocardiogram",
+    ) -> Path:
+        """Write one cine loop to ``root/<name>.dcm``.
+
+        Args:
+            frames: ``(T, H, W)`` uint8 frames.
+            name: file stem.
+            fps: frame rate.
+            pixel_spacing_mm: square pixel size.
+            patient_id: ``PatientID``.
+            study: study key (files with the same patient and study share the study UID).
+            description: ``SeriesDescription``.
+
+        Returns:
+            Path of the written file.
+        """
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] < 1:
+            raise ValueError(f"DicomCineWriter.add: frames must be (T, H, W) uint8 with T >= 1 for {name!r}, got "
+                             f"{frames.dtype} {frames.shape}.")
+        if not fps > 0 or not pixel_spacing_mm > 0:
+            raise ValueError(f"DicomCineWriter.add: fps and pixel_spacing_mm must be > 0, got {fps}, {pixel_spacing_mm}.")
+        count, rows, columns = frames.shape
+        sop_uid = self._uid("sop", name)
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID = US_MULTIFRAME_STORAGE
+        meta.MediaStorageSOPInstanceUID = sop_uid
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = US_MULTIFRAME_STORAGE, sop_uid
+        ds.StudyInstanceUID = self._uid("study", patient_id, study)
+        ds.SeriesInstanceUID = self._uid("series", name)
+        ds.Modality, ds.Manufacturer = "US", "echo_monai phantom"
+        ds.PatientID, ds.PatientName = patient_id, f"Phantom^{patient_id}"
+        ds.StudyDate = ds.ContentDate = datetime.date(2020, 1, 1).strftime("%Y%m%d")
+        ds.StudyID, ds.SeriesNumber, ds.InstanceNumber = study, 1, 1
+        ds.SeriesDescription = description
+        ds.ImageType = ["DERIVED", "SECONDARY"]
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, count
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+        ds.FrameTime = f"{1000.0 / fps:.4f}"
+        ds.CineRate = round(fps)
+        ds.RecommendedDisplayFrameRate = round(fps)
+        ds.FrameIncrementPointer = Tag(0x0018, 0x1063)
+        region = Dataset()
+        region.RegionSpatialFormat, region.RegionDataType, region.RegionFlags = 1, 1, 0
+        region.RegionLocationMinX0, region.RegionLocationMinY0 = 0, 0
+        region.RegionLocationMaxX1, region.RegionLocationMaxY1 = columns - 1, rows - 1
+        region.PhysicalUnitsXDirection = region.PhysicalUnitsYDirection = 3  # cm
+        region.PhysicalDeltaX = region.PhysicalDeltaY = float(pixel_spacing_mm) / 10.0
+        region.ReferencePixelX0, region.ReferencePixelY0 = columns // 2, 0
+        ds.SequenceOfUltrasoundRegions = DicomSequence([region])
+        ds.PixelData = np.ascontiguousarray(frames).tobytes()
+        path = self.root / f"{name}.dcm"
+        with atomic_path(path) as tmp:
+            ds.save_as(tmp, enforce_file_format=True)
+        return path
