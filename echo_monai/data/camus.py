@@ -116,11 +116,14 @@ def read_info_cfg(path: str | os.PathLike) -> dict[str, str]:
     return info
 
 
-def _float(info: Mapping[str, str], key: str) -> float:
-    try:
-        return float(info[key])
-    except (KeyError, ValueError):
-        return float("nan")
+def _float(info: Mapping[str, str], *keys: str) -> float:
+    """First of ``keys`` present in ``info`` as a float (NaN when none is)."""
+    for key in keys:
+        try:
+            return float(info[key])
+        except (KeyError, ValueError):
+            continue
+    return float("nan")
 
 
 class CAMUS(ReaderDataset):
@@ -140,7 +143,9 @@ class CAMUS(ReaderDataset):
 
     * ``view``: str, ``"2CH"`` or ``"4CH"``; ``phase``: str, ``"ED"``, ``"ES"`` or ``"half_sequence"``.
     * ``patient``: str, e.g. ``"patient0001"``.
-    * ``ejection_fraction``: float, ``LVef`` in percent (NaN when absent); ``edv``, ``esv``: float, mL.
+    * ``ejection_fraction``: float, EF in percent (``EF`` in the NIfTI release's cfg, ``LVef`` in the MetaImage
+      one; NaN when absent); ``edv``, ``esv``: float, mL (``LVedv``/``LVesv``, MetaImage release only, else NaN).
+    * ``fps``: float, ``FrameRate`` of the cine (NIfTI release; NaN when absent).
     * ``image_quality``: str, ``Good``/``Medium``/``Poor`` (empty when absent).
     * ``ed_frame``, ``es_frame``: int, 0-based ED/ES index in the half-sequence (-1 when absent).
     * ``spacing``: ``(dy, dx)`` pixel size in mm from the file header.
@@ -251,7 +256,7 @@ class CAMUS(ReaderDataset):
         meta = {
             "view": view,
             "patient": patient,
-            "ejection_fraction": _float(info, "LVef"),
+            "ejection_fraction": _float(info, "EF", "LVef"),
             "edv": _float(info, "LVedv"),
             "esv": _float(info, "LVesv"),
             "image_quality": info.get("ImageQuality", ""),
@@ -259,6 +264,7 @@ class CAMUS(ReaderDataset):
             "es_frame": int(_float(info, "ES")) - 1 if info.get("ES", "").isdigit() else -1,
             "sex": info.get("Sex", ""),
             "age": _float(info, "Age"),
+            "fps": _float(info, "FrameRate"),
         }
         records = []
         for phase in self.phases:

@@ -42,10 +42,12 @@ def _save_mhd(path: Path, array: np.ndarray) -> None:
 def _write_patient(folder: Path, patient: str, fmt: str = "nifti", seed: int = 0) -> None:
     save, ext = (_save_nifti, ".nii.gz") if fmt == "nifti" else (_save_mhd, ".mhd")
     sequence = "half_sequence" if fmt == "nifti" else "sequence"
+    # the two releases word the cfg differently
+    info = "EF: 55.8\nFrameRate: 50.0\n" if fmt == "nifti" else "LVedv: 90.5\nLVesv: 40.0\nLVef: 55.8\n"
     folder.mkdir(parents=True, exist_ok=True)
     for view in ("2CH", "4CH"):
         (folder / f"Info_{view}.cfg").write_text(
-            f"ED: 1\nES: {T}\nNbFrame: {T}\nSex: F\nAge: 61\nImageQuality: Good\nLVedv: 90.5\nLVesv: 40.0\nLVef: 55.8\n"
+            f"ED: 1\nES: {T}\nNbFrame: {T}\nSex: F\nAge: 61\nImageQuality: Good\n{info}"
         )
         for phase in ("ED", "ES"):
             save(folder / f"{patient}_{view}_{phase}{ext}", _image(seed))
@@ -70,7 +72,7 @@ def test_nifti_items_keys_orientation_and_info(tmp_path):
     assert torch.equal(item["image"][0], torch.from_numpy(_image(1).astype(np.float32)))
     assert item["label"].dtype == torch.uint8 and torch.equal(item["label"][0], torch.from_numpy(_label()))
     assert (item["patient"], item["view"], item["phase"]) == ("patient0001", "4CH", "ED")
-    assert item["ejection_fraction"] == 55.8 and item["image_quality"] == "Good" and item["edv"] == 90.5
+    assert item["ejection_fraction"] == 55.8 and item["image_quality"] == "Good" and item["fps"] == 50.0
     assert (item["ed_frame"], item["es_frame"]) == (0, T - 1)
     assert item["spacing"] == pytest.approx(SPACING)
 
@@ -97,6 +99,7 @@ def test_metaimage_release(tmp_path):
     assert torch.equal(image["image"][0], torch.from_numpy(_image(7).astype(np.float32)))
     assert torch.equal(image["label"][0], torch.from_numpy(_label())) and image["spacing"] == pytest.approx(SPACING)
     assert sequence["video"].shape == (1, T, H, W) and sequence["phase"] == "half_sequence"
+    assert (image["ejection_fraction"], image["edv"], image["esv"]) == (55.8, 90.5, 40.0)
 
 
 def test_metaimage_size_mismatch_names_file(tmp_path):
