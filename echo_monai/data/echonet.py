@@ -37,6 +37,8 @@ class TracedVideoReader(ReaderDataset):
     Args:
         transform: MONAI transform applied to each item dict.
         cache_dir: folder of a :class:`~echo_monai.data.video_cache.VideoCache`; ``None`` decodes on every access.
+        lazy: return ``video`` as the cached ``(1, T, H, W)`` ``uint8`` memory map (needs ``cache_dir``), so that
+            a clip transform (``RandClipd``) reads only the frames it keeps.
         on_invalid: ``"raise"`` or ``"skip"`` (see :class:`~echo_monai.data.reader_base.ReaderDataset`).
         validate: decode every video at construction (default: when skipping).
     """
@@ -45,11 +47,15 @@ class TracedVideoReader(ReaderDataset):
         self,
         transform: Sequence[Callable] | Callable | None = None,
         cache_dir: str | os.PathLike | None = None,
+        lazy: bool = False,
         on_invalid: OnInvalid | str = OnInvalid.RAISE,
         validate: bool | None = None,
     ) -> None:
+        if lazy and cache_dir is None:
+            raise ValueError(f"{type(self).__name__}: lazy=True needs a cache_dir to memory-map the videos from.")
         super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
         self.cache = VideoCache(cache_dir) if cache_dir is not None else None
+        self.lazy = bool(lazy)
 
     def read_frames(self, path: str | os.PathLike) -> np.ndarray:
         """``(T, H, W)`` ``uint8`` frames of a video, from the cache when there is one."""
@@ -86,7 +92,8 @@ class TracedVideoReader(ReaderDataset):
         frames = self.read_frames(path)
         num_frames, height, width = frames.shape
         item: dict[str, Any] = {"filename": record["filename"]}
-        item["video"] = torch.from_numpy(np.asarray(frames, dtype=np.float32)).unsqueeze(0)
+        video = frames[None]
+        item["video"] = video if self.lazy else torch.from_numpy(np.asarray(video, dtype=np.float32))
         item["fps"] = float(record["fps"]) if record.get("fps") else probe_video(path).fps
         tracings = record["tracings"]
         for phase in ("ed", "es"):
@@ -115,7 +122,8 @@ class EchoNetDynamic(TracedVideoReader):
 
     Each item is a dict:
 
-    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (112 x 112 in the release).
+    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (112 x 112 in the release);
+      with ``lazy=True`` a read-only ``uint8`` numpy memory map of the same shape.
     * ``ejection_fraction``: float, EF in percent (0-100), ``EF`` column.
     * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL (``EDV``, ``ESV``).
     * ``fps``: float, frames per second (``FPS`` column, else the AVI header).
@@ -131,6 +139,7 @@ class EchoNetDynamic(TracedVideoReader):
         split: ``"TRAIN"``, ``"VAL"``, ``"TEST"`` or ``"ALL"`` (case-insensitive).
         transform: MONAI transform applied to each item dict.
         cache_dir: decode each AVI once into a memory-mapped cache there (see :class:`VideoCache`).
+        lazy: return ``video`` as the ``uint8`` memory map for a following clip transform (needs ``cache_dir``).
         require_tracings: treat a video without tracings as invalid; else it gets empty masks and frames -1.
         on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad items (``self.invalid``).
         validate: decode every video at construction to find corrupt ones (default: when skipping).
@@ -149,13 +158,14 @@ class EchoNetDynamic(TracedVideoReader):
         split: str = "TRAIN",
         transform: Sequence[Callable] | Callable | None = None,
         cache_dir: str | os.PathLike | None = None,
+        lazy: bool = False,
         require_tracings: bool = True,
         on_invalid: OnInvalid | str = OnInvalid.RAISE,
         validate: bool | None = None,
     ) -> None:
         if str(split).upper() not in self.SPLITS:
             raise ValueError(f"EchoNetDynamic: split must be one of {self.SPLITS}, got {split!r}.")
-        super().__init__(transform=transform, cache_dir=cache_dir, on_invalid=on_invalid, validate=validate)
+        super().__init__(transform, cache_dir, lazy, on_invalid, validate)
         self.root = Path(root)
         self.split = str(split).upper()
         rows = read_csv_rows(self.root / "FileList.csv", ("FileName", "EF", "ESV", "EDV", "Split"))

@@ -45,7 +45,8 @@ class EchoNetPediatric(TracedVideoReader):
 
     Each item is a dict:
 
-    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255].
+    * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (``uint8`` memory map with
+      ``lazy=True``).
     * ``ejection_fraction``: float, EF in percent (0-100).
     * ``fps``: float, frames per second from the AVI header (the FileList has no FPS column).
     * ``ed_frame``, ``es_frame``: int, traced frame with the largest / smallest cavity (-1 without tracings).
@@ -63,6 +64,7 @@ class EchoNetPediatric(TracedVideoReader):
             sequence of them.
         transform: MONAI transform applied to each item dict.
         cache_dir: decode each AVI once into a memory-mapped cache there.
+        lazy: return ``video`` as the ``uint8`` memory map for a following clip transform (needs ``cache_dir``).
         require_tracings: treat a video without tracings as invalid; else empty masks and frames -1.
         on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad items (``self.invalid``).
         validate: decode every video at construction (default: when skipping).
@@ -82,6 +84,7 @@ class EchoNetPediatric(TracedVideoReader):
         split: int | str | Sequence[int | str] = "ALL",
         transform: Sequence[Callable] | Callable | None = None,
         cache_dir: str | os.PathLike | None = None,
+        lazy: bool = False,
         require_tracings: bool = True,
         on_invalid: OnInvalid | str = OnInvalid.RAISE,
         validate: bool | None = None,
@@ -90,7 +93,7 @@ class EchoNetPediatric(TracedVideoReader):
             raise ValueError(f"EchoNetPediatric: view must be one of {self.VIEWS}, got {view!r}.")
         self.view = str(view).upper()
         self.folds = _parse_folds(split)
-        super().__init__(transform=transform, cache_dir=cache_dir, on_invalid=on_invalid, validate=validate)
+        super().__init__(transform, cache_dir, lazy, on_invalid, validate)
         root = Path(root)
         self.root = root / self.view if (root / self.view / "FileList.csv").is_file() else root
         rows = read_csv_rows(self.root / "FileList.csv", ("FileName", "EF", "Split"))

@@ -155,3 +155,18 @@ def test_dataloader_collates(tmp_path):
     loader = torch.utils.data.DataLoader(EchoNetDynamic(_make_echonet(tmp_path)), batch_size=2)
     batch = next(iter(loader))
     assert batch["video"].shape == (2, 1, FRAMES, SIZE, SIZE) and batch["ed_mask"].shape == (2, SIZE, SIZE)
+
+
+def test_lazy_video_feeds_a_clip_transform(tmp_path):
+    from echo_monai.transforms import CenterClipd
+
+    root = _make_echonet(tmp_path / "data")
+    with pytest.raises(ValueError, match="lazy=True needs a cache_dir"):
+        EchoNetDynamic(root, lazy=True)
+    clip = CenterClipd("video", num_frames=4, period=2, dtype=torch.float32, frame_keys=("ed_frame", "es_frame"))
+    dataset = EchoNetDynamic(root, cache_dir=tmp_path / "cache", lazy=True, transform=clip)
+    item = dataset[0]
+    assert isinstance(item["video"], torch.Tensor) and item["video"].shape == (1, 4, SIZE, SIZE)
+    full = EchoNetDynamic(root)[0]["video"]
+    assert torch.equal(item["video"], full[:, 2:10:2])  # span 7 of 12 frames: start 2
+    assert (item["ed_frame"], item["es_frame"]) == (-1, 0)
