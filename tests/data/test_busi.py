@@ -70,3 +70,20 @@ def test_mask_size_mismatch(tmp_path):
     with pytest.raises(InvalidItemError):
         BUSI(root, validate=True)
     assert len(BUSI(root, on_invalid="skip")) == 5
+
+
+def test_mask_without_image_and_missing_class_folder(tmp_path):
+    root = _make_busi(tmp_path)
+    (root / "Dataset_BUSI_with_GT" / "normal" / "normal (1).png").unlink()
+    with pytest.raises(MissingFilesError, match=r"mask without image .*normal \(1\).png"):
+        BUSI(root)
+    (root / "Dataset_BUSI_with_GT" / "benign").rename(root / "Dataset_BUSI_with_GT" / "benign_old")
+    with pytest.raises(FileNotFoundError, match="class folder"):
+        BUSI(root, classes="benign")
+
+
+def test_undecodable_image(tmp_path):
+    root = _make_busi(tmp_path)
+    (root / "Dataset_BUSI_with_GT" / "benign" / "benign (1).png").write_bytes(b"nope")
+    with pytest.raises(ValueError, match=r"benign \(1\).png.*could not be decoded"):
+        BUSI(root)[0]

@@ -71,3 +71,23 @@ def test_frames_of_different_sizes(tmp_path):
         BUSV(root)[1]
     with pytest.raises(InvalidItemError):
         BUSV(root, validate=True)
+
+
+def test_video_without_category_and_bad_json(tmp_path):
+    root = _make_busv(tmp_path)
+    coco = json.loads((root / "val.json").read_text())
+    coco["annotations"] = [a for a in coco["annotations"] if a["image_id"] // 100 != 1]
+    for image in coco["images"]:
+        image["file_name"] = image["file_name"].replace("benign/", "")
+    for t in range(T):
+        (root / "rawframes" / "v0").mkdir(exist_ok=True)
+        (root / "rawframes" / "benign" / "v0" / f"{t:06d}.png").rename(root / "rawframes" / "v0" / f"{t:06d}.png")
+    (root / "val.json").write_text(json.dumps(coco))
+    with pytest.raises(InvalidItemError, match="no benign/malignant category"):
+        BUSV(root)
+    (root / "val.json").write_text("{not json")
+    with pytest.raises(ValueError, match="val.json.*not COCO JSON"):
+        BUSV(root)
+    (root / "val.json").unlink()
+    with pytest.raises(FileNotFoundError, match="no COCO JSON"):
+        BUSV(root)

@@ -149,3 +149,28 @@ def test_image_label_size_mismatch(tmp_path):
     with pytest.raises(ValueError, match="patient0002_2CH_ED_gt.nii.gz.*expected equal sizes"):
         CAMUS(root, split="validation", views="2CH", phases="ED")[0]
     assert len(CAMUS(root, on_invalid="skip")) == 11
+
+
+def test_missing_cfg_split_file_and_patient(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    (root / "database_nifti" / "patient0002" / "Info_4CH.cfg").unlink()
+    with pytest.raises(MissingFilesError, match="Info_4CH.cfg"):
+        CAMUS(root)
+    with pytest.raises(MissingFilesError, match="patient0099"):
+        CAMUS(root, split=["patient0001", "patient0099"], views="2CH")
+    (root / "database_split" / "subgroup_testing.txt").unlink()
+    with pytest.raises(FileNotFoundError, match="subgroup_testing.txt"):
+        CAMUS(root, split="testing")
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        CAMUS(tmp_path / "nowhere")
+
+
+def test_unreadable_or_wrongly_shaped_image(tmp_path):
+    root = _make_nifti_release(tmp_path)
+    folder = root / "database_nifti" / "patient0001"
+    (folder / "patient0001_2CH_ED.nii.gz").write_bytes(b"broken")
+    with pytest.raises(ValueError, match="patient0001_2CH_ED.nii.gz.*not a readable NIfTI"):
+        CAMUS(root, split=["patient0001"], views="2CH", phases="ED")[0]
+    _save_nifti(folder / "patient0001_4CH_ES.nii.gz", np.stack([_image(0)] * 3))
+    with pytest.raises(ValueError, match=r"patient0001_4CH_ES.nii.gz.*expected a 2-D"):
+        CAMUS(root, split=["patient0001"], views="4CH", phases="ES")[0]

@@ -133,3 +133,18 @@ def test_not_dicom_and_missing(tmp_path):
         DicomCine([tmp_path / "junk.dcm"])
     with pytest.raises(FileNotFoundError, match="gone.dcm"):
         DicomCine([tmp_path / "gone.dcm"])
+
+
+def test_undecodable_pixel_data(tmp_path):
+    path = _write(tmp_path / "broken.dcm", _grey(), photometric="MONOCHROME2")
+    from pydicom import dcmread
+    from pydicom.uid import JPEG2000Lossless
+
+    ds = dcmread(str(path))
+    ds.file_meta.TransferSyntaxUID = JPEG2000Lossless
+    ds.PixelData = encapsulate([b"\xff\x4f\xff\x51garbage"] * T)
+    ds["PixelData"].VR = "OB"
+    ds.save_as(str(path), enforce_file_format=True)
+    with pytest.raises(ValueError, match="broken.dcm.*transfer syntax"):
+        DicomCine(path)[0]
+    assert len(DicomCine(path, on_invalid="skip")) == 0

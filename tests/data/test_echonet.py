@@ -170,3 +170,13 @@ def test_lazy_video_feeds_a_clip_transform(tmp_path):
     full = EchoNetDynamic(root)[0]["video"]
     assert torch.equal(item["video"], full[:, 2:10:2])  # span 7 of 12 frames: start 2
     assert (item["ed_frame"], item["es_frame"]) == (-1, 0)
+
+
+def test_single_traced_frame_and_bad_numbers(tmp_path):
+    root = _make_echonet(tmp_path, traced=(4, 4))
+    with pytest.raises(InvalidItemError, match=r"two frames.*\[4\]"):
+        EchoNetDynamic(root)
+    text = (root / "FileList.csv").read_text().replace("50.0,20.0,40.0", "n/a,20.0,40.0", 1)
+    (root / "FileList.csv").write_text(text)
+    dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
+    assert len(dataset) == 0 and any("non-numeric" in reason for _, reason in dataset.invalid)

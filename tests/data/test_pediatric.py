@@ -86,3 +86,11 @@ def test_tracings_beyond_video_length(tmp_path):
         EchoNetPediatric(root, view="PSAX", validate=True)
     skipped = EchoNetPediatric(root, view="PSAX", on_invalid="skip")
     assert len(skipped) == 0 and len(skipped.invalid) == 4
+
+
+def test_non_numeric_filelist_row(tmp_path):
+    root = _make_pediatric(tmp_path)
+    text = (root / "PSAX" / "FileList.csv").read_text().replace("P1.avi,61.0", "P1.avi,abc", 1)
+    (root / "PSAX" / "FileList.csv").write_text(text)
+    with pytest.raises(InvalidItemError, match="P1.avi.*non-numeric"):
+        EchoNetPediatric(root, view="PSAX")
