@@ -32,7 +32,10 @@ def test_outline_shape_error():
 
 
 def test_select_ed_es_needs_two_frames():
-    square = {0: np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float), 9: np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float)}
+    square = {
+        0: np.array([[0, 0], [4, 0], [4, 4], [0, 4]], float),
+        9: np.array([[0, 0], [2, 0], [2, 2], [0, 2]], float),
+    }
     assert select_ed_es(square) == (0, 9)
     with pytest.raises(ValueError, match=r"two frames.*\[0\]"):
         select_ed_es({0: square[0]})
