@@ -5,6 +5,7 @@ from echo_monai.data.busv import BUSV
 from echo_monai.data.camus import CAMUS
 from echo_monai.data.dicom import DicomCine
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
+from echo_monai.data.label_maps import label_map_datalist
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
 from echo_monai.data.video_cache import VideoCache
@@ -27,5 +28,6 @@ __all__ = [
     "VideoReadError",
     "probe_video",
     "read_video",
+    "label_map_datalist",
     "write_video",
 ]

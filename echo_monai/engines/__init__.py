@@ -7,6 +7,7 @@ from echo_monai.engines.prepare_batch import (
     FlowMatchingPrepareBatch,
     SamplingPrepareBatch,
 )
+from echo_monai.engines.utils import first_batch
 
 __all__ = [
     "Condition",
@@ -15,4 +16,5 @@ __all__ = [
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
     "SamplingPrepareBatch",
+    "first_batch",
 ]

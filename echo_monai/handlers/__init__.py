@@ -1,8 +1,20 @@
 from __future__ import annotations
 
-from echo_monai.handlers.checkpoint import latest_checkpoint
+from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpoint
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_png, write_video
 from echo_monai.handlers.progress import ProgressBar
+from echo_monai.handlers.sample_writer import SyntheticSampleWriter, save_camus_nifti
 
-__all__ = ["EMA", "ProgressBar", "SamplePreviewWriter", "latest_checkpoint", "make_grid", "write_png", "write_video"]
+__all__ = [
+    "EMA",
+    "ProgressBar",
+    "SamplePreviewWriter",
+    "StageCheckpointLoader",
+    "SyntheticSampleWriter",
+    "latest_checkpoint",
+    "make_grid",
+    "save_camus_nifti",
+    "write_png",
+    "write_video",
+]

@@ -11,8 +11,12 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
+from typing import Any
 
-__all__ = ["latest_checkpoint"]
+from ignite.engine import Engine
+from monai.handlers import CheckpointLoader
+
+__all__ = ["latest_checkpoint", "StageCheckpointLoader"]
 
 _ITERATION = re.compile(r"iteration=(\d+)")
 
@@ -39,3 +43,39 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "") -> str | N
         return int(_ITERATION.search(path.name).group(1)), path.stat().st_mtime  # type: ignore[union-attr]
 
     return str(max(candidates, key=_key))
+
+
+class StageCheckpointLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` with errors that name the bundle stage and what to do.
+
+    A missing file says which stage must be trained first; a checkpoint of another network (missing or unexpected
+    keys, other shapes) says so in one line instead of a long state-dict dump.
+
+    Args:
+        load_path: the checkpoint file.
+        load_dict: objects to restore, as for ``CheckpointLoader``.
+        stage: the stage that produces the checkpoint, for the messages (e.g. ``"echo_seg_ddpm train"``).
+        kwargs: passed to ``CheckpointLoader`` (``map_location``, ``strict``...).
+
+    Example:
+        >>> StageCheckpointLoader("models/model.pt", {"model": net}, stage="echo_seg_ddpm train").attach(evaluator)
+    """
+
+    def __init__(self, load_path: str, load_dict: dict, stage: str = "training", **kwargs: Any) -> None:
+        super().__init__(load_path=str(load_path), load_dict=load_dict, **kwargs)
+        self.stage = stage
+
+    def __call__(self, engine: Engine) -> None:
+        if not Path(self.load_path).is_file():
+            raise FileNotFoundError(
+                f"checkpoint '{self.load_path}' does not exist: run the {self.stage} stage first, "
+                "or point ckpt_path at a trained checkpoint."
+            )
+        try:
+            super().__call__(engine)
+        except (RuntimeError, KeyError) as e:
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ValueError(
+                f"checkpoint '{self.load_path}' does not fit the network(s) {sorted(self.load_dict)} of this "
+                f"bundle (made by another network or configuration?): {first}"
+            ) from e

@@ -1,9 +1,27 @@
 from __future__ import annotations
 
 from echo_monai.transforms.intensity import ScaleIntensityToModelRanged
+from echo_monai.transforms.label_map import (
+    CAMUS_CLASSES,
+    SEG_DDPM_CLASSES,
+    EchoLabelMapd,
+    LoadLabelMapd,
+    SectorMaskd,
+    check_label_values,
+    fan_sector_mask,
+    sector_from_image,
+)
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
+    "CAMUS_CLASSES",
+    "SEG_DDPM_CLASSES",
+    "EchoLabelMapd",
+    "LoadLabelMapd",
+    "SectorMaskd",
+    "check_label_values",
+    "fan_sector_mask",
+    "sector_from_image",
     "CenterClipd",
     "LoadVideod",
     "PickFramesd",
