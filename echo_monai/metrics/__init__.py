@@ -2,7 +2,6 @@ from __future__ import annotations
 
 # Offline evaluation suite: distribution metrics on pluggable encoders, diversity, reconstruction and perceptual
 # distances, memorisation audit, downstream-utility evaluators and the report writer. Nothing here downloads weights.
-
 from echo_monai.metrics.distribution import distribution_metrics
 from echo_monai.metrics.diversity import feature_diversity, ms_ssim_diversity, ms_ssim_settings
 from echo_monai.metrics.downstream import (

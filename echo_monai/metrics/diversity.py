@@ -98,7 +98,9 @@ def ms_ssim_diversity(
         >>> ms_ssim_diversity(x)  # near 0 for independent noise, 1 for identical images
     """
     if images.ndim not in (4, 5):
-        raise ValueError(f"ms_ssim_diversity: images must be (N, C, H, W) or (N, C, T, H, W), got {tuple(images.shape)}.")
+        raise ValueError(
+            f"ms_ssim_diversity: images must be (N, C, H, W) or (N, C, T, H, W), got {tuple(images.shape)}."
+        )
     if images.shape[0] < 2:
         raise ValueError(f"ms_ssim_diversity: images needs at least 2 samples, got {images.shape[0]}.")
     low, high = value_range

@@ -73,7 +73,9 @@ class FeatureEncoder(ABC):
         layout = "(N, C, H, W)" if expected == 4 else "(N, C, T, H, W)"
         if not isinstance(x, torch.Tensor) or x.ndim != expected:
             shape = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
-            raise ValueError(f"{type(self).__name__} '{self.name}': x must be a {self.input_kind} tensor {layout}, got {shape}.")
+            raise ValueError(
+                f"{type(self).__name__} '{self.name}': x must be a {self.input_kind} tensor {layout}, got {shape}."
+            )
 
     def encode_batched(self, x: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
         """Encode a large tensor in batches of `batch_size`.
@@ -134,7 +136,9 @@ class NetworkEncoder(FeatureEncoder):
         device: str | torch.device = "cpu",
     ) -> None:
         if input_kind not in list(InputKind):
-            raise ValueError(f"NetworkEncoder: input_kind must be one of {list(map(str, InputKind))}, got {input_kind!r}.")
+            raise ValueError(
+                f"NetworkEncoder: input_kind must be one of {list(map(str, InputKind))}, got {input_kind!r}."
+            )
         if capture not in ("output", "input"):
             raise ValueError(f"NetworkEncoder: capture must be 'output' or 'input', got {capture!r}.")
         module_names = dict(network.named_modules())
@@ -197,10 +201,16 @@ def resnet_encoder(
     """
     spatial_dims = 2 if InputKind(input_kind) == InputKind.IMAGE else 3
     network = ResNet(
-        "basic", [1, 1, 1, 1], list(block_inplanes), spatial_dims=spatial_dims, n_input_channels=in_channels,
+        "basic",
+        [1, 1, 1, 1],
+        list(block_inplanes),
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
         num_classes=1,
     )
-    return NetworkEncoder(network, name, input_kind, layer="fc", capture="input", weights_path=weights_path, device=device)
+    return NetworkEncoder(
+        network, name, input_kind, layer="fc", capture="input", weights_path=weights_path, device=device
+    )
 
 
 class TorchScriptEncoder(FeatureEncoder):
@@ -294,8 +304,15 @@ def inception_v3_encoder(path: str | os.PathLike, device: str | torch.device = "
         a standard image encoder named ``inception_v3`` (uint8 RGB in [0, 255], resized inside the module).
     """
     return TorchScriptEncoder(
-        path, "inception_v3", InputKind.IMAGE, is_standard=True, input_range=(0.0, 255.0), channels=3,
-        as_uint8=True, forward_kwargs={"return_features": True}, device=device,
+        path,
+        "inception_v3",
+        InputKind.IMAGE,
+        is_standard=True,
+        input_range=(0.0, 255.0),
+        channels=3,
+        as_uint8=True,
+        forward_kwargs={"return_features": True},
+        device=device,
     )
 
 
@@ -307,11 +324,19 @@ def i3d_encoder(path: str | os.PathLike, device: str | torch.device = "cpu") -> 
         device: where the module runs.
 
     Returns:
-        a standard video encoder named ``i3d`` (RGB in [-1, 1], resized to 224 px inside the module).
+        a standard video encoder named ``i3d``, called as StyleGAN-V does: uint8 RGB clips `(N, 3, T, H, W)` in
+        [0, 255] with ``rescale=True, resize=True`` (the module maps them to [-1, 1] and resizes to 224 px).
     """
     return TorchScriptEncoder(
-        path, "i3d", InputKind.VIDEO, is_standard=True, input_range=(-1.0, 1.0), channels=3,
-        forward_kwargs={"rescale": False, "resize": True, "return_features": True}, device=device,
+        path,
+        "i3d",
+        InputKind.VIDEO,
+        is_standard=True,
+        input_range=(0.0, 255.0),
+        channels=3,
+        as_uint8=True,
+        forward_kwargs={"rescale": True, "resize": True, "return_features": True},
+        device=device,
     )
 
 

@@ -65,12 +65,13 @@ def sample_grid(
     rows = [_to_uint8_frames(s, value_range)[:max_samples] for s in (real, synthetic)]
     if rows[0].shape[1:] != rows[1].shape[1:]:
         raise ValueError(
-            f"sample_grid: real and synthetic frames must share (H, W), got {rows[0].shape[1:3]} and {rows[1].shape[1:3]}."
+            "sample_grid: real and synthetic frames must share (H, W), "
+            f"got {rows[0].shape[1:3]} and {rows[1].shape[1:3]}."
         )
     height, width = rows[0].shape[1:3]
     label_width, columns = 80, max(len(rows[0]), len(rows[1]))
     canvas = np.full((2 * height + 3 * gap, label_width + columns * (width + gap) + gap, 3), 255, np.uint8)
-    for r, (row, label) in enumerate(zip(rows, ("real", "synthetic"))):
+    for r, (row, label) in enumerate(zip(rows, ("real", "synthetic"), strict=True)):
         top = gap + r * (height + gap)
         _text(canvas, label, (4, top + height // 2 + 4))
         for c, tile in enumerate(row):
@@ -107,12 +108,14 @@ def bar_chart(values: Mapping[str, float], title: str = "", width: int = 480, ba
     unit = (plot // 2 if has_negative else plot) / span
     canvas = np.full((top + len(labels) * (bar_height + 6) + 10, width, 3), 255, np.uint8)
     _text(canvas, title, (8, 18), 0.45)
-    for i, (label, number) in enumerate(zip(labels, numbers)):
+    for i, (label, number) in enumerate(zip(labels, numbers, strict=True)):
         y = top + i * (bar_height + 6)
         _text(canvas, label[:22], (6, y + bar_height - 7))
         if np.isfinite(number):
             end = int(round(zero + number * unit))
-            cv2.rectangle(canvas, (min(zero, end), y), (max(zero, end), y + bar_height), _PALETTE[i % len(_PALETTE)], -1)
+            cv2.rectangle(
+                canvas, (min(zero, end), y), (max(zero, end), y + bar_height), _PALETTE[i % len(_PALETTE)], -1
+            )
             _text(canvas, f"{number:.4g}", (max(zero, end) + 4, y + bar_height - 7))
         else:
             _text(canvas, "n/a", (zero + 4, y + bar_height - 7))
@@ -174,7 +177,7 @@ def scatter_plot(
         _text(canvas, f"{tick_y:.3g}", (4, py + 4), 0.35)
     if identity_line:
         cv2.line(canvas, to_pixel(x_low, x_low), to_pixel(x_high, x_high), _GREY, 1, cv2.LINE_AA)
-    for px, py in zip(xs, ys):
+    for px, py in zip(xs, ys, strict=True):
         cv2.circle(canvas, to_pixel(px, py), 3, _PALETTE[0], -1, cv2.LINE_AA)
     _text(canvas, title, (left, 16), 0.45)
     _text(canvas, x_label, (left + size // 2 - 30, top + size + 36))

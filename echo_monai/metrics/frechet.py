@@ -50,9 +50,7 @@ def gaussian_frechet_distance(
         raise ValueError(f"mu_real and mu_fake must be (D,) vectors of equal length, got {mu_r.shape}, {mu_f.shape}.")
     dim = mu_r.shape[0]
     if s_r.shape != (dim, dim) or s_f.shape != (dim, dim):
-        raise ValueError(
-            f"sigma_real and sigma_fake must be ({dim}, {dim}) matrices, got {s_r.shape} and {s_f.shape}."
-        )
+        raise ValueError(f"sigma_real and sigma_fake must be ({dim}, {dim}) matrices, got {s_r.shape} and {s_f.shape}.")
     sqrt_r = _psd_sqrt(s_r)
     inner = sqrt_r @ s_f @ sqrt_r  # similar to S_r S_f, symmetric PSD
     eigenvalues = np.linalg.eigvalsh((inner + inner.T) / 2.0)

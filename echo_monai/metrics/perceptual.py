@@ -85,7 +85,9 @@ class PerceptualDistance:
             ValueError: when the shapes of `x` and `y` differ.
         """
         if x.shape != y.shape:
-            raise ValueError(f"PerceptualDistance: x and y must have the same shape, got {tuple(x.shape)}, {tuple(y.shape)}.")
+            raise ValueError(
+                f"PerceptualDistance: x and y must have the same shape, got {tuple(x.shape)}, {tuple(y.shape)}."
+            )
         activations: dict[str, torch.Tensor] = {}
         modules = dict(self.network.named_modules())
         handles = [
@@ -100,7 +102,7 @@ class PerceptualDistance:
                 handle.remove()
         num = x.shape[0]
         distance = torch.zeros(num, dtype=torch.float64, device=self.device)
-        for name, weight in zip(self.layers, self.weights):
+        for name, weight in zip(self.layers, self.weights, strict=True):
             feature = activations[name].double()
             feature = feature / (feature.norm(dim=1, keepdim=True) + self.eps)
             squared = (feature[:num] - feature[num:]).pow(2).sum(dim=1)  # (N, ...)

@@ -16,7 +16,6 @@ Distances are computed in float64 in row chunks, so memory stays ``O(chunk * max
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from echo_monai.metrics._utils import ArrayLike, as_float64_pair

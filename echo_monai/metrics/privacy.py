@@ -146,7 +146,10 @@ class MemorisationAudit:
                     f"MemorisationAudit: without embed, {name} must be (N, D) features, got {tuple(samples.shape)}."
                 )
             return samples
-        parts = [torch.as_tensor(self.embed(samples[i : i + self.batch_size])) for i in range(0, len(samples), self.batch_size)]
+        parts = [
+            torch.as_tensor(self.embed(samples[i : i + self.batch_size]))
+            for i in range(0, len(samples), self.batch_size)
+        ]
         embedded = torch.cat([part.detach().cpu().reshape(part.shape[0], -1) for part in parts])
         return embedded
 

@@ -111,7 +111,11 @@ def _default_bars(metrics: Mapping[str, Any]) -> dict[str, dict[str, float]]:
     for section, content in metrics.items():
         if isinstance(content, Mapping) and _is_table_of_rows(content):
             first_row = next(iter(content.values()))
-            numeric = [key for key, value in first_row.items() if isinstance(value, (int, float)) and not isinstance(value, bool)]
+            numeric = [
+                key
+                for key, value in first_row.items()
+                if isinstance(value, (int, float)) and not isinstance(value, bool)
+            ]
             if numeric:
                 key = numeric[0]
                 bars[f"{section}: {key}"] = {
@@ -171,7 +175,9 @@ def write_report(
     figures: list[tuple[str, str]] = []  # (caption, file name)
     if real_samples is not None:
         name = "samples_real_vs_synthetic.png"
-        paths["samples"] = write_png(os.path.join(out_dir, name), sample_grid(real_samples, synthetic_samples, value_range=value_range))
+        paths["samples"] = write_png(
+            os.path.join(out_dir, name), sample_grid(real_samples, synthetic_samples, value_range=value_range)
+        )
         figures.append(("Real (top) vs synthetic (bottom) samples", name))
     for index, (chart_title, values) in enumerate((bars if bars is not None else _default_bars(clean)).items()):
         if values:
@@ -180,13 +186,19 @@ def write_report(
             figures.append((chart_title, name))
     if ef_requested is not None:
         name = "ef_requested_vs_measured.png"
-        image = scatter_plot(ef_requested, ef_measured, "EF: requested vs measured", "requested EF (%)", "measured EF (%)")
+        image = scatter_plot(
+            ef_requested, ef_measured, "EF: requested vs measured", "requested EF (%)", "measured EF (%)"
+        )
         paths["ef_scatter"] = write_png(os.path.join(out_dir, name), image)
         figures.append(("Ejection fraction requested vs measured", name))
 
     text = f"# {title}\n\n{markdown_tables(clean)}\n"
     if figures:
-        text += "\n## Figures\n\n" + "\n\n".join(f"**{caption}**\n\n![{caption}]({name})" for caption, name in figures) + "\n"
+        text += (
+            "\n## Figures\n\n"
+            + "\n\n".join(f"**{caption}**\n\n![{caption}]({name})" for caption, name in figures)
+            + "\n"
+        )
     report_path = os.path.join(out_dir, "report.md")
     _atomic_write_text(report_path, text)
     paths["report"] = report_path

@@ -14,8 +14,17 @@ def test_names_precomputed_features_and_matches_the_parts():
     real, fake = rng.normal(size=(60, 4)), rng.normal(0.5, 1.0, size=(60, 4))
     scores = distribution_metrics(real, fake, encoder_name="reid", kid_subsets=5, kid_subset_size=30)
     assert scores["FD_reid"] == pytest.approx(frechet_distance(real, fake))
-    expected = {"FD_reid", "KD_reid", "KD_reid_std", "precision_reid", "recall_reid", "density_reid", "coverage_reid",
-                "diversity_reid", "diversity_reid_real"}
+    expected = {
+        "FD_reid",
+        "KD_reid",
+        "KD_reid_std",
+        "precision_reid",
+        "recall_reid",
+        "density_reid",
+        "coverage_reid",
+        "diversity_reid",
+        "diversity_reid_real",
+    }
     assert set(scores) == expected
 
 

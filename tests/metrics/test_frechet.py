@@ -8,7 +8,7 @@ from echo_monai.metrics.frechet import frechet_distance, gaussian_frechet_distan
 
 
 def _two_by_two_reference(mu1, s1, mu2, s2) -> float:
-    """Independent closed form: for a 2x2 matrix M with positive eigenvalues, tr(M^(1/2)) = sqrt(tr M + 2 sqrt(det M))."""
+    """Independent closed form: for 2x2 M with positive eigenvalues, tr(M^(1/2)) = sqrt(tr M + 2 sqrt(det M))."""
     product = s1 @ s2
     trace_sqrt = np.sqrt(np.trace(product) + 2.0 * np.sqrt(np.linalg.det(product)))
     return float(np.sum((mu1 - mu2) ** 2) + np.trace(s1) + np.trace(s2) - 2.0 * trace_sqrt)
@@ -18,7 +18,9 @@ def test_gaussian_moments_match_closed_form_for_non_commuting_covariances():
     mu1, mu2 = np.array([0.0, 1.0]), np.array([2.0, -1.0])
     s1 = np.array([[2.0, 0.6], [0.6, 1.0]])
     s2 = np.array([[1.0, -0.3], [-0.3, 0.5]])
-    assert gaussian_frechet_distance(mu1, s1, mu2, s2) == pytest.approx(_two_by_two_reference(mu1, s1, mu2, s2), rel=1e-10)
+    assert gaussian_frechet_distance(mu1, s1, mu2, s2) == pytest.approx(
+        _two_by_two_reference(mu1, s1, mu2, s2), rel=1e-10
+    )
 
 
 def test_diagonal_gaussians_match_analytic_value():

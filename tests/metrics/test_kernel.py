@@ -52,7 +52,9 @@ def test_kernel_distance_is_seeded_and_clips_subset_size():
     assert kernel_distance(x, y, subsets=1)[1] == 0.0
 
 
-@pytest.mark.parametrize("kwargs, match", [({"subsets": 0}, "subsets must be >= 1"), ({"subset_size": 1}, "subset_size must be >= 2")])
+@pytest.mark.parametrize(
+    "kwargs, match", [({"subsets": 0}, "subsets must be >= 1"), ({"subset_size": 1}, "subset_size must be >= 2")]
+)
 def test_kernel_distance_rejects_bad_arguments(kwargs, match):
     x = np.zeros((10, 2))
     with pytest.raises(ValueError, match=match):

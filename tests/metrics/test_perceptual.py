@@ -9,7 +9,9 @@ from echo_monai.metrics.perceptual import PerceptualDistance
 
 @pytest.fixture
 def distance():
-    return PerceptualDistance(resnet_encoder("toy", block_inplanes=(4, 8, 8, 16)), layers=["layer1", "layer2", "layer3"])
+    return PerceptualDistance(
+        resnet_encoder("toy", block_inplanes=(4, 8, 8, 16)), layers=["layer1", "layer2", "layer3"]
+    )
 
 
 def test_zero_for_identical_and_growing_with_noise(distance):

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 # Downstream-utility evaluators: train on real / synthetic / both with MONAI's Ignite engines, test on real.
-
 from echo_monai.metrics.downstream.base import DownstreamEvaluator, KeyedPrepareBatch, TrainingMix, training_set
 from echo_monai.metrics.downstream.classification import (
     ClassificationEvaluator,

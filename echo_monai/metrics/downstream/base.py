@@ -226,7 +226,8 @@ class DownstreamEvaluator(ABC):
         )
         self.losses = []
         trainer.add_event_handler(
-            Events.ITERATION_COMPLETED, lambda engine: self.losses.append(float(engine.state.output[CommonKeys.LOSS].detach()))
+            Events.ITERATION_COMPLETED,
+            lambda engine: self.losses.append(float(engine.state.output[CommonKeys.LOSS].detach())),
         )
         trainer.run()
         return self.network
@@ -335,4 +336,6 @@ class DownstreamEvaluator(ABC):
         if self.feature_layer is None:
             raise ValueError(f"{type(self).__name__}.feature_encoder: this evaluator has no feature_layer.")
         network = copy.deepcopy(self.network).eval()
-        return NetworkEncoder(network, name, self.input_kind, layer=self.feature_layer, capture="input", device=self.device)
+        return NetworkEncoder(
+            network, name, self.input_kind, layer=self.feature_layer, capture="input", device=self.device
+        )

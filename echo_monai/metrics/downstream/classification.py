@@ -18,7 +18,12 @@ from torch import nn
 from echo_monai.metrics.downstream.base import DownstreamEvaluator
 from echo_monai.metrics.encoders import InputKind
 
-__all__ = ["ClassificationEvaluator", "ImageClassificationEvaluator", "VideoClassificationEvaluator", "classification_metrics"]
+__all__ = [
+    "ClassificationEvaluator",
+    "ImageClassificationEvaluator",
+    "VideoClassificationEvaluator",
+    "classification_metrics",
+]
 
 
 def classification_metrics(predicted: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor) -> dict[str, float]:
@@ -98,12 +103,19 @@ class ClassificationEvaluator(DownstreamEvaluator):
         if len(block_inplanes) != 4:
             raise ValueError(f"{name}: block_inplanes must have 4 entries, got {tuple(block_inplanes)}.")
         if class_names is not None and len(class_names) != num_classes:
-            raise ValueError(f"{name}: class_names must have num_classes = {num_classes} entries, got {len(class_names)}.")
+            raise ValueError(
+                f"{name}: class_names must have num_classes = {num_classes} entries, got {len(class_names)}."
+            )
         feature_layer = None
         if network is None:
             network = ResNet(
-                "basic", [1, 1, 1, 1], list(block_inplanes), spatial_dims=spatial_dims, n_input_channels=in_channels,
-                conv1_t_size=3 if spatial_dims == 3 else 7, num_classes=num_classes,
+                "basic",
+                [1, 1, 1, 1],
+                list(block_inplanes),
+                spatial_dims=spatial_dims,
+                n_input_channels=in_channels,
+                conv1_t_size=3 if spatial_dims == 3 else 7,
+                num_classes=num_classes,
             )
             feature_layer = "fc"
         kwargs.setdefault("input_key", "image" if spatial_dims == 2 else "video")

@@ -103,8 +103,13 @@ class EjectionFractionEvaluator(DownstreamEvaluator):
         feature_layer = None
         if network is None:
             backbone = ResNet(
-                "basic", [1, 1, 1, 1], list(block_inplanes), spatial_dims=3, n_input_channels=in_channels,
-                conv1_t_size=3, num_classes=1,
+                "basic",
+                [1, 1, 1, 1],
+                list(block_inplanes),
+                spatial_dims=3,
+                n_input_channels=in_channels,
+                conv1_t_size=3,
+                num_classes=1,
             )
             network = ScaledRegressor(backbone, ef_offset, ef_scale)
             feature_layer = "backbone.fc"

@@ -19,8 +19,11 @@ def test_training_set_mixes():
 
 @pytest.mark.parametrize(
     "mix, real, synthetic, match",
-    [("both", [{}], [{}], "mix must be one of"), ("real", None, [{}], "needs a non-empty real"),
-     ("real+synthetic", [{}], [], "needs a non-empty synthetic")],
+    [
+        ("both", [{}], [{}], "mix must be one of"),
+        ("real", None, [{}], "needs a non-empty real"),
+        ("real+synthetic", [{}], [], "needs a non-empty synthetic"),
+    ],
 )
 def test_training_set_rejects_missing_data(mix, real, synthetic, match):
     with pytest.raises(ValueError, match=match):

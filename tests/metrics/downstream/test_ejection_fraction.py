@@ -15,7 +15,9 @@ from .phantoms import oscillation_samples
 
 
 def test_regresses_the_oscillation_amplitude_in_percent():
-    evaluator = EjectionFractionEvaluator(block_inplanes=(4, 8, 8, 8), max_epochs=8, batch_size=8, ef_offset=50, ef_scale=20)
+    evaluator = EjectionFractionEvaluator(
+        block_inplanes=(4, 8, 8, 8), max_epochs=8, batch_size=8, ef_offset=50, ef_scale=20
+    )
     evaluator.fit(oscillation_samples(64, seed=1))
     test = oscillation_samples(32, seed=2)
     scores = evaluator.evaluate(test)

@@ -11,8 +11,9 @@ from .phantoms import segmentation_samples
 
 
 def _tiny(**kwargs) -> SegmentationEvaluator:
-    options = dict(channels=(8, 16, 32), strides=(2, 2), num_res_units=1, max_epochs=8, batch_size=8,
-                   learning_rate=1e-2)
+    options = dict(
+        channels=(8, 16, 32), strides=(2, 2), num_res_units=1, max_epochs=8, batch_size=8, learning_rate=1e-2
+    )
     return SegmentationEvaluator(**{**options, **kwargs})
 
 
