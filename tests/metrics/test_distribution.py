@@ -8,6 +8,8 @@ from echo_monai.metrics.distribution import distribution_metrics
 from echo_monai.metrics.encoders import resnet_encoder
 from echo_monai.metrics.frechet import frechet_distance
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def test_names_precomputed_features_and_matches_the_parts():
     rng = np.random.default_rng(0)

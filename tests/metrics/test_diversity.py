@@ -6,6 +6,8 @@ import torch
 
 from echo_monai.metrics.diversity import feature_diversity, ms_ssim_diversity, ms_ssim_settings
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def test_settings_fit_112_and_32_pixel_frames():
     assert len(ms_ssim_settings(112, kernel_size=7)) == 5

@@ -15,6 +15,8 @@ from echo_monai.metrics.encoders import (
     resnet_encoder,
 )
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 class _MeanFeatures(nn.Module):
     """Stands in for a standard TorchScript feature network: per-channel means, kwargs as the real files take."""

@@ -7,6 +7,8 @@ import torch
 
 from echo_monai.metrics.figures import bar_chart, sample_grid, scatter_plot, write_png
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def test_sample_grid_lays_out_real_over_synthetic():
     real = -torch.ones(3, 1, 16, 16)  # black tiles

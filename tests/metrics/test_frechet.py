@@ -6,6 +6,8 @@ import torch
 
 from echo_monai.metrics.frechet import frechet_distance, gaussian_frechet_distance
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def _two_by_two_reference(mu1, s1, mu2, s2) -> float:
     """Independent closed form: for 2x2 M with positive eigenvalues, tr(M^(1/2)) = sqrt(tr M + 2 sqrt(det M))."""

@@ -5,6 +5,8 @@ import pytest
 
 from echo_monai.metrics.kernel import kernel_distance, polynomial_mmd_unbiased
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def _brute_force_mmd(x: np.ndarray, y: np.ndarray) -> float:
     m, d = x.shape

@@ -6,6 +6,8 @@ import torch
 from echo_monai.metrics.encoders import resnet_encoder
 from echo_monai.metrics.perceptual import PerceptualDistance
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 @pytest.fixture
 def distance():

@@ -6,6 +6,8 @@ import torch
 
 from echo_monai.metrics.prdc import nearest_neighbour_radii, prdc
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def test_identical_sets_score_one_everywhere():
     x = np.random.default_rng(0).normal(size=(200, 6))

@@ -6,6 +6,8 @@ import torch
 
 from echo_monai.metrics.privacy import MemorisationAudit, nearest_neighbour_similarity
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 @pytest.fixture
 def cohorts():

@@ -7,6 +7,8 @@ import torch
 
 from echo_monai.metrics.reconstruction import frames, reconstruction_metrics
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 
 def test_identical_inputs():
     x = torch.rand(3, 1, 32, 32) * 2 - 1

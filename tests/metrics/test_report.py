@@ -9,6 +9,8 @@ import torch
 
 from echo_monai.metrics.report import markdown_tables, to_json_compatible, write_report
 
+from .threads import single_thread  # noqa: F401 (autouse fixture)
+
 METRICS = {
     "FD_view_classifier": 12.5,
     "psnr": float("inf"),

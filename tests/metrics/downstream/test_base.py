@@ -7,6 +7,7 @@ from echo_monai.metrics.downstream.base import KeyedPrepareBatch, TrainingMix, t
 from echo_monai.metrics.downstream.classification import ImageClassificationEvaluator
 from echo_monai.metrics.downstream.segmentation import SegmentationEvaluator
 
+from ..threads import single_thread  # noqa: F401 (autouse fixture)
 from .phantoms import brightness_samples
 
 

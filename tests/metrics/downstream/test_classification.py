@@ -10,6 +10,7 @@ from echo_monai.metrics.downstream.classification import (
 )
 from echo_monai.metrics.encoders import InputKind
 
+from ..threads import single_thread  # noqa: F401 (autouse fixture)
 from .phantoms import brightness_samples
 
 TINY = dict(block_inplanes=(4, 8, 8, 8), max_epochs=6, batch_size=8)

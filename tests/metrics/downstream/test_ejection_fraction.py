@@ -11,6 +11,7 @@ from echo_monai.metrics.downstream.ejection_fraction import (
 )
 from echo_monai.metrics.encoders import InputKind
 
+from ..threads import single_thread  # noqa: F401 (autouse fixture)
 from .phantoms import oscillation_samples
 
 

@@ -7,6 +7,7 @@ import torch
 
 from echo_monai.metrics.downstream.segmentation import CAMUS_STRUCTURES, SegmentationEvaluator, structure_dice
 
+from ..threads import single_thread  # noqa: F401 (autouse fixture)
 from .phantoms import segmentation_samples
 
 
