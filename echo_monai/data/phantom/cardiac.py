@@ -7,11 +7,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import math
+
 import cv2
 import numpy as np
 
 from echo_monai.data.phantom.bmode import BModeSimulator
 from echo_monai.data.phantom.cardiac_shape import CardiacParameters, ChamberShape
+from echo_monai.data.phantom.discs import disc_diameters
 from echo_monai.data.phantom.geometry import ProbeGeometry
 
 __all__ = ["CardiacPhantom", "CardiacSequence"]
@@ -104,10 +107,56 @@ class CardiacPhantom:
         )
         self.seed = seed
         self.origin, self.axis, self.lateral = parameters.pose()
-        self.reference = parameters.shape(parameters.edv_ml)
+        self._calibration = (1.0, 1.0)
+        if parameters.view != "PSAX":
+            self._calibration = (self._calibrate(parameters.esv_ml), self._calibrate(parameters.edv_ml))
+        self.reference = self.shape(parameters.edv_ml)
         self._material_spacing = self.geometry.sample_spacing
         self._material_origin = np.array([-self.geometry.half_width_mm * 1.15, -0.1 * parameters.depth_mm])
         self._material_field = self._build_material_field(np.random.default_rng([seed, 1]))
+
+    # ----------------------------------------------------------- calibration
+    def shape(self, volume_ml: float) -> ChamberShape:
+        """Chamber shape for an LV volume, with the raster calibration interpolated between ES and ED."""
+        low, high = self._calibration
+        fraction = self.parameters.volume_fraction(volume_ml)
+        return self.parameters.shape(volume_ml, low + (high - low) * fraction)
+
+    def _axis_pixels(self, shape: ChamberShape) -> tuple[np.ndarray, np.ndarray]:
+        """Long axis (apex, mitral-plane centre) of a shape as ``(x, y)`` pixels."""
+        a = np.array([0.0, shape.length])
+        x, y = self.geometry.to_pixels(*self._from_frame(a, np.zeros(2)))
+        return np.array([x[0], y[0]]), np.array([x[1], y[1]])
+
+    def _disc_volume(self, shape: ChamberShape, n_discs: int = 20) -> tuple[float, np.ndarray]:
+        """Method-of-discs volume (mL) of the rasterised cavity along the true long axis, and the disc diameters."""
+        x, z = self.geometry.pixel_coordinates()
+        mask = self._chamber_labels(*self._to_frame(x, z), shape) == 1
+        start, end = self._axis_pixels(shape)
+        diameters = disc_diameters(mask, start, end, n_discs)[:, 0]
+        length = float(np.hypot(*(end - start)))
+        spacing = self.geometry.pixel_spacing
+        return float(np.pi / 4.0 * np.sum(diameters**2) * length / n_discs * spacing**3 / 1000.0), diameters
+
+    def _calibrate(self, volume_ml: float, iterations: int = 8) -> float:
+        """Linear scale of the shape whose rasterised mask has a method-of-discs volume equal to ``volume_ml``.
+
+        Point-sampling the continuous cavity onto a coarse pixel grid changes its disc volume by a few percent;
+        scaling ``R`` and ``L`` by the returned factor (close to 1) makes the written masks, and the tracings measured
+        on them, reproduce the prescribed EDV and ESV, hence the EF.
+        """
+        scale, best = 1.0, (math.inf, 1.0)
+        for _ in range(iterations):
+            measured, diameters = self._disc_volume(self.parameters.shape(volume_ml, scale))
+            if np.count_nonzero(diameters) < 10:
+                return 1.0  # too few pixels to measure
+            error = measured / volume_ml - 1.0
+            if abs(error) < best[0]:
+                best = (abs(error), scale)
+            if abs(error) < 5e-4:
+                break
+            scale *= (1.0 + error) ** (-1.0 / 3.0)
+        return best[1]
 
     # ---------------------------------------------------------- coordinates
     def _to_frame(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -162,7 +211,7 @@ class CardiacPhantom:
 
     def labels(self, frame: float) -> np.ndarray:
         """``(H, W)`` uint8 label map at a (fractional) frame index, 0 outside the sector."""
-        shape = self.parameters.shape(float(self.parameters.volume(frame)))
+        shape = self.shape(float(self.parameters.volume(frame)))
         x, z = self.geometry.pixel_coordinates()
         a, l = self._to_frame(x, z)
         return self._chamber_labels(a, l, shape) * self.geometry.sector_mask
@@ -251,7 +300,7 @@ class CardiacPhantom:
             ``(image, labels)``, both ``(H, W)`` uint8.
         """
         params = self.parameters
-        shape = params.shape(float(params.volume(frame)))
+        shape = self.shape(float(params.volume(frame)))
         bx, bz = self.geometry.beam_coordinates()
         a1, l1 = self._to_frame(bx, bz)
         a0, l0 = self._inverse_map(a1, l1, shape)
@@ -271,22 +320,28 @@ class CardiacPhantom:
     def disc_chords(self, frame: float, n_discs: int = 20) -> np.ndarray:
         """EchoNet-style tracing of an apical frame: long axis then ``n_discs`` chords, ``(n_discs + 1, 4)`` pixels.
 
-        Row 0 is ``(apex x, apex y, mitral-plane centre x, y)``; row ``i`` joins the endocardial borders at the
-        centre of disc ``i`` (from the apex to the base), left border first.
+        Row 0 is ``(apex x, apex y, mitral-plane centre x, y)``; row ``i`` is the chord of disc ``i`` (from the apex
+        to the base), perpendicular to the axis at the disc centre, left end first. Chord lengths are measured on the
+        rasterised cavity mask, so the tracings and the masks give the same method-of-discs volume.
         """
         if self.parameters.view == "PSAX":
             raise ValueError("CardiacPhantom.disc_chords: the method of discs needs an apical view, got 'PSAX'.")
-        shape = self.parameters.shape(float(self.parameters.volume(frame)))
-        a = np.concatenate([[0.0], (np.arange(n_discs) + 0.5) / n_discs * shape.length])
-        half = shape.inner_half_width(a)
-        half[0] = 0.0
-        ends = [self._from_frame(a, -half), self._from_frame(np.where(np.arange(a.size) == 0, shape.length, a), half)]
-        (x1, y1), (x2, y2) = (self.geometry.to_pixels(*end) for end in ends)
-        return np.stack([x1, y1, x2, y2], axis=1)
+        shape = self.shape(float(self.parameters.volume(frame)))
+        start, end = self._axis_pixels(shape)
+        _, diameters = self._disc_volume(shape, n_discs)
+        direction = (end - start) / np.hypot(*(end - start))
+        normal = np.array([direction[1], -direction[0]])  # towards the image left (negative lateral)
+        normal *= 1.0 if normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, -1.0))) - normal @ \
+            np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, 0.0))) > 0 else -1.0
+        centres = start + ((np.arange(n_discs) + 0.5) / n_discs)[:, None] * (end - start)
+        left = centres + 0.5 * diameters[:, None] * normal
+        right = centres - 0.5 * diameters[:, None] * normal
+        chords = np.concatenate([left, right], axis=1)
+        return np.concatenate([np.concatenate([start, end])[None], chords], axis=0)
 
     def cavity_outline(self, frame: float, n_points: int = 41) -> np.ndarray:
         """Closed LV cavity outline ``(n_points, 2)`` ``(x, y)`` in pixels (EchoNet-Pediatric style polygon)."""
-        shape = self.parameters.shape(float(self.parameters.volume(frame)))
+        shape = self.shape(float(self.parameters.volume(frame)))
         if self.parameters.view == "PSAX":
             angle = np.linspace(0.0, 2.0 * np.pi, n_points, endpoint=False)
             radius = self._psax_radius(shape)

@@ -176,7 +176,37 @@ class CardiacParameters:
         if view == "PSAX":
             values["apex_depth_mm"] = float(rng.uniform(0.4, 0.5) * depth)
         values.update(overrides)
+        if view != "PSAX" and "depth_mm" not in overrides:
+            # deep enough for the whole left atrium, and the apex low enough for the heart to sit inside the sector
+            margin = rng.uniform(1.04, 1.15)
+            for _ in range(20):
+                draft = cls(**values)
+                shape = draft.shape(draft.esv_ml)
+                extent = (shape.atrium_centre + shape.atrium_length) * math.cos(math.radians(draft.tilt_deg))
+                values["depth_mm"] = float(max(values["depth_mm"], margin * (draft.apex_depth_mm + extent)))
+                if cls(**values).fits_sector():
+                    break
+                values["apex_depth_mm"] = float(values["apex_depth_mm"] + 0.03 * values["depth_mm"])
+                values["apex_lateral_mm"] = float(0.7 * values["apex_lateral_mm"])
         return cls(**values)
+
+    def fits_sector(self, margin_deg: float = 2.0) -> bool:
+        """Whether the end-diastolic epicardium and the largest LA lie inside the imaging sector."""
+        origin, axis, lateral = self.pose()
+        points = []
+        for volume in (self.edv_ml, self.esv_ml):
+            shape = self.shape(volume)
+            a = np.linspace(-shape.wall, shape.length, 64)
+            half = shape.outer_half_width(a)
+            points += [(a, half), (a, -half)]
+            angle = np.linspace(0.0, 2.0 * np.pi, 64)
+            points.append((shape.atrium_centre + shape.atrium_length * np.cos(angle), shape.atrium_width * np.sin(angle)))
+        a = np.concatenate([p[0] for p in points])
+        l = np.concatenate([p[1] for p in points])
+        x = origin[0] + a * axis[0] + l * lateral[0]
+        z = origin[1] + a * axis[1] + l * lateral[1]
+        inside_angle = np.abs(np.degrees(np.arctan2(x, z))) <= self.half_angle_deg - margin_deg
+        return bool(np.all(inside_angle & (np.hypot(x, z) <= 0.98 * self.depth_mm) & (z > 0)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -220,11 +250,20 @@ class CardiacParameters:
         t = self.taper
         return 1.0 - ((1.0 - t) ** 3 + t**3) / (3.0 * t * t)
 
-    def shape(self, volume_ml: float) -> ChamberShape:
-        """Chamber dimensions for an LV volume: ``R, L`` solved from ``V = pi R^2 L k_g`` and ``L / R``."""
-        fraction = float(np.clip((volume_ml - self.esv_ml) / (self.edv_ml - self.esv_ml), 0.0, 1.0))
+    def volume_fraction(self, volume_ml: float) -> float:
+        """Position of a volume between ESV (0) and EDV (1)."""
+        return float(np.clip((volume_ml - self.esv_ml) / (self.edv_ml - self.esv_ml), 0.0, 1.0))
+
+    def shape(self, volume_ml: float, scale: float = 1.0) -> ChamberShape:
+        """Chamber dimensions for an LV volume: ``R, L`` solved from ``V = pi R^2 L k_g`` and ``L / R``.
+
+        Args:
+            volume_ml: LV volume.
+            scale: linear factor on ``R`` and ``L`` (the phantom's raster calibration, close to 1).
+        """
+        fraction = self.volume_fraction(volume_ml)
         aspect = self.aspect_es + (self.aspect_ed - self.aspect_es) * fraction
-        radius = (1000.0 * volume_ml / (math.pi * self.shape_factor * aspect)) ** (1.0 / 3.0)
+        radius = scale * (1000.0 * volume_ml / (math.pi * self.shape_factor * aspect)) ** (1.0 / 3.0)
         length = aspect * radius
         radius_ed = (1000.0 * self.edv_ml / (math.pi * self.shape_factor * self.aspect_ed)) ** (1.0 / 3.0)
         wall = self.wall_ed_mm * (radius_ed / radius) ** 0.8
