@@ -44,3 +44,9 @@ def test_figures_reject_bad_input(tmp_path):
         scatter_plot([1, 2], [1])
     with pytest.raises(ValueError, match="uint8"):
         write_png(tmp_path / "y.png", np.zeros((4, 4), np.float32))
+
+
+def test_write_png_reports_an_encoder_failure(tmp_path, monkeypatch):
+    monkeypatch.setattr(cv2, "imencode", lambda *args: (False, None))
+    with pytest.raises(ValueError, match="could not encode"):
+        write_png(tmp_path / "z.png", np.zeros((4, 4), np.uint8))

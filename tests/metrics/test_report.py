@@ -56,3 +56,33 @@ def test_write_report_rejects_unpaired_inputs(tmp_path):
         write_report(tmp_path, {}, real_samples=torch.zeros(1, 1, 8, 8))
     with pytest.raises(ValueError, match="ef_requested and ef_measured"):
         write_report(tmp_path, {}, ef_measured=[1.0])
+
+
+def test_end_to_end_from_a_trained_classifier_to_the_report(tmp_path):
+    """The evaluate stage of a bundle: train an encoder on real data, score a synthetic set, write the report."""
+    from echo_monai.metrics.distribution import distribution_metrics
+    from echo_monai.metrics.downstream.classification import ImageClassificationEvaluator
+    from echo_monai.metrics.privacy import MemorisationAudit
+
+    generator = torch.Generator().manual_seed(0)
+
+    def samples(count: int) -> list[dict]:
+        labels = torch.randint(0, 2, (count,), generator=generator)
+        images = 0.5 * torch.randn(count, 1, 16, 16, generator=generator) + (labels.float() - 0.5)[:, None, None, None]
+        return [{"image": image, "label": int(label)} for image, label in zip(images, labels, strict=True)]
+
+    real_train, real_test, synthetic = samples(24), samples(16), samples(24)
+    evaluator = ImageClassificationEvaluator(2, block_inplanes=(4, 4, 8, 8), max_epochs=2, batch_size=8)
+    utility = evaluator.run(real_test, real=real_train, synthetic=synthetic)
+    encoder = evaluator.feature_encoder("brightness_classifier")
+    stack = lambda data: torch.stack([s["image"] for s in data])  # noqa: E731
+    fidelity = distribution_metrics(stack(real_test), stack(synthetic), encoder, kid_subsets=5, k=3)
+    privacy = MemorisationAudit(embed=encoder)(stack(synthetic), stack(real_train), stack(real_test)).summary()
+    paths = write_report(
+        tmp_path,
+        {"distribution": fidelity, "classification": utility, "privacy": privacy},
+        real_samples=stack(real_test),
+        synthetic_samples=stack(synthetic),
+    )
+    report = open(paths["report"]).read()
+    assert "FD_brightness_classifier" in report and "| synthetic |" in report and "memorisation_rate" in report

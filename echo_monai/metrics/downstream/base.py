@@ -9,6 +9,7 @@ real data. Training runs through MONAI's :class:`~monai.engines.SupervisedTraine
 from __future__ import annotations
 
 import copy
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -320,6 +321,39 @@ class DownstreamEvaluator(ABC):
             self.fit(data)
             results[str(TrainingMix(mix))] = {**self.evaluate(test_data), "num_train_samples": len(data)}
         return results
+
+    def save_network(self, path: str | os.PathLike) -> str:
+        """Save the current network's state dict atomically (temporary name, then ``os.replace``).
+
+        Args:
+            path: destination file.
+
+        Returns:
+            the destination path as a string.
+        """
+        path = os.fspath(path)
+        temporary = f"{path}.tmp-{os.getpid()}"
+        torch.save(self.network.state_dict(), temporary)
+        os.replace(temporary, path)
+        return path
+
+    def load_network(self, path: str | os.PathLike) -> nn.Module:
+        """Load weights saved by :meth:`save_network` (``weights_only=True``), e.g. a view classifier trained once on
+        the user's real data and reused as the image encoder.
+
+        Args:
+            path: local state-dict file.
+
+        Returns:
+            the network with the loaded weights.
+
+        Raises:
+            FileNotFoundError: when `path` is not a file.
+        """
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"{type(self).__name__}.load_network: path {os.fspath(path)!r} is not a file.")
+        self.network.load_state_dict(torch.load(path, map_location=self.device, weights_only=True))
+        return self.network
 
     def feature_encoder(self, name: str) -> NetworkEncoder:
         """The current (trained) network's penultimate features as a :class:`NetworkEncoder`.

@@ -60,3 +60,24 @@ def test_run_and_feature_encoder_reject_missing_pieces():
     segmenter = SegmentationEvaluator(channels=(4, 8), strides=(2,), max_epochs=1)
     with pytest.raises(ValueError, match="no feature_layer"):
         segmenter.feature_encoder("unet")
+
+
+def test_save_load_round_trip_and_train_transform(tmp_path):
+    calls = []
+
+    def flip(sample):
+        calls.append(1)
+        return {**sample, "image": sample["image"].flip(-1)}
+
+    evaluator = ImageClassificationEvaluator(2, block_inplanes=(4, 4, 4, 4), max_epochs=1, train_transform=flip)
+    evaluator.fit(brightness_samples(8, seed=0))
+    assert len(calls) == 8
+    path = evaluator.save_network(tmp_path / "classifier.pt")
+    trained = {key: value.clone() for key, value in evaluator.network.state_dict().items()}
+    evaluator.reset()
+    evaluator.load_network(path)
+    for key, value in evaluator.network.state_dict().items():
+        torch.testing.assert_close(value, trained[key])
+    assert [p.name for p in tmp_path.iterdir()] == ["classifier.pt"]
+    with pytest.raises(FileNotFoundError, match="load_network"):
+        evaluator.load_network(tmp_path / "missing.pt")
