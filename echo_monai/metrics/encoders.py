@@ -47,6 +47,11 @@ class FeatureEncoder(ABC):
         name: short identifier used in metric names (``FD_<name>``).
         input_kind: :class:`InputKind` of the inputs.
         is_standard: True only for the standard Inception-v3 / I3D weights, which make a Fréchet distance an FID / FVD.
+
+    Example:
+        >>> class FrameMeans(FeatureEncoder):  # any callable turned into an encoder
+        ...     name, input_kind = "frame_means", InputKind.VIDEO
+        ...     def encode(self, x): return x.mean(dim=(1, 3, 4))
     """
 
     name: str

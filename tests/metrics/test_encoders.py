@@ -103,3 +103,19 @@ def test_torchscript_encoder_rejects_bad_arguments(tmp_path, scripted_path):
         TorchScriptEncoder(scripted_path, "x", source_range=(1.0, -1.0))
     with pytest.raises(ValueError, match="kind must be"):
         metric_name("MMD", TorchScriptEncoder(scripted_path, "x"))
+
+
+def test_a_custom_encoder_plugs_into_the_interface():
+    from echo_monai.metrics.encoders import FeatureEncoder
+
+    class FrameMeans(FeatureEncoder):
+        name, input_kind = "frame_means", InputKind.VIDEO
+
+        def encode(self, x: torch.Tensor) -> torch.Tensor:
+            self.check_input(x)
+            return x.mean(dim=(1, 3, 4))
+
+    encoder = FrameMeans()
+    assert encoder(torch.ones(2, 1, 5, 4, 4)).shape == (2, 5) and metric_name("FD", encoder) == "FD_frame_means"
+    with pytest.raises(TypeError):
+        FeatureEncoder()  # abstract

@@ -127,6 +127,11 @@ class DownstreamEvaluator(ABC):
 
     Raises:
         ValueError: when a numeric argument is out of range.
+
+    Example:
+        >>> evaluator = SegmentationEvaluator(max_epochs=50)  # a subclass; all share fit/evaluate/run
+        >>> results = evaluator.run(test_data=real_test, real=real_train, synthetic=synthetic_train)
+        >>> results["real+synthetic"]["dice_lv_endo"], results["synthetic"]["num_train_samples"]
     """
 
     def __init__(
