@@ -179,19 +179,17 @@ class CardiacParameters:
         if view != "PSAX" and "depth_mm" not in overrides:
             # deep enough for the whole left atrium, and the apex low enough for the heart to sit inside the sector
             margin = rng.uniform(1.04, 1.15)
-            for _ in range(20):
-                draft = cls(**values)
-                shape = draft.shape(draft.esv_ml)
-                extent = (shape.atrium_centre + shape.atrium_length) * math.cos(math.radians(draft.tilt_deg))
-                values["depth_mm"] = float(max(values["depth_mm"], margin * (draft.apex_depth_mm + extent)))
-                if cls(**values).fits_sector():
+            for _ in range(40):
+                radius, angle = cls(**values).extent()
+                values["depth_mm"] = float(max(values["depth_mm"], margin * radius / 0.98))
+                if angle <= values["half_angle_deg"] - 2.0:
                     break
-                values["apex_depth_mm"] = float(values["apex_depth_mm"] + 0.03 * values["depth_mm"])
-                values["apex_lateral_mm"] = float(0.7 * values["apex_lateral_mm"])
+                values["apex_depth_mm"] = float(values["apex_depth_mm"] + 0.02 * values["depth_mm"])
+                values["apex_lateral_mm"] = float(0.8 * values["apex_lateral_mm"])
         return cls(**values)
 
-    def fits_sector(self, margin_deg: float = 2.0) -> bool:
-        """Whether the end-diastolic epicardium and the largest LA lie inside the imaging sector."""
+    def extent(self) -> tuple[float, float]:
+        """Largest range (mm) and largest beam angle (degrees) of the epicardium and LA over the cycle."""
         origin, axis, lateral = self.pose()
         points = []
         for volume in (self.edv_ml, self.esv_ml):
@@ -205,8 +203,16 @@ class CardiacParameters:
         l = np.concatenate([p[1] for p in points])
         x = origin[0] + a * axis[0] + l * lateral[0]
         z = origin[1] + a * axis[1] + l * lateral[1]
-        inside_angle = np.abs(np.degrees(np.arctan2(x, z))) <= self.half_angle_deg - margin_deg
-        return bool(np.all(inside_angle & (np.hypot(x, z) <= 0.98 * self.depth_mm) & (z > 0)))
+        if np.any(z <= 0):
+            return float(np.max(np.hypot(x, z))), 90.0
+        return float(np.max(np.hypot(x, z))), float(np.max(np.abs(np.degrees(np.arctan2(x, z)))))
+
+    def fits_sector(self, margin_deg: float = 2.0) -> bool:
+        """Whether the epicardium and the LA lie inside the imaging sector over the whole cycle (PSAX: always)."""
+        if self.view == "PSAX":
+            return True
+        radius, angle = self.extent()
+        return radius <= 0.98 * self.depth_mm + 1e-9 and angle <= self.half_angle_deg - margin_deg + 1e-9
 
     def to_dict(self) -> dict:
         return asdict(self)
