@@ -3,7 +3,9 @@
 Layout (Leclerc et al., IEEE TMI 2019; NIfTI release 2023)::
 
     root/database_nifti/patientXXXX/patientXXXX_{2CH,4CH}_{ED,ES,half_sequence}[_gt].nii.gz
-    root/database_nifti/patientXXXX/Info_{2CH,4CH}.cfg      Key: value lines
+    root/database_nifti/patientXXXX/Info_{2CH,4CH}.cfg      Key: value lines (ED, ES, NbFrame, Sex, Age,
+                                                            ImageQuality, EF, FrameRate; plus LVedv, LVesv, LVef
+                                                            as in the 2019 release)
     root/database_split/subgroup_{training,validation,testing}.txt
 
 Images are uint8 and stored in ITK order, ``(W, H)`` and ``(W, H, T)`` (nibabel returns them transposed from the
@@ -103,6 +105,8 @@ class CAMUSWriter:
             info = {
                 "ED": 1, "ES": es - ed + 1, "NbFrame": es - ed + 1, "Sex": sex, "Age": int(age),
                 "ImageQuality": image_quality, "EF": f"{ejection_fraction:.2f}", "FrameRate": f"{sequence.fps:.1f}",
+                # the 2019 MetaImage release's volume keys, so readers of either release find the ground truth
+                "LVedv": f"{sequence.edv_ml:.2f}", "LVesv": f"{sequence.esv_ml:.2f}", "LVef": f"{ejection_fraction:.2f}",
             }
             write_text(folder / f"Info_{view}.cfg", "".join(f"{key}: {value}\n" for key, value in info.items()))
         self._splits[split].append(patient)
