@@ -1,0 +1,68 @@
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from echo_monai.apps.simulate import KINDS, simulate
+
+_SMALL = {
+    "echonet": dict(n_frames=24),
+    "pediatric": dict(image_size=(48, 48), n_frames=24),
+    "camus": dict(image_size=(40, 40)),
+    "busi": dict(image_size=(32, 40)),
+    "busv": dict(image_size=(32, 40), n_frames=3),
+    "dicom": dict(image_size=(32, 32), n_frames=24),
+}
+
+
+def _digest(root) -> dict[str, str]:
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_each_kind_writes_its_layout(tmp_path, kind):
+    root = simulate(kind, tmp_path / kind, n=2, seed=0, **_SMALL[kind])
+    assert root == tmp_path / kind
+    names = {str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()}
+    expected = {
+        "echonet": {"FileList.csv", "VolumeTracings.csv"},
+        "pediatric": {"A4C/FileList.csv", "A4C/VolumeTracings.csv", "PSAX/FileList.csv", "PSAX/VolumeTracings.csv"},
+        "camus": {"database_split/subgroup_training.txt", "database_nifti/patient0002/Info_4CH.cfg"},
+        "busi": {"Dataset_BUSI_with_GT/benign/benign (1).png", "Dataset_BUSI_with_GT/malignant/malignant (1)_mask.png"},
+        "busv": {"imagenet_vid_train.json"},
+        "dicom": {"cine_0001.dcm", "cine_0002.dcm"},
+    }[kind]
+    assert expected <= names
+    assert not [name for name in names if ".tmp-" in name]
+
+
+def test_simulate_is_deterministic_for_a_seed(tmp_path):
+    first = _digest(simulate("camus", tmp_path / "a", n=1, seed=3, image_size=(32, 32)))
+    second = _digest(simulate("camus", tmp_path / "b", n=1, seed=3, image_size=(32, 32)))
+    other = _digest(simulate("camus", tmp_path / "c", n=1, seed=4, image_size=(32, 32)))
+    assert first == second and first != other
+
+
+def test_simulated_datasets_load_with_the_readers(tmp_path):
+    from echo_monai.data.busv import BUSV
+    from echo_monai.data.camus import CAMUS
+    from echo_monai.data.echonet import EchoNetDynamic
+
+    echonet = EchoNetDynamic(simulate("echonet", tmp_path / "e", n=1, seed=0, n_frames=24), split="ALL")
+    assert echonet[0]["video"].shape[-2:] == (112, 112)
+    camus = CAMUS(simulate("camus", tmp_path / "c", n=1, seed=0, image_size=(32, 32)), split="training")
+    assert len(camus) == 4
+    busv = BUSV(simulate("busv", tmp_path / "b", n=2, seed=0, image_size=(32, 40), n_frames=3))
+    assert {item["label"] for item in (busv[0], busv[1])} == {"benign", "malignant"}
+
+
+def test_bad_arguments_raise(tmp_path):
+    allowed = r"\['busi', 'busv', 'camus', 'dicom', 'echonet', 'pediatric'\]"
+    with pytest.raises(ValueError, match=rf"kind must be one of {allowed}, got 'ultrasound'"):
+        simulate("ultrasound", tmp_path)
+    with pytest.raises(ValueError, match="n must be"):
+        simulate("busi", tmp_path, n=0)
+    with pytest.raises(ValueError, match="n_frames"):
+        simulate("busi", tmp_path, n=1, n_frames=3)
