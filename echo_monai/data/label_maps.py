@@ -24,7 +24,7 @@ def label_map_datalist(root: str | os.PathLike, copies: int = 1, limit: int | No
     """One dict per label map and copy: ``{"label": path, "name", "patient", "view", "phase", "copy"}``.
 
     CAMUS ``patientXXXX_{2CH,4CH}_{ED,ES}_gt`` files (NIfTI or MetaImage, anywhere under ``root``) keep their patient,
-    view and phase; other ``.png``/``.nii[.gz]`` files count as label maps of an unnamed ``4CH`` ``ED`` view.
+    view and phase, and their image (the same name without ``_gt``) under ``"image"`` when it exists; other ``.png``/``.nii[.gz]`` files count as label maps of an unnamed ``4CH`` ``ED`` view.
     Half-sequence labels are skipped.
 
     Args:
@@ -58,5 +58,7 @@ def label_map_datalist(root: str | os.PathLike, copies: int = 1, limit: int | No
         match = _CAMUS_GT.match(path.name)
         info = match.groupdict() if match else {"patient": _stem(path), "view": "4CH", "phase": "ED"}
         name = f"{info['patient']}_{info['view']}_{info['phase']}"
-        items.extend({"label": str(path), "name": name, "copy": k, **info} for k in range(copies))
+        image = path.with_name(path.name.replace("_gt.", "."))
+        extra = {"image": str(image)} if match and image.is_file() else {}
+        items.extend({"label": str(path), "name": name, "copy": k, **info, **extra} for k in range(copies))
     return items

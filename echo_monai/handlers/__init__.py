@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpoint
 from echo_monai.handlers.ema import EMA
-from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_png, write_video
+from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
 from echo_monai.handlers.sample_writer import SyntheticSampleWriter, save_camus_nifti
 
@@ -15,6 +15,5 @@ __all__ = [
     "latest_checkpoint",
     "make_grid",
     "save_camus_nifti",
-    "write_png",
     "write_video",
 ]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -14,9 +13,10 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
+from echo_monai.data.phantom.atomic import atomic_path, write_png
 from echo_monai.engines.conditioning import Condition, Conditioning
 
-__all__ = ["SamplePreviewWriter", "make_grid", "write_png", "write_video"]
+__all__ = ["SamplePreviewWriter", "make_grid", "write_video"]
 
 
 def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, padding: int = 2) -> np.ndarray:
@@ -36,48 +36,21 @@ def make_grid(images: torch.Tensor | np.ndarray, nrow: int | None = None, paddin
     return grid[0] if c == 1 else np.moveaxis(grid[:3], 0, -1)
 
 
-def _atomic_path(path: Path) -> tuple[int, str]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-
-
-def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
-    """Write a uint8 grey or RGB image to ``path`` through a temporary name."""
-    path = Path(path)
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
-    try:
-        bgr = image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)
-        if not cv2.imwrite(tmp, bgr):
-            raise OSError(f"write_png: could not write {path}.")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
 def write_video(path: str | os.PathLike, frames: np.ndarray, fps: float = 8.0) -> Path:
     """Write uint8 frames ``(T, H, W)`` or ``(T, H, W, 3)`` as a GIF or MP4 (by suffix) through a temporary name."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in (".gif", ".mp4"):
         raise ValueError(f"write_video: {path} must end in .gif or .mp4.")
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         if suffix == ".gif":
             imageio.mimsave(tmp, list(frames), format="GIF", duration=1000.0 / fps, loop=0)
         else:
             h, w = frames.shape[1:3]
-            writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+            writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
             for frame in frames:
                 writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR) if frame.ndim == 2 else frame[..., ::-1])
             writer.release()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
 
 

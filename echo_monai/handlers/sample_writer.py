@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from echo_monai.handlers.preview import _atomic_path, write_png
+from echo_monai.data.phantom.atomic import atomic_path, write_png, write_text
 
 __all__ = ["SyntheticSampleWriter", "save_camus_nifti"]
 
@@ -24,14 +24,8 @@ def save_camus_nifti(path: str | os.PathLike, array: np.ndarray, spacing: float 
     image = nib.Nifti1Image(np.ascontiguousarray(data, np.uint8), np.diag([spacing, spacing, 1.0, 1.0]))
     image.header.set_zooms((spacing, spacing) + ((1.0,) if array.ndim == 3 else ()))
     image.header.set_xyzt_units("mm")
-    fd, tmp = _atomic_path(path)
-    os.close(fd)
-    try:
-        nib.save(image, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
     return path
 
 
@@ -125,10 +119,7 @@ class SyntheticSampleWriter:
             write_png(paths["image"], image)
             return
         if not paths["info"].is_file():
-            fd, tmp = _atomic_path(paths["info"])
-            with os.fdopen(fd, "w") as f:
-                f.write("ED: 1\nES: 1\nNbFrame: 1\nImageQuality: Good\nSynthetic: echo_seg_ddpm\n")
-            os.replace(tmp, paths["info"])
+            write_text(paths["info"], "ED: 1\nES: 1\nNbFrame: 1\nImageQuality: Good\nSynthetic: echo_seg_ddpm\n")
         save_camus_nifti(paths["label"], label, self.spacing)
         save_camus_nifti(paths["image"], image, self.spacing)
 

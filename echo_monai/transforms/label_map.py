@@ -210,19 +210,24 @@ class LoadLabelMapd(MapTransform):
     """Load label maps from CAMUS ``_gt`` NIfTI/MetaImage, other NIfTI or PNG files into ``(1, H, W)`` int64.
 
     NIfTI and MetaImage files are read with the CAMUS reader's convention (transposed to ``(H, W)``); PNG files
-    are read as grey levels. The path is kept under ``filename``.
+    are read as grey levels. The path is kept under ``filename``. The matching images (``image_keys``, when the
+    item has them) load as ``(1, H, W)`` float32, so that the sector can come from the real cone.
 
     Args:
-        keys: keys holding file paths.
+        keys: keys holding label map paths.
         expected_size: ``(H, W)`` the files must have, or None to accept any.
+        image_keys: keys of optional image paths of the same size.
 
     Raises:
         FileNotFoundError / ValueError: naming the file (missing, unreadable, not 2D, wrong size).
     """
 
-    def __init__(self, keys: KeysCollection = "label", expected_size: Sequence[int] | None = None) -> None:
+    def __init__(
+        self, keys: KeysCollection = "label", expected_size: Sequence[int] | None = None, image_keys: Sequence[str] = ()
+    ) -> None:
         super().__init__(keys)
         self.expected_size = tuple(expected_size) if expected_size is not None else None
+        self.image_keys = [image_keys] if isinstance(image_keys, str) else list(image_keys)
 
     @staticmethod
     def read(path: str | os.PathLike) -> np.ndarray:
@@ -252,4 +257,13 @@ class LoadLabelMapd(MapTransform):
                 raise ValueError(f"label map {str(path)!r} has size {array.shape}; expected {self.expected_size}.")
             d.setdefault("filename", str(path))
             d[key] = torch.from_numpy(np.rint(array).astype(np.int64)[None])
+            for image_key in self.image_keys:
+                if d.get(image_key) is None or isinstance(d[image_key], torch.Tensor):
+                    continue
+                image = self.read(d[image_key])
+                if image.shape != array.shape:
+                    raise ValueError(
+                        f"image {str(d[image_key])!r} has size {image.shape} but its label map {str(path)!r} has {array.shape}."
+                    )
+                d[image_key] = torch.from_numpy(image.astype(np.float32)[None])
         return d

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 
@@ -81,20 +82,31 @@ def test_inference_loads_alone_and_owns_network_def(bundle):
         )
 
 
-@pytest.mark.parametrize("workflow_type, files", [
-    ("train", ("inference.yaml", "train.yaml")),
-    ("infer", ("inference.yaml",)),
+def _smoke_module(bundle: Path):
+    """The bundle's smoke-test module; it provides ``make_overrides(root) -> {"train": {...}, "infer": {...}}``."""
+    path = REPO / "tests" / "bundles" / f"test_{bundle.name}.py"
+    spec = importlib.util.spec_from_file_location(f"_smoke_{bundle.name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("workflow_type, command, files", [
+    ("train", "train", ("inference.yaml", "train.yaml")),
+    ("infer", "infer", ("inference.yaml",)),
 ])
-def test_check_properties(bundle, workflow_type, files):
+def test_check_properties(bundle, workflow_type, command, files, tmp_path):
     from monai.bundle import ConfigWorkflow
 
+    overrides = _smoke_module(bundle).make_overrides(tmp_path)[command]
     workflow = ConfigWorkflow(
         config_file=_configs(bundle, *files),
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
         workflow_type=workflow_type,
+        **overrides,
     )
-    workflow.bundle_root = str(bundle)
+    workflow.initialize()
     assert not workflow.check_properties()
 
 
@@ -114,3 +126,6 @@ def test_overlays_parse(bundle, stack):
 def test_smoke_test_exists(bundle):
     smoke = REPO / "tests" / "bundles" / f"test_{bundle.name}.py"
     assert smoke.is_file(), f"{bundle.name} needs a tiny-override smoke run in {smoke.relative_to(REPO)}"
+    module = _smoke_module(bundle)
+    assert callable(getattr(module, "make_overrides", None)), f"{smoke.name} must define make_overrides(root)"
+    assert [n for n in dir(module) if n.startswith("test_") and "train" in n], f"{smoke.name} has no training test"

@@ -1,0 +1,142 @@
+"""echo_seg_ddpm end to end with tiny overrides on a CAMUS-layout phantom: train → infer → generate → evaluate."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from echo_monai.apps import cli
+from echo_monai.apps.simulate import simulate
+from echo_monai.data import CAMUS
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_seg_ddpm"
+TINY = {
+    "channels": [8, 16],
+    "attention_levels": [False, False],
+    "num_res_blocks": 1,
+    "num_head_channels": 8,
+    "norm_num_groups": 8,
+    "image_size": 32,
+    "num_train_timesteps": 10,
+}
+
+
+def _argv(overrides: dict) -> list[str]:
+    argv = []
+    for key, value in overrides.items():
+        argv += [f"--{key}", repr(value) if not isinstance(value, str) else value]
+    return argv
+
+
+def make_overrides(root: Path) -> dict[str, dict]:
+    """Tiny phantom data and overrides per command (``train``, ``infer``, ``evaluate``); the contract test uses them."""
+    camus = root / "camus"
+    if not camus.exists():
+        simulate("camus", camus, n=3, seed=0, image_size=(64, 64))
+    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(camus), **TINY}
+    train = {
+        **common, "train_split": ["patient0001", "patient0002"], "val_split": ["patient0002"], "epochs": 1,
+        "batch_size": 4, "num_workers": 0, "preview_steps": 2, "preview_interval": 1, "save_interval": 2,
+        "ema_start": 0,
+    }
+    infer = {**common, "num_inference_steps": 2, "batch_size": 4}
+    evaluate = {
+        **infer, "train_split": ["patient0001", "patient0002"], "test_split": ["patient0003"],
+        "seg_channels": [8, 16], "seg_strides": [2], "seg_epochs": 1, "classifier_epochs": 1, "seg_batch_size": 4,
+    }
+    return {"train": train, "infer": infer, "evaluate": evaluate}
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("echo_seg_ddpm")
+    overrides = make_overrides(root)
+    assert cli.main(["train", str(BUNDLE), *_argv(overrides["train"])]) == 0
+    return root, overrides
+
+
+def test_train_writes_resumable_checkpoints_and_previews(trained):
+    root, overrides = trained
+    models = Path(overrides["train"]["bundle_root"]) / "models"
+    assert (models / "model.pt").is_file()
+    assert any(p.name.startswith("checkpoint_final_iteration=") for p in models.iterdir())
+    assert list((Path(overrides["train"]["bundle_root"]) / "runs" / "previews").glob("samples_epoch=1.png"))
+    # a second run with more epochs resumes from the last checkpoint instead of starting again
+    assert cli.main(["train", str(BUNDLE), *_argv({**overrides["train"], "epochs": 2})]) == 0
+    finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("checkpoint_final_iteration=*.pt"))
+    assert finals[-1] == 2 * finals[0]
+
+
+@pytest.mark.parametrize("sampler_name", ["ddim", "dpm_solver"])
+def test_infer_writes_one_image_per_label_map(trained, sampler_name):
+    root, overrides = trained
+    out = root / f"png_{sampler_name}"
+    args = {**overrides["infer"], "sampler_name": sampler_name, "output_dir": str(out)}
+    assert cli.main(["infer", str(BUNDLE), *_argv(args)]) == 0
+    images = sorted((out / "images").glob("*.png"))
+    assert len(images) == 12 and len(list((out / "labels").glob("*.png"))) == 12  # 3 patients x 2 views x 2 phases
+
+
+def test_generate_camus_layout_resumes_then_evaluate(trained):
+    root, overrides = trained
+    synthetic = root / "synthetic_camus"
+    args = {**overrides["infer"], "copies": 2, "output_dir": str(synthetic)}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *_argv(args)]) == 0
+    dataset = CAMUS(synthetic)
+    assert len(dataset) == 24 and set(np.unique(dataset[0]["label"])) <= {0, 1, 2, 3}
+    # interrupted generation: a missing image is written again, finished files are left untouched
+    victim = sorted(synthetic.rglob("*_ES.nii.gz"))[0]
+    keep = sorted(synthetic.rglob("*_ED.nii.gz"))[0]
+    mtime = keep.stat().st_mtime_ns
+    victim.unlink()
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *_argv(args)]) == 0
+    assert victim.is_file() and keep.stat().st_mtime_ns == mtime
+    assert not [p for p in synthetic.rglob("*") if p.name.startswith(".tmp")]
+
+    report = root / "report"
+    eval_args = {**overrides["evaluate"], "synthetic_dir": str(synthetic), "report_dir": str(report)}
+    assert cli.main(["evaluate", str(BUNDLE), *_argv(eval_args)]) == 0
+    metrics = json.loads((report / "metrics.json").read_text())
+    assert set(metrics["segmentation"]) == {"synthetic", "real", "real+synthetic"}
+    assert 0.0 <= metrics["segmentation"]["synthetic"]["dice_lv_endo"] <= 1.0
+    assert "FD_view_classifier" in metrics["distribution"]
+    assert (report / "report.md").is_file() and (report / "label_synthetic_real.png").is_file()
+
+
+def test_label_values_outside_the_classes_name_the_file(trained, tmp_path):
+    root, overrides = trained
+    bad = tmp_path / "labels" / "bad_map.nii.gz"
+    bad.parent.mkdir()
+    nib.save(nib.Nifti1Image(np.full((32, 32), 7, np.uint8), np.eye(4)), str(bad))
+    args = {**overrides["infer"], "dataset_dir": str(bad.parent), "output_dir": str(tmp_path / "out")}
+    with pytest.raises(Exception) as info:
+        cli.main(["infer", str(BUNDLE), *_argv(args)])
+    assert "bad_map.nii.gz" in _chain(info.value) and "outside the classes" in _chain(info.value)
+
+
+def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
+    root, overrides = trained
+    other = tmp_path / "other.pt"
+    torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, other)
+    args = {**overrides["infer"], "ckpt_path": str(other), "output_dir": str(tmp_path / "out")}
+    with pytest.raises(Exception) as info:
+        cli.main(["infer", str(BUNDLE), *_argv(args)])
+    assert "does not fit the network" in _chain(info.value)
+    missing = {**args, "ckpt_path": str(tmp_path / "missing.pt")}
+    with pytest.raises(Exception) as info:
+        cli.main(["infer", str(BUNDLE), *_argv(missing)])
+    assert "echo_seg_ddpm train" in _chain(info.value)
+
+
+def _chain(error: BaseException) -> str:
+    """The messages of an exception and its causes (MONAI wraps config errors)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
