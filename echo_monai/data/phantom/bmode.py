@@ -97,6 +97,9 @@ class BModeSimulator:
         depth = geometry.beam_depth().astype(np.float64)
         nominal_db_per_mm = 0.05 * self.center_frequency_mhz  # 0.5 dB/cm/MHz
         self._tgc_db = (2.0 * tgc_compensation * nominal_db_per_mm * depth).astype(np.float32)[:, None]
+        headroom_db = 15.0  # a unit-amplitude echo displays 15 dB below white
+        self._display_offset = ((self._tgc_db + (self.gain_db - headroom_db + self.dynamic_range_db))
+                                / self.dynamic_range_db).astype(np.float32)
         self._axial_kernel = _gaussian_kernel(self.axial_resolution_mm / geometry.sample_spacing)
         self._lateral_kernels, self._lateral_weights = self._lateral_psf(depth)
 
@@ -228,9 +231,10 @@ class BModeSimulator:
         iq += rng.standard_normal(iq.shape, dtype=np.float32) * np.float32(self.noise_amplitude * math.sqrt(0.5))
         envelope = cv2.magnitude(iq[..., 0], iq[..., 1])
         np.maximum(envelope, 1e-6, out=envelope)
-        headroom_db = 15.0
-        display = (20.0 * np.log10(envelope) + self._tgc_db + (self.gain_db - headroom_db + self.dynamic_range_db))
-        display *= np.float32(1.0 / self.dynamic_range_db)
+        # b = (20 log10 e + TGC + gain - headroom + DR) / DR, clipped to [0, 1] (the offset is precomputed)
+        display = cv2.log(envelope)
+        display *= np.float32(20.0 / math.log(10.0) / self.dynamic_range_db)
+        display += self._display_offset
         np.clip(display, 0.0, 1.0, out=display)
         map_beam, map_sample = self.geometry.scan_conversion_maps()
         image = cv2.remap(display.astype(np.float32), map_beam, map_sample, cv2.INTER_LINEAR,

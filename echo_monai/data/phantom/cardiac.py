@@ -114,6 +114,9 @@ class CardiacPhantom:
         self._material_spacing = self.geometry.sample_spacing
         self._material_origin = np.array([-self.geometry.half_width_mm * 1.15, -0.1 * parameters.depth_mm])
         self._material_field = self._build_material_field(np.random.default_rng([seed, 1]))
+        beam_x, beam_z = self.geometry.beam_coordinates()
+        self._beam_frame = self._to_frame(beam_x, beam_z)  # LV-frame coordinates of the beam grid
+        self._beam_range = np.hypot(beam_x, beam_z)
 
     # ----------------------------------------------------------- calibration
     def shape(self, volume_ml: float) -> ChamberShape:
@@ -301,14 +304,13 @@ class CardiacPhantom:
         """
         params = self.parameters
         shape = self.shape(float(params.volume(frame)))
-        bx, bz = self.geometry.beam_coordinates()
-        a1, l1 = self._to_frame(bx, bz)
+        a1, l1 = self._beam_frame
         a0, l0 = self._inverse_map(a1, l1, shape)
         x0, z0 = self._from_frame(a0, l0)
         scale, (mx, mz) = 1.0 / self._material_spacing, map(float, self._material_origin)
         columns = ((x0 - mx) * scale - 0.5).astype(np.float32)
         rows = ((z0 - mz) * scale - 0.5).astype(np.float32)
-        shift = np.hypot(bx, bz) - np.hypot(x0, z0)
+        shift = self._beam_range - np.hypot(x0, z0)
         scatterers = self.simulator.sample_tissue(self._material_field, columns, rows, shift)
         beam_labels = self._chamber_labels(a1, l1, shape)
         blood = (beam_labels == 1) | (beam_labels == 3) | self._right_heart(a0, l0)
