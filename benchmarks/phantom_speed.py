@@ -43,13 +43,17 @@ def main() -> None:
     parser.add_argument("--frames", type=int, default=200)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
-          f"OpenCV threads {cv2.getNumThreads()}, numpy {np.__version__}")
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPU(s), "
+        f"OpenCV threads {cv2.getNumThreads()}, numpy {np.__version__}"
+    )
     results = {}
     for size in (112, 256):
         fps, setup = measure(size, args.frames, args.repeats)
         results[size] = fps
-        print(f"{size}x{size}: {fps:7.1f} frames/s  ({1000.0 / fps:5.2f} ms/frame, subject set-up {1000 * setup:.0f} ms)")
+        print(
+            f"{size}x{size}: {fps:7.1f} frames/s  ({1000.0 / fps:5.2f} ms/frame, subject set-up {1000 * setup:.0f} ms)"
+        )
     ratio = results[112] / TARGET_FPS
     verdict = "meets" if ratio >= 1.0 else "misses"
     print(f"112x112 vs target {TARGET_FPS:.0f} frames/s: {ratio:.2f}x ({verdict} the target)")

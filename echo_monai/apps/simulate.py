@@ -23,7 +23,7 @@ from echo_monai.data.phantom.dicom_writer import DicomCineWriter
 from echo_monai.data.phantom.echonet_writer import EchoNetDynamicWriter
 from echo_monai.data.phantom.pediatric_writer import EchoNetPediatricWriter
 
-__all__ = ["simulate", "KINDS"]
+__all__ = ["KINDS", "simulate"]
 
 
 def _subject_rng(seed: int, index: int) -> np.random.Generator:
@@ -34,7 +34,9 @@ def _subject_name(rng: np.random.Generator, prefix: str) -> str:
     return f"{prefix}{int(rng.integers(0, 2**63)):016X}"
 
 
-def _cardiac(params: CardiacParameters, image_size: tuple[int, int], n_frames: int | None, seed: int) -> CardiacSequence:
+def _cardiac(
+    params: CardiacParameters, image_size: tuple[int, int], n_frames: int | None, seed: int
+) -> CardiacSequence:
     """Render a loop long enough to hold the first ED and ES frames."""
     need = params.ed_offset_frames + params.systole_frames + 1
     return CardiacPhantom(params, image_size, seed=seed).simulate(max(need, n_frames or 0) if n_frames else None)
@@ -64,8 +66,9 @@ def _pediatric(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: in
             for view in ("4CH", "PSAX"):
                 view_params = CardiacParameters(**{**params.to_dict(), "view": view})
                 if view == "PSAX":
-                    view_params = CardiacParameters(**{**view_params.to_dict(), "apex_depth_mm": 0.45 * params.depth_mm,
-                                                       "apex_lateral_mm": 0.0})
+                    view_params = CardiacParameters(
+                        **{**view_params.to_dict(), "apex_depth_mm": 0.45 * params.depth_mm, "apex_lateral_mm": 0.0}
+                    )
                 sequence = _cardiac(view_params, image_size, n_frames, seed=int(rng.integers(2**31)))
                 writer.add(sequence, name, fold=fold, sex=sex, age=age, weight=weight, height=height)
     return out
@@ -82,9 +85,15 @@ def _camus(out: Path, n: int, seed: int, image_size=(256, 256)) -> Path:
                 pose = {"tilt_deg": float(rng.uniform(-4.0, 10.0)), "apex_lateral_mm": float(rng.uniform(-4.0, 6.0))}
                 view_params = CardiacParameters(**{**params.to_dict(), "view": view, **pose})
                 views[view] = _cardiac(view_params, image_size, 1, seed=int(rng.integers(2**31)))
-            writer.add(f"patient{i + 1:04d}", views, split=splits[i % 10], sex=str(rng.choice(["M", "F"])),
-                       age=int(rng.integers(20, 90)), image_quality=str(rng.choice(["Good", "Medium", "Poor"])),
-                       ejection_fraction=params.ejection_fraction)
+            writer.add(
+                f"patient{i + 1:04d}",
+                views,
+                split=splits[i % 10],
+                sex=str(rng.choice(["M", "F"])),
+                age=int(rng.integers(20, 90)),
+                image_quality=str(rng.choice(["Good", "Medium", "Poor"])),
+                ejection_fraction=params.ejection_fraction,
+            )
     return out
 
 
@@ -116,8 +125,14 @@ def _dicom(out: Path, n: int, seed: int, image_size=(128, 128), n_frames: int | 
         rng = _subject_rng(seed, i)
         params = CardiacParameters.sample(rng, view=("4CH", "2CH")[i % 2])
         sequence = _cardiac(params, image_size, n_frames, seed=int(rng.integers(2**31)))
-        writer.add(sequence.frames, f"cine_{i + 1:04d}", sequence.fps, sequence.pixel_spacing_mm,
-                   patient_id=f"SIM{seed:04d}{i + 1:04d}", description=f"Simulated apical {params.view}")
+        writer.add(
+            sequence.frames,
+            f"cine_{i + 1:04d}",
+            sequence.fps,
+            sequence.pixel_spacing_mm,
+            patient_id=f"SIM{seed:04d}{i + 1:04d}",
+            description=f"Simulated apical {params.view}",
+        )
     return out
 
 
@@ -152,7 +167,7 @@ def simulate(kind: str, out: str | os.PathLike, n: int = 8, seed: int = 0, **opt
     if int(n) < 1:
         raise ValueError(f"simulate: n must be >= 1, got {n}.")
     function = KINDS[kind]
-    allowed = function.__code__.co_varnames[3: function.__code__.co_argcount]
+    allowed = function.__code__.co_varnames[3 : function.__code__.co_argcount]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"simulate: option(s) {unknown} are not valid for kind {kind!r}; allowed: {list(allowed)}.")

@@ -7,18 +7,21 @@ import pytest
 from echo_monai.apps.simulate import KINDS, simulate
 
 _SMALL = {
-    "echonet": dict(n_frames=24),
-    "pediatric": dict(image_size=(48, 48), n_frames=24),
-    "camus": dict(image_size=(40, 40)),
-    "busi": dict(image_size=(32, 40)),
-    "busv": dict(image_size=(32, 40), n_frames=3),
-    "dicom": dict(image_size=(32, 32), n_frames=24),
+    "echonet": {"n_frames": 24},
+    "pediatric": {"image_size": (48, 48), "n_frames": 24},
+    "camus": {"image_size": (40, 40)},
+    "busi": {"image_size": (32, 40)},
+    "busv": {"image_size": (32, 40), "n_frames": 3},
+    "dicom": {"image_size": (32, 32), "n_frames": 24},
 }
 
 
 def _digest(root) -> dict[str, str]:
-    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.mark.parametrize("kind", sorted(KINDS))

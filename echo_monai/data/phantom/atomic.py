@@ -14,7 +14,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["atomic_path", "write_text", "write_csv", "write_json", "write_png", "write_avi"]
+__all__ = ["atomic_path", "write_avi", "write_csv", "write_json", "write_png", "write_text"]
 
 
 @contextmanager
@@ -63,7 +63,9 @@ def write_png(path: str | os.PathLike, image: np.ndarray) -> Path:
     """Write a ``(H, W)`` or ``(H, W, 3)`` uint8 PNG atomically."""
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim not in (2, 3):
-        raise ValueError(f"write_png: expected a (H, W[, 3]) uint8 image for {str(path)!r}, got {image.dtype} {image.shape}.")
+        raise ValueError(
+            f"write_png: expected a (H, W[, 3]) uint8 image for {str(path)!r}, got {image.dtype} {image.shape}."
+        )
     with atomic_path(path) as tmp:
         if not cv2.imwrite(str(tmp), image):
             raise OSError(f"write_png: OpenCV could not write {str(path)!r}.")
@@ -81,8 +83,10 @@ def write_avi(path: str | os.PathLike, frames: np.ndarray, fps: float, codec: st
     """
     frames = np.asarray(frames)
     if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] < 1:
-        raise ValueError(f"write_avi: expected (T, H, W) uint8 frames with T >= 1 for {str(path)!r}, got "
-                         f"{frames.dtype} {frames.shape}.")
+        raise ValueError(
+            f"write_avi: expected (T, H, W) uint8 frames with T >= 1 for {str(path)!r}, got "
+            f"{frames.dtype} {frames.shape}."
+        )
     height, width = frames.shape[1:]
     with atomic_path(path) as tmp:
         writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*codec), float(fps), (width, height), True)

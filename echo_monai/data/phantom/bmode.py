@@ -33,7 +33,7 @@ def _gaussian_kernel(sigma: float) -> np.ndarray:
     """1-D Gaussian with unit L2 norm, so white scatterers keep unit mean power after filtering."""
     if sigma < 0.3:
         return np.ones((1, 1), np.float32)
-    radius = max(1, int(math.ceil(3.0 * sigma)))
+    radius = max(1, math.ceil(3.0 * sigma))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     return (taps / np.sqrt(np.sum(taps**2))).astype(np.float32)[:, None]
 
@@ -79,7 +79,10 @@ class BModeSimulator:
             raise ValueError(f"BModeSimulator: center_frequency_mhz must be > 0, got {center_frequency_mhz}.")
         if not dynamic_range_db > 0:
             raise ValueError(f"BModeSimulator: dynamic_range_db must be > 0, got {dynamic_range_db}.")
-        for name, value in (("axial_resolution_mm", axial_resolution_mm), ("lateral_resolution_mm", lateral_resolution_mm)):
+        for name, value in (
+            ("axial_resolution_mm", axial_resolution_mm),
+            ("lateral_resolution_mm", lateral_resolution_mm),
+        ):
             if value is not None and not value > 0:
                 raise ValueError(f"BModeSimulator: {name} must be > 0 or None, got {value}.")
         self.geometry = geometry
@@ -98,8 +101,9 @@ class BModeSimulator:
         nominal_db_per_mm = 0.05 * self.center_frequency_mhz  # 0.5 dB/cm/MHz
         self._tgc_db = (2.0 * tgc_compensation * nominal_db_per_mm * depth).astype(np.float32)[:, None]
         headroom_db = 15.0  # a unit-amplitude echo displays 15 dB below white
-        self._display_offset = ((self._tgc_db + (self.gain_db - headroom_db + self.dynamic_range_db))
-                                / self.dynamic_range_db).astype(np.float32)
+        self._display_offset = (
+            (self._tgc_db + (self.gain_db - headroom_db + self.dynamic_range_db)) / self.dynamic_range_db
+        ).astype(np.float32)
         self._axial_kernel = _gaussian_kernel(self.axial_resolution_mm / geometry.sample_spacing)
         self._lateral_kernels, self._lateral_weights = self._lateral_psf(depth)
 
@@ -189,14 +193,16 @@ class BModeSimulator:
         Returns:
             ``(Nr, Nb, 2)`` float32 radio-frequency baseband (IQ) map.
         """
-        axial = cv2.sepFilter2D(scatterers, -1, np.ones((1, 1), np.float32), self._axial_kernel,
-                                borderType=cv2.BORDER_REFLECT)
+        axial = cv2.sepFilter2D(
+            scatterers, -1, np.ones((1, 1), np.float32), self._axial_kernel, borderType=cv2.BORDER_REFLECT
+        )
         if len(self._lateral_kernels) == 1:
             return cv2.sepFilter2D(axial, -1, self._lateral_kernels[0], np.ones((1, 1), np.float32))
         out = np.zeros_like(axial)
         for kernel, weight in zip(self._lateral_kernels, self._lateral_weights):
-            out += weight * cv2.sepFilter2D(axial, -1, kernel, np.ones((1, 1), np.float32),
-                                            borderType=cv2.BORDER_REFLECT)
+            out += weight * cv2.sepFilter2D(
+                axial, -1, kernel, np.ones((1, 1), np.float32), borderType=cv2.BORDER_REFLECT
+            )
         return out
 
     def render(
@@ -217,9 +223,13 @@ class BModeSimulator:
         """
         rows, beams = self.geometry.beam_shape
         if scatterers.shape != (rows, beams, 2):
-            raise ValueError(f"BModeSimulator.render: scatterers must have shape {(rows, beams, 2)}, got {scatterers.shape}.")
+            raise ValueError(
+                f"BModeSimulator.render: scatterers must have shape {(rows, beams, 2)}, got {scatterers.shape}."
+            )
         iq = self.beamform(scatterers.astype(np.float32, copy=False))
-        step_db = np.float32(0.1 * self.center_frequency_mhz * self.geometry.sample_spacing)  # dB per sample per dB/cm/MHz
+        step_db = np.float32(
+            0.1 * self.center_frequency_mhz * self.geometry.sample_spacing
+        )  # dB per sample per dB/cm/MHz
         if attenuation is None:
             attenuation = np.full((rows, 1), 0.5, np.float32)
         elif attenuation.shape != (rows, beams):
@@ -237,6 +247,12 @@ class BModeSimulator:
         display += self._display_offset
         np.clip(display, 0.0, 1.0, out=display)
         map_beam, map_sample = self.geometry.scan_conversion_maps()
-        image = cv2.remap(display.astype(np.float32), map_beam, map_sample, cv2.INTER_LINEAR,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        image = cv2.remap(
+            display.astype(np.float32),
+            map_beam,
+            map_sample,
+            cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0,
+        )
         return (image * 255.0 + 0.5).astype(np.uint8)

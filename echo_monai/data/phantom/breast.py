@@ -23,7 +23,7 @@ import numpy as np
 from echo_monai.data.phantom.bmode import BModeSimulator
 from echo_monai.data.phantom.geometry import ProbeGeometry
 
-__all__ = ["BreastParameters", "BreastPhantom", "BreastSequence", "LESION_CLASSES", "MOTIONS"]
+__all__ = ["LESION_CLASSES", "MOTIONS", "BreastParameters", "BreastPhantom", "BreastSequence"]
 
 LESION_CLASSES = ("benign", "malignant", "normal")
 MOTIONS = ("sweep", "tilt", "compression", "none")
@@ -75,7 +75,7 @@ class BreastParameters:
     @classmethod
     def sample(
         cls, rng: np.random.Generator, label: str = "benign", n_lesions: int = 1, **overrides
-    ) -> "BreastParameters":
+    ) -> BreastParameters:
         """Draw a plausible scan of the given class (per-subject anatomy, lesion, probe motion and settings)."""
         if label not in LESION_CLASSES:
             raise ValueError(f"BreastParameters.sample: label must be one of {LESION_CLASSES}, got {label!r}.")
@@ -89,34 +89,46 @@ class BreastParameters:
             size = rng.uniform(3.5, 8.0) * (0.6 if index else 1.0)
             if label == "benign":
                 half_w, half_h = size, size / rng.uniform(1.3, 1.9)
-                harmonics.append(tuple((float(rng.uniform(0.0, 0.04)), float(rng.uniform(0, 2 * np.pi))) for _ in range(3)))
+                harmonics.append(
+                    tuple((float(rng.uniform(0.0, 0.04)), float(rng.uniform(0, 2 * np.pi))) for _ in range(3))
+                )
                 spicules.append(())
             else:
                 half_w, half_h = size, size * rng.uniform(1.1, 1.5)
-                harmonics.append(tuple((float(rng.uniform(0.05, 0.16)), float(rng.uniform(0, 2 * np.pi))) for _ in range(6)))
-                spicules.append(tuple((float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.15, 0.45)))
-                                      for _ in range(int(rng.integers(4, 11)))))
+                harmonics.append(
+                    tuple((float(rng.uniform(0.05, 0.16)), float(rng.uniform(0, 2 * np.pi))) for _ in range(6))
+                )
+                spicules.append(
+                    tuple(
+                        (float(rng.uniform(0, 2 * np.pi)), float(rng.uniform(0.15, 0.45)))
+                        for _ in range(int(rng.integers(4, 11)))
+                    )
+                )
             x = rng.uniform(-0.25, 0.25) * depth + (index * 0.5 * depth * (1 if rng.random() < 0.5 else -1))
             z = float(np.clip(rng.uniform(fat + half_h + 1.0, gland), fat + half_h, depth - 1.6 * half_h))
             lesions.append((float(x), z, float(half_w), float(half_h)))
         motion = str(rng.choice(["sweep", "tilt", "compression"]))
-        amplitude = {"sweep": rng.uniform(4.0, 10.0), "tilt": rng.uniform(4.0, 10.0), "compression": rng.uniform(0.06, 0.15)}
-        values = dict(
-            label=label,
-            depth_mm=depth,
-            layers_mm=(float(skin), float(fat), float(gland), float(muscle)),
-            lesions=tuple(lesions),
-            harmonics=tuple(harmonics),
-            spicules=tuple(spicules),
-            lesion_echo=float(rng.uniform(0.06, 0.2)),
-            lesion_attenuation=float(rng.uniform(0.05, 0.3) if label == "benign" else rng.uniform(1.6, 3.0)),
-            motion=motion,
-            motion_amplitude=float(amplitude[motion]),
-            center_frequency_mhz=float(rng.uniform(7.0, 12.0)),
-            gain_db=float(rng.uniform(-4.0, 4.0)),
-            dynamic_range_db=float(rng.uniform(50.0, 62.0)),
-            noise_db=float(rng.uniform(-85.0, -72.0)),
-        )
+        amplitude = {
+            "sweep": rng.uniform(4.0, 10.0),
+            "tilt": rng.uniform(4.0, 10.0),
+            "compression": rng.uniform(0.06, 0.15),
+        }
+        values = {
+            "label": label,
+            "depth_mm": depth,
+            "layers_mm": (float(skin), float(fat), float(gland), float(muscle)),
+            "lesions": tuple(lesions),
+            "harmonics": tuple(harmonics),
+            "spicules": tuple(spicules),
+            "lesion_echo": float(rng.uniform(0.06, 0.2)),
+            "lesion_attenuation": float(rng.uniform(0.05, 0.3) if label == "benign" else rng.uniform(1.6, 3.0)),
+            "motion": motion,
+            "motion_amplitude": float(amplitude[motion]),
+            "center_frequency_mhz": float(rng.uniform(7.0, 12.0)),
+            "gain_db": float(rng.uniform(-4.0, 4.0)),
+            "dynamic_range_db": float(rng.uniform(50.0, 62.0)),
+            "noise_db": float(rng.uniform(-85.0, -72.0)),
+        }
         values.update(overrides)
         return cls(**values)
 
@@ -203,8 +215,8 @@ class BreastPhantom:
     # -------------------------------------------------------------- material
     def _build_material(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         params = self.parameters
-        rows = int(math.ceil(1.6 * params.depth_mm / self._spacing))
-        cols = int(math.ceil((2 * self.geometry.half_width_mm + 3.0 * params.depth_mm) / self._spacing))
+        rows = math.ceil(1.6 * params.depth_mm / self._spacing)
+        cols = math.ceil((2 * self.geometry.half_width_mm + 3.0 * params.depth_mm) / self._spacing)
         z = (self._origin[1] + (np.arange(rows) + 0.5) * self._spacing)[:, None]
         x = (self._origin[0] + (np.arange(cols) + 0.5) * self._spacing)[None, :]
 
@@ -218,7 +230,11 @@ class BreastPhantom:
         amplitude = np.full((rows, cols), 0.22, np.float32) * np.exp(smooth(10, 0.25))  # fat
         glandular = (depth > fat + 1.5 * wave) & (depth <= gland + 2.0 * wave)
         amplitude = np.where(glandular, 0.85 * np.exp(smooth(14, 0.45)), amplitude)
-        ligaments = (np.abs(np.sin(2 * np.pi * (x + 0.4 * np.abs(depth) ** 1.5) / 14.0)) < 0.06) & (depth > skin) & (depth <= fat)
+        ligaments = (
+            (np.abs(np.sin(2 * np.pi * (x + 0.4 * np.abs(depth) ** 1.5) / 14.0)) < 0.06)
+            & (depth > skin)
+            & (depth <= fat)
+        )
         amplitude = np.where(ligaments, 0.9, amplitude)
         striation = 0.55 * (1.0 + 0.5 * np.sin(2 * np.pi * depth / 2.2 + 0.2 * x))
         amplitude = np.where(depth > muscle + wave, striation, amplitude)

@@ -16,7 +16,7 @@ import numpy as np
 from echo_monai.data.phantom.atomic import write_json, write_png
 from echo_monai.data.phantom.breast import BreastSequence
 
-__all__ = ["BUSVWriter", "BUSV_CATEGORIES"]
+__all__ = ["BUSV_CATEGORIES", "BUSVWriter"]
 
 BUSV_CATEGORIES = ({"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"})
 _SPLITS = ("train", "val")
@@ -66,14 +66,29 @@ class BUSVWriter:
             write_png(self.root / "rawframes" / file_name, np.repeat(frame[:, :, None], 3, axis=2))
             image_id = self._next_id["image"]
             self._next_id["image"] += 1
-            coco["images"].append({"id": image_id, "file_name": file_name, "width": int(width), "height": int(height),
-                                   "video_id": video_id, "frame_id": index})
+            coco["images"].append(
+                {
+                    "id": image_id,
+                    "file_name": file_name,
+                    "width": int(width),
+                    "height": int(height),
+                    "video_id": video_id,
+                    "frame_id": index,
+                }
+            )
             if box[2] > 0 and box[3] > 0:
-                coco["annotations"].append({
-                    "id": self._next_id["annotation"], "image_id": image_id, "video_id": video_id,
-                    "category_id": names[sequence.label], "instance_id": video_id,
-                    "bbox": [float(v) for v in box], "area": float(box[2] * box[3]), "iscrowd": 0,
-                })
+                coco["annotations"].append(
+                    {
+                        "id": self._next_id["annotation"],
+                        "image_id": image_id,
+                        "video_id": video_id,
+                        "category_id": names[sequence.label],
+                        "instance_id": video_id,
+                        "bbox": [float(v) for v in box],
+                        "area": float(box[2] * box[3]),
+                        "iscrowd": 0,
+                    }
+                )
                 self._next_id["annotation"] += 1
         return folder
 
@@ -84,7 +99,7 @@ class BUSVWriter:
                 write_json(self.root / f"imagenet_vid_{split}.json", {**coco, "categories": list(BUSV_CATEGORIES)})
         return self.root
 
-    def __enter__(self) -> "BUSVWriter":
+    def __enter__(self) -> BUSVWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

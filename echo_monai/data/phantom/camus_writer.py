@@ -25,7 +25,7 @@ import numpy as np
 from echo_monai.data.phantom.atomic import atomic_path, write_text
 from echo_monai.data.phantom.cardiac import CardiacSequence
 
-__all__ = ["CAMUSWriter", "CAMUS_SPLITS", "IMAGE_QUALITIES"]
+__all__ = ["CAMUS_SPLITS", "IMAGE_QUALITIES", "CAMUSWriter"]
 
 CAMUS_SPLITS = ("training", "validation", "testing")
 IMAGE_QUALITIES = ("Good", "Medium", "Poor")
@@ -88,7 +88,9 @@ class CAMUSWriter:
             raise ValueError(f"CAMUSWriter.add: image_quality must be one of {IMAGE_QUALITIES}, got {image_quality!r}.")
         unknown = sorted(set(views) - {"2CH", "4CH"})
         if unknown or not views:
-            raise ValueError(f"CAMUSWriter.add: views must be a non-empty mapping with keys '2CH'/'4CH', got {sorted(views)}.")
+            raise ValueError(
+                f"CAMUSWriter.add: views must be a non-empty mapping with keys '2CH'/'4CH', got {sorted(views)}."
+            )
         if ejection_fraction is None:
             ejection_fraction = float(np.mean([s.ejection_fraction for s in views.values()]))
         folder = self.root / "database_nifti" / patient
@@ -100,13 +102,21 @@ class CAMUSWriter:
             for phase, index in (("ED", ed), ("ES", es)):
                 _save_nifti(Path(f"{stem}_{phase}.nii.gz"), sequence.frames[index], spacing)
                 _save_nifti(Path(f"{stem}_{phase}_gt.nii.gz"), sequence.labels[index], spacing)
-            _save_nifti(Path(f"{stem}_half_sequence.nii.gz"), sequence.frames[ed: es + 1], spacing)
-            _save_nifti(Path(f"{stem}_half_sequence_gt.nii.gz"), sequence.labels[ed: es + 1], spacing)
+            _save_nifti(Path(f"{stem}_half_sequence.nii.gz"), sequence.frames[ed : es + 1], spacing)
+            _save_nifti(Path(f"{stem}_half_sequence_gt.nii.gz"), sequence.labels[ed : es + 1], spacing)
             info = {
-                "ED": 1, "ES": es - ed + 1, "NbFrame": es - ed + 1, "Sex": sex, "Age": int(age),
-                "ImageQuality": image_quality, "EF": f"{ejection_fraction:.2f}", "FrameRate": f"{sequence.fps:.1f}",
+                "ED": 1,
+                "ES": es - ed + 1,
+                "NbFrame": es - ed + 1,
+                "Sex": sex,
+                "Age": int(age),
+                "ImageQuality": image_quality,
+                "EF": f"{ejection_fraction:.2f}",
+                "FrameRate": f"{sequence.fps:.1f}",
                 # the 2019 MetaImage release's volume keys, so readers of either release find the ground truth
-                "LVedv": f"{sequence.edv_ml:.2f}", "LVesv": f"{sequence.esv_ml:.2f}", "LVef": f"{ejection_fraction:.2f}",
+                "LVedv": f"{sequence.edv_ml:.2f}",
+                "LVesv": f"{sequence.esv_ml:.2f}",
+                "LVef": f"{ejection_fraction:.2f}",
             }
             write_text(folder / f"Info_{view}.cfg", "".join(f"{key}: {value}\n" for key, value in info.items()))
         self._splits[split].append(patient)
@@ -118,7 +128,7 @@ class CAMUSWriter:
             write_text(self.root / "database_split" / f"subgroup_{name}.txt", "".join(f"{p}\n" for p in patients))
         return self.root
 
-    def __enter__(self) -> "CAMUSWriter":
+    def __enter__(self) -> CAMUSWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

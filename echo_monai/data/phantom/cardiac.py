@@ -5,9 +5,8 @@ Labels follow CAMUS: 0 background, 1 LV cavity, 2 myocardium, 3 left atrium (the
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 import math
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -187,7 +186,7 @@ class CardiacPhantom:
         below = a <= shape.length
         labels[outer & below] = 2
         labels[inner & below] = 1
-        atrium = (((a - shape.atrium_centre) / shape.atrium_length) ** 2 + (l / shape.atrium_width) ** 2 <= 1.0)
+        atrium = ((a - shape.atrium_centre) / shape.atrium_length) ** 2 + (l / shape.atrium_width) ** 2 <= 1.0
         labels[atrium & ~below] = 3
         return labels
 
@@ -206,10 +205,13 @@ class CardiacPhantom:
             return crescent & (np.hypot(a0, l0) > r + 0.5 * ref.wall)
         half = 0.7 * ref.radius
         centre_l = -(ref.radius + ref.wall + half)
-        ventricle = (((a0 - 0.62 * ref.length) / (0.42 * ref.length)) ** 2 + ((l0 - centre_l) / half) ** 2 <= 1.0)
+        ventricle = ((a0 - 0.62 * ref.length) / (0.42 * ref.length)) ** 2 + ((l0 - centre_l) / half) ** 2 <= 1.0
         ventricle &= a0 <= ref.length
-        atrium = (((a0 - ref.length - 0.8 * 0.25 * ref.length) / (0.25 * ref.length)) ** 2
-                  + ((l0 - 0.95 * centre_l) / (0.85 * half)) ** 2 <= 1.0) & (a0 > ref.length + 0.05 * ref.length)
+        atrium = (
+            ((a0 - ref.length - 0.8 * 0.25 * ref.length) / (0.25 * ref.length)) ** 2
+            + ((l0 - 0.95 * centre_l) / (0.85 * half)) ** 2
+            <= 1.0
+        ) & (a0 > ref.length + 0.05 * ref.length)
         return ventricle | atrium
 
     def labels(self, frame: float) -> np.ndarray:
@@ -230,8 +232,11 @@ class CardiacPhantom:
             mapped = np.where(
                 radius <= ri_t,
                 radius * (ri_0 / ri_t),
-                np.where(radius <= ro_t, ri_0 + (radius - ri_t) * (ro_0 - ri_0) / (ro_t - ri_t),
-                         radius + (ro_0 - ro_t) * np.exp(-(radius - ro_t) / _DECAY_MM)),
+                np.where(
+                    radius <= ro_t,
+                    ri_0 + (radius - ri_t) * (ro_0 - ri_0) / (ro_t - ri_t),
+                    radius + (ro_0 - ro_t) * np.exp(-(radius - ro_t) / _DECAY_MM),
+                ),
             )
             scale = mapped / np.maximum(radius, 1e-6)
             return a1 * scale, l1 * scale
@@ -240,8 +245,11 @@ class CardiacPhantom:
         a_axial = np.where(
             a1 >= 0,
             a1 * (ref.length / cur.length),
-            np.where(a1 >= -cur.wall, a1 * (ref.wall / cur.wall),
-                     a1 + (cur.wall - ref.wall) * np.exp(np.minimum(a1 + cur.wall, 0.0) / _DECAY_MM)),
+            np.where(
+                a1 >= -cur.wall,
+                a1 * (ref.wall / cur.wall),
+                a1 + (cur.wall - ref.wall) * np.exp(np.minimum(a1 + cur.wall, 0.0) / _DECAY_MM),
+            ),
         )
         ro_t = cur.outer_half_width(a1)
         ri_t = cur.inner_half_width(a1)
@@ -252,8 +260,11 @@ class CardiacPhantom:
         l_abs = np.where(
             abs_l <= ri_t,
             abs_l * ri_0 / np.maximum(ri_t, 1e-6),
-            np.where(abs_l <= ro_t, ri_0 + (abs_l - ri_t) * (ro_0 - ri_0) / np.maximum(ro_t - ri_t, 1e-6),
-                     abs_l + (ro_0 - ro_t) * np.exp(-beyond / _DECAY_MM)),
+            np.where(
+                abs_l <= ro_t,
+                ri_0 + (abs_l - ri_t) * (ro_0 - ri_0) / np.maximum(ro_t - ri_t, 1e-6),
+                abs_l + (ro_0 - ro_t) * np.exp(-beyond / _DECAY_MM),
+            ),
         )
         l_lv = np.sign(l1) * l_abs
         # atrium: elliptical scaling about the LA centre, fading outside it
@@ -333,8 +344,13 @@ class CardiacPhantom:
         _, diameters = self._disc_volume(shape, n_discs)
         direction = (end - start) / np.hypot(*(end - start))
         normal = np.array([direction[1], -direction[0]])  # towards the image left (negative lateral)
-        normal *= 1.0 if normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, -1.0))) - normal @ \
-            np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, 0.0))) > 0 else -1.0
+        normal *= (
+            1.0
+            if normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, -1.0)))
+            - normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, 0.0)))
+            > 0
+            else -1.0
+        )
         centres = start + ((np.arange(n_discs) + 0.5) / n_discs)[:, None] * (end - start)
         left = centres + 0.5 * diameters[:, None] * normal
         right = centres - 0.5 * diameters[:, None] * normal

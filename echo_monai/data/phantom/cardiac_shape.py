@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-__all__ = ["CardiacParameters", "ChamberShape", "VIEWS"]
+__all__ = ["VIEWS", "CardiacParameters", "ChamberShape"]
 
 VIEWS = ("4CH", "2CH", "PSAX")
 
@@ -129,7 +129,9 @@ class CardiacParameters:
 
     # ------------------------------------------------------------- sampling
     @classmethod
-    def sample(cls, rng: np.random.Generator, view: str = "4CH", pediatric: bool = False, **overrides) -> "CardiacParameters":
+    def sample(
+        cls, rng: np.random.Generator, view: str = "4CH", pediatric: bool = False, **overrides
+    ) -> CardiacParameters:
         """Draw a plausible subject (per-subject size, shape, pose, depth, gain and noise).
 
         Args:
@@ -146,33 +148,33 @@ class CardiacParameters:
             edv = rng.uniform(70.0, 190.0)
             depth, heart_rate = rng.uniform(150.0, 175.0), rng.uniform(55.0, 100.0)
         aspect_ed = rng.uniform(3.0, 3.8)
-        values = dict(
-            view=view,
-            edv_ml=float(edv),
-            esv_ml=float(edv * (1.0 - ef / 100.0)),
-            heart_rate_bpm=float(heart_rate),
-            fps=float(rng.choice([30.0, 40.0, 50.0])),
-            depth_mm=float(depth),
-            half_angle_deg=float(rng.uniform(35.0, 42.0)),
-            apex_depth_mm=float(rng.uniform(0.1, 0.18) * depth),
-            apex_lateral_mm=float(rng.uniform(-4.0, 8.0)),
-            tilt_deg=float(rng.uniform(-2.0, 12.0)),
-            aspect_ed=float(aspect_ed),
-            aspect_es=float(aspect_ed * rng.uniform(1.08, 1.22)),
-            taper=float(rng.uniform(0.56, 0.7)),
-            wall_ed_mm=float(rng.uniform(0.7, 1.0) * (6.0 if pediatric else 9.0)),
-            atrium_scale=float(rng.uniform(0.85, 1.15)),
-            systole_fraction=float(rng.uniform(0.32, 0.4)),
-            ed_offset_frames=int(rng.integers(0, 6)),
-            center_frequency_mhz=float(rng.uniform(2.5, 3.5) if not pediatric else rng.uniform(4.0, 6.0)),
-            gain_db=float(rng.uniform(-4.0, 4.0)),
-            dynamic_range_db=float(rng.uniform(48.0, 60.0)),
-            noise_db=float(rng.uniform(-80.0, -68.0)),
-            tgc_compensation=float(rng.uniform(0.85, 1.02)),
-            myocardium_echo=float(rng.uniform(0.7, 1.0)),
-            tissue_echo=float(rng.uniform(0.3, 0.5)),
-            blood_echo=float(rng.uniform(0.004, 0.01)),
-        )
+        values = {
+            "view": view,
+            "edv_ml": float(edv),
+            "esv_ml": float(edv * (1.0 - ef / 100.0)),
+            "heart_rate_bpm": float(heart_rate),
+            "fps": float(rng.choice([30.0, 40.0, 50.0])),
+            "depth_mm": float(depth),
+            "half_angle_deg": float(rng.uniform(35.0, 42.0)),
+            "apex_depth_mm": float(rng.uniform(0.1, 0.18) * depth),
+            "apex_lateral_mm": float(rng.uniform(-4.0, 8.0)),
+            "tilt_deg": float(rng.uniform(-2.0, 12.0)),
+            "aspect_ed": float(aspect_ed),
+            "aspect_es": float(aspect_ed * rng.uniform(1.08, 1.22)),
+            "taper": float(rng.uniform(0.56, 0.7)),
+            "wall_ed_mm": float(rng.uniform(0.7, 1.0) * (6.0 if pediatric else 9.0)),
+            "atrium_scale": float(rng.uniform(0.85, 1.15)),
+            "systole_fraction": float(rng.uniform(0.32, 0.4)),
+            "ed_offset_frames": int(rng.integers(0, 6)),
+            "center_frequency_mhz": float(rng.uniform(2.5, 3.5) if not pediatric else rng.uniform(4.0, 6.0)),
+            "gain_db": float(rng.uniform(-4.0, 4.0)),
+            "dynamic_range_db": float(rng.uniform(48.0, 60.0)),
+            "noise_db": float(rng.uniform(-80.0, -68.0)),
+            "tgc_compensation": float(rng.uniform(0.85, 1.02)),
+            "myocardium_echo": float(rng.uniform(0.7, 1.0)),
+            "tissue_echo": float(rng.uniform(0.3, 0.5)),
+            "blood_echo": float(rng.uniform(0.004, 0.01)),
+        }
         if view == "PSAX":
             values["apex_depth_mm"] = float(rng.uniform(0.4, 0.5) * depth)
         values.update(overrides)
@@ -198,7 +200,9 @@ class CardiacParameters:
             half = shape.outer_half_width(a)
             points += [(a, half), (a, -half)]
             angle = np.linspace(0.0, 2.0 * np.pi, 64)
-            points.append((shape.atrium_centre + shape.atrium_length * np.cos(angle), shape.atrium_width * np.sin(angle)))
+            points.append(
+                (shape.atrium_centre + shape.atrium_length * np.cos(angle), shape.atrium_width * np.sin(angle))
+            )
         a = np.concatenate([p[0] for p in points])
         l = np.concatenate([p[1] for p in points])
         x = origin[0] + a * axis[0] + l * lateral[0]

@@ -19,7 +19,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from echo_monai.data.phantom.atomic import atomic_path
 
-__all__ = ["DicomCineWriter", "US_MULTIFRAME_STORAGE"]
+__all__ = ["US_MULTIFRAME_STORAGE", "DicomCineWriter"]
 
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
 
@@ -72,10 +72,14 @@ class DicomCineWriter:
         """
         frames = np.asarray(frames)
         if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[0] < 1:
-            raise ValueError(f"DicomCineWriter.add: frames must be (T, H, W) uint8 with T >= 1 for {name!r}, got "
-                             f"{frames.dtype} {frames.shape}.")
+            raise ValueError(
+                f"DicomCineWriter.add: frames must be (T, H, W) uint8 with T >= 1 for {name!r}, got "
+                f"{frames.dtype} {frames.shape}."
+            )
         if not fps > 0 or not pixel_spacing_mm > 0:
-            raise ValueError(f"DicomCineWriter.add: fps and pixel_spacing_mm must be > 0, got {fps}, {pixel_spacing_mm}.")
+            raise ValueError(
+                f"DicomCineWriter.add: fps and pixel_spacing_mm must be > 0, got {fps}, {pixel_spacing_mm}."
+            )
         count, rows, columns = frames.shape
         sop_uid = self._uid("sop", name)
         meta = FileMetaDataset()

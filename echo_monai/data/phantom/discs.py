@@ -10,7 +10,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-__all__ = ["long_axis", "disc_diameters", "method_of_discs_volume", "ejection_fraction"]
+__all__ = ["disc_diameters", "ejection_fraction", "long_axis", "method_of_discs_volume"]
 
 
 def long_axis(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -84,8 +84,14 @@ def disc_diameters(
     offsets = np.arange(-reach, reach, step)
     xy = centres[:, None, :] + offsets[None, :, None] * normal
     # bilinear interpolation of the mask along each chord (cv2.remap: pixel centres at integer coordinates)
-    values = cv2.remap(mask, xy[..., 0].astype(np.float32), xy[..., 1].astype(np.float32), cv2.INTER_LINEAR,
-                       borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    values = cv2.remap(
+        mask,
+        xy[..., 0].astype(np.float32),
+        xy[..., 1].astype(np.float32),
+        cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
     return (values.sum(axis=1, dtype=np.float64) * step).reshape(n_discs, chords_per_disc)
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from echo_monai.data.phantom.atomic import write_avi, write_csv
 from echo_monai.data.phantom.cardiac import CardiacSequence
 
-__all__ = ["EchoNetDynamicWriter", "FILELIST_COLUMNS", "TRACING_COLUMNS"]
+__all__ = ["FILELIST_COLUMNS", "TRACING_COLUMNS", "EchoNetDynamicWriter"]
 
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
 TRACING_COLUMNS = ("FileName", "X1", "Y1", "X2", "Y2", "Frame")
@@ -68,10 +68,19 @@ class EchoNetDynamicWriter:
             filename = filename[:-4]
         frames = sequence.frames
         path = write_avi(self.root / "Videos" / f"{filename}.avi", frames, sequence.fps)
-        self._files.append((
-            filename, f"{sequence.ejection_fraction:.6f}", f"{sequence.esv_ml:.6f}", f"{sequence.edv_ml:.6f}",
-            frames.shape[1], frames.shape[2], round(sequence.fps), frames.shape[0], split,
-        ))
+        self._files.append(
+            (
+                filename,
+                f"{sequence.ejection_fraction:.6f}",
+                f"{sequence.esv_ml:.6f}",
+                f"{sequence.edv_ml:.6f}",
+                frames.shape[1],
+                frames.shape[2],
+                round(sequence.fps),
+                frames.shape[0],
+                split,
+            )
+        )
         for frame in sorted(sequence.chords, key=lambda f: (f != sequence.ed_frame, f)):
             for x1, y1, x2, y2 in np.asarray(sequence.chords[frame], np.float64):
                 self._tracings.append((f"{filename}.avi", f"{x1:.4f}", f"{y1:.4f}", f"{x2:.4f}", f"{y2:.4f}", frame))
@@ -83,7 +92,7 @@ class EchoNetDynamicWriter:
         write_csv(self.root / "VolumeTracings.csv", TRACING_COLUMNS, self._tracings)
         return self.root
 
-    def __enter__(self) -> "EchoNetDynamicWriter":
+    def __enter__(self) -> EchoNetDynamicWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

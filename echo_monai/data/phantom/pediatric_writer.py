@@ -17,7 +17,7 @@ import numpy as np
 from echo_monai.data.phantom.atomic import write_avi, write_csv
 from echo_monai.data.phantom.cardiac import CardiacSequence
 
-__all__ = ["EchoNetPediatricWriter", "PEDIATRIC_FILELIST_COLUMNS", "PEDIATRIC_TRACING_COLUMNS"]
+__all__ = ["PEDIATRIC_FILELIST_COLUMNS", "PEDIATRIC_TRACING_COLUMNS", "EchoNetPediatricWriter"]
 
 PEDIATRIC_FILELIST_COLUMNS = ("FileName", "EF", "Sex", "Age", "Weight", "Height", "Split")
 PEDIATRIC_TRACING_COLUMNS = ("FileName", "X", "Y", "Frame")
@@ -92,7 +92,7 @@ class EchoNetPediatricWriter:
             write_csv(self.root / folder / "VolumeTracings.csv", PEDIATRIC_TRACING_COLUMNS, self._tracings[folder])
         return self.root
 
-    def __enter__(self) -> "EchoNetPediatricWriter":
+    def __enter__(self) -> EchoNetPediatricWriter:
         return self
 
     def __exit__(self, exc_type, exc, traceback) -> None:

@@ -4,7 +4,13 @@ import cv2
 import numpy as np
 import pytest
 
-from echo_monai.data.phantom.atomic import atomic_path, write_avi, write_csv, write_json, write_png
+from echo_monai.data.phantom.atomic import (
+    atomic_path,
+    write_avi,
+    write_csv,
+    write_json,
+    write_png,
+)
 
 
 def test_atomic_path_renames_on_success_and_cleans_up_on_failure(tmp_path):
@@ -14,10 +20,9 @@ def test_atomic_path_renames_on_success_and_cleans_up_on_failure(tmp_path):
         tmp.write_text("done")
         assert not target.exists()
     assert target.read_text() == "done"
-    with pytest.raises(RuntimeError):
-        with atomic_path(tmp_path / "broken.txt") as tmp:
-            tmp.write_text("partial")
-            raise RuntimeError("interrupted")
+    with pytest.raises(RuntimeError), atomic_path(tmp_path / "broken.txt") as tmp:
+        tmp.write_text("partial")
+        raise RuntimeError("interrupted")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["sub"]
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
 
@@ -26,7 +31,7 @@ def test_writers_produce_readable_files(tmp_path):
     write_csv(tmp_path / "a.csv", ["A", "B"], [(1, 2), (3, 4)])
     assert (tmp_path / "a.csv").read_text() == "A,B\n1,2\n3,4\n"
     write_json(tmp_path / "a.json", {"k": [1]})
-    image = (np.arange(48, dtype=np.uint8).reshape(6, 8) * 5)
+    image = np.arange(48, dtype=np.uint8).reshape(6, 8) * 5
     write_png(tmp_path / "a.png", image)
     np.testing.assert_array_equal(cv2.imread(str(tmp_path / "a.png"), cv2.IMREAD_UNCHANGED), image)
     frames = np.full((4, 16, 16), 120, np.uint8)

@@ -33,7 +33,9 @@ def test_brighter_scatterers_and_gain_give_brighter_images():
     inside = geometry.sector_mask == 1
     weak = base.render(scatterers * 0.1, None, np.random.default_rng(0))[inside].mean()
     strong = base.render(scatterers, None, np.random.default_rng(0))[inside].mean()
-    gained = BModeSimulator(geometry, noise_db=-120.0, gain_db=10.0).render(scatterers * 0.1, None, np.random.default_rng(0))
+    gained = BModeSimulator(geometry, noise_db=-120.0, gain_db=10.0).render(
+        scatterers * 0.1, None, np.random.default_rng(0)
+    )
     assert strong > weak + 40  # 20 dB on a 55 dB range
     assert gained[inside].mean() > weak + 20
 
@@ -41,7 +43,7 @@ def test_brighter_scatterers_and_gain_give_brighter_images():
 def test_attenuating_band_shadows_what_lies_beneath(simulator):
     rows, beams = simulator.geometry.beam_shape
     attenuation = np.full((rows, beams), 0.5, np.float32)
-    attenuation[rows // 4: rows // 3, beams // 2:] = 8.0  # strong absorber in the right half
+    attenuation[rows // 4 : rows // 3, beams // 2 :] = 8.0  # strong absorber in the right half
     scatterers = simulator.random_scatterers(np.random.default_rng(0))
     image = simulator.render(scatterers, attenuation, np.random.default_rng(1)).astype(float)
     inside = simulator.geometry.sector_mask == 1

@@ -30,7 +30,7 @@ def test_benign_is_wider_than_tall_and_malignant_taller_than_wide():
     for seed in range(4):
         benign = _phantom("benign", seed, motion="none").simulate(1)
         malignant = _phantom("malignant", seed, motion="none").simulate(1)
-        x, y, w, h = benign.boxes[0]
+        _x, _y, w, h = benign.boxes[0]
         assert w > h
         half_w, half_h = malignant.parameters.lesions[0][2:]
         assert half_h > half_w
@@ -41,14 +41,20 @@ def _posterior_contrast(video) -> float:
     """Mean intensity below the lesion minus beside it, at the same depths."""
     x, y, w, h = video.boxes[0].astype(int)
     image = video.frames[0].astype(float)
-    below = image[y + h + 2:, x + w // 4: x + 3 * w // 4]
-    beside = np.concatenate([image[y + h + 2:, : max(x - 4, 1)], image[y + h + 2:, x + w + 4:]], axis=1)
+    below = image[y + h + 2 :, x + w // 4 : x + 3 * w // 4]
+    beside = np.concatenate([image[y + h + 2 :, : max(x - 4, 1)], image[y + h + 2 :, x + w + 4 :]], axis=1)
     return float(below.mean() - beside.mean())
 
 
 def test_posterior_enhancement_for_benign_and_shadowing_for_malignant():
-    kwargs = dict(motion="none", lesions=((0.0, 12.0, 5.0, 4.0),), depth_mm=40.0,
-                  layers_mm=(1.8, 6.0, 30.0, 36.0), harmonics=((),), spicules=((),))
+    kwargs = {
+        "motion": "none",
+        "lesions": ((0.0, 12.0, 5.0, 4.0),),
+        "depth_mm": 40.0,
+        "layers_mm": (1.8, 6.0, 30.0, 36.0),
+        "harmonics": ((),),
+        "spicules": ((),),
+    }
     size = (80, 100)
     benign = _phantom("benign", 3, size, lesion_attenuation=0.05, **kwargs).simulate(1)
     malignant = _phantom("malignant", 3, size, lesion_attenuation=3.0, **kwargs).simulate(1)

@@ -18,17 +18,28 @@ def written(tmp_path_factory):
         view_params = CardiacParameters(**{**params.to_dict(), "view": view})
         views[view] = CardiacPhantom(view_params, (48, 40), seed=1).simulate(params.systole_frames + 1)
     with CAMUSWriter(root) as writer:
-        writer.add("patient0001", views, split="training", sex="M", age=61, image_quality="Medium",
-                   ejection_fraction=params.ejection_fraction)
+        writer.add(
+            "patient0001",
+            views,
+            split="training",
+            sex="M",
+            age=61,
+            image_quality="Medium",
+            ejection_fraction=params.ejection_fraction,
+        )
         writer.add("patient0002", {"4CH": views["4CH"]}, split="testing")
     return root, views, params
 
 
 def test_layout_file_names_and_cfg(written):
-    root, views, params = written
+    root, _views, params = written
     folder = root / "database_nifti" / "patient0001"
-    expected = {f"patient0001_{v}_{p}{g}.nii.gz" for v in ("2CH", "4CH") for p in ("ED", "ES", "half_sequence")
-                for g in ("", "_gt")} | {"Info_2CH.cfg", "Info_4CH.cfg"}
+    expected = {
+        f"patient0001_{v}_{p}{g}.nii.gz"
+        for v in ("2CH", "4CH")
+        for p in ("ED", "ES", "half_sequence")
+        for g in ("", "_gt")
+    } | {"Info_2CH.cfg", "Info_4CH.cfg"}
     assert {p.name for p in folder.iterdir()} == expected
     info = dict(line.split(": ", 1) for line in (folder / "Info_4CH.cfg").read_text().splitlines())
     assert list(info)[:8] == ["ED", "ES", "NbFrame", "Sex", "Age", "ImageQuality", "EF", "FrameRate"]

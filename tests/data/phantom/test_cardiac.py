@@ -92,7 +92,10 @@ def test_disc_chords_follow_the_echonet_layout_and_give_the_ef():
         diameters = np.hypot(cross[:, 0], cross[:, 1])
         volumes.append(np.pi / 4 * np.sum(diameters**2) * np.hypot(*axis) / 20)
         mask = phantom.labels(frame) == 1
-        rows, cols = np.round(chords[1:, 1::2].mean(axis=1)).astype(int), np.round(chords[1:, ::2].mean(axis=1)).astype(int)
+        rows, cols = (
+            np.round(chords[1:, 1::2].mean(axis=1)).astype(int),
+            np.round(chords[1:, ::2].mean(axis=1)).astype(int),
+        )
         assert mask[rows, cols].all()  # chord centres inside the cavity
     assert ejection_fraction(*volumes) == pytest.approx(params.ejection_fraction, abs=2.0)
 

@@ -25,7 +25,7 @@ def test_shape_volume_is_the_prescribed_volume():
     assert params.shape_factor == pytest.approx(shape_factor, rel=1e-9)
     for volume in (params.esv_ml, 80.0, params.edv_ml):
         shape = params.shape(volume)
-        cavity, _ = quad(lambda a: math.pi * float(shape.inner_half_width(np.array(a))) ** 2, 0.0, shape.length)
+        cavity, _ = quad(lambda a, s=shape: math.pi * float(s.inner_half_width(np.array(a))) ** 2, 0.0, shape.length)
         assert cavity / 1000.0 == pytest.approx(volume, rel=1e-6)
     assert params.shape(params.esv_ml).wall > params.shape(params.edv_ml).wall  # systolic thickening
 
@@ -43,11 +43,11 @@ def test_sample_is_deterministic_and_fits_the_sector():
 @pytest.mark.parametrize(
     "kwargs, word",
     [
-        (dict(view="PLAX"), "view"),
-        (dict(edv_ml=50.0, esv_ml=60.0), "esv_ml"),
-        (dict(taper=0.95), "taper"),
-        (dict(fps=0.0), "fps"),
-        (dict(systole_fraction=0.9), "systole_fraction"),
+        ({"view": "PLAX"}, "view"),
+        ({"edv_ml": 50.0, "esv_ml": 60.0}, "esv_ml"),
+        ({"taper": 0.95}, "taper"),
+        ({"fps": 0.0}, "fps"),
+        ({"systole_fraction": 0.9}, "systole_fraction"),
     ],
 )
 def test_invalid_parameters_raise(kwargs, word):

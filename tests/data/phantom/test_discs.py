@@ -5,7 +5,12 @@ import math
 import numpy as np
 import pytest
 
-from echo_monai.data.phantom.discs import disc_diameters, ejection_fraction, long_axis, method_of_discs_volume
+from echo_monai.data.phantom.discs import (
+    disc_diameters,
+    ejection_fraction,
+    long_axis,
+    method_of_discs_volume,
+)
 
 
 def _ellipse(shape=(120, 120), centre=(60.0, 60.0), semi=(40.0, 18.0), angle_deg=25.0):

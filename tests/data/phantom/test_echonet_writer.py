@@ -8,7 +8,11 @@ import pytest
 from echo_monai.data.phantom.cardiac import CardiacPhantom
 from echo_monai.data.phantom.cardiac_shape import CardiacParameters
 from echo_monai.data.phantom.discs import ejection_fraction, method_of_discs_volume
-from echo_monai.data.phantom.echonet_writer import FILELIST_COLUMNS, TRACING_COLUMNS, EchoNetDynamicWriter
+from echo_monai.data.phantom.echonet_writer import (
+    FILELIST_COLUMNS,
+    TRACING_COLUMNS,
+    EchoNetDynamicWriter,
+)
 
 
 @pytest.fixture(scope="module")
@@ -16,7 +20,9 @@ def sequences():
     out = []
     for seed in range(2):
         params = CardiacParameters.sample(np.random.default_rng(seed), fps=30.0)
-        out.append(CardiacPhantom(params, (112, 112), seed=seed).simulate(params.ed_offset_frames + params.systole_frames + 3))
+        out.append(
+            CardiacPhantom(params, (112, 112), seed=seed).simulate(params.ed_offset_frames + params.systole_frames + 3)
+        )
     return out
 
 
@@ -35,10 +41,16 @@ def _rows(path):
 
 
 def test_layout_file_names_and_columns(dataset, sequences):
-    assert sorted(p.name for p in (dataset / "Videos").iterdir()) == ["0X00000000000000A1.avi", "0X00000000000000B2.avi"]
+    assert sorted(p.name for p in (dataset / "Videos").iterdir()) == [
+        "0X00000000000000A1.avi",
+        "0X00000000000000B2.avi",
+    ]
     files = _rows(dataset / "FileList.csv")
-    assert tuple(files[0]) == FILELIST_COLUMNS == (
-        "FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
+    assert (
+        tuple(files[0])
+        == FILELIST_COLUMNS
+        == ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS", "NumberOfFrames", "Split")
+    )
     assert [r[0] for r in files[1:]] == ["0X00000000000000A1", "0X00000000000000B2"]  # no extension
     assert [r[-1] for r in files[1:]] == ["TRAIN", "VAL"]
     first = dict(zip(files[0], files[1]))
@@ -57,8 +69,9 @@ def test_tracings_reproduce_the_ef(dataset, sequences):
     tracings = _rows(dataset / "VolumeTracings.csv")[1:]
     volumes = {}
     for frame in (sequences[0].ed_frame, sequences[0].es_frame):
-        rows = np.array([[float(v) for v in r[1:5]] for r in tracings if r[0] == "0X00000000000000A1.avi"
-                         and int(r[5]) == frame])
+        rows = np.array(
+            [[float(v) for v in r[1:5]] for r in tracings if r[0] == "0X00000000000000A1.avi" and int(r[5]) == frame]
+        )
         length = np.hypot(*(rows[0, 2:] - rows[0, :2]))
         diameters = np.hypot(rows[1:, 2] - rows[1:, 0], rows[1:, 3] - rows[1:, 1])
         volumes[frame] = np.pi / 4 * np.sum(diameters**2) * length / 20

@@ -51,11 +51,11 @@ def test_linear_probe_covers_the_whole_image():
 @pytest.mark.parametrize(
     "kwargs, word",
     [
-        (dict(image_size=(2, 2), depth_mm=10.0), "image_size"),
-        (dict(image_size=(16, 16), depth_mm=0.0), "depth_mm"),
-        (dict(image_size=(16, 16), depth_mm=10.0, kind="convex"), "kind"),
-        (dict(image_size=(16, 16), depth_mm=10.0, half_angle_deg=95.0), "half_angle_deg"),
-        (dict(image_size=(16, 16), depth_mm=10.0, axial_oversampling=0.0), "oversampling"),
+        ({"image_size": (2, 2), "depth_mm": 10.0}, "image_size"),
+        ({"image_size": (16, 16), "depth_mm": 0.0}, "depth_mm"),
+        ({"image_size": (16, 16), "depth_mm": 10.0, "kind": "convex"}, "kind"),
+        ({"image_size": (16, 16), "depth_mm": 10.0, "half_angle_deg": 95.0}, "half_angle_deg"),
+        ({"image_size": (16, 16), "depth_mm": 10.0, "axial_oversampling": 0.0}, "oversampling"),
     ],
 )
 def test_invalid_arguments_raise(kwargs, word):

@@ -22,8 +22,11 @@ def written(tmp_path_factory):
         for index, view in enumerate(("4CH", "PSAX")):
             params = CardiacParameters.sample(np.random.default_rng(index), view=view, pediatric=True, fps=30.0)
             sequence = CardiacPhantom(params, (64, 64), seed=index).simulate(
-                params.ed_offset_frames + params.systole_frames + 2)
-            writer.add(sequence, f"CR0000000{index}-000001", fold=index + 3, sex="M", age=6.5, weight=21.0, height=118.0)
+                params.ed_offset_frames + params.systole_frames + 2
+            )
+            writer.add(
+                sequence, f"CR0000000{index}-000001", fold=index + 3, sex="M", age=6.5, weight=21.0, height=118.0
+            )
             sequences[view] = sequence
     return root, sequences
 
@@ -38,10 +41,17 @@ def test_layout_file_names_and_columns(written):
     for folder, view, fold in (("A4C", "4CH", "3"), ("PSAX", "PSAX", "4")):
         assert (root / folder / "Videos" / f"CR0000000{'01'[folder == 'PSAX']}-000001.avi").is_file()
         files = _rows(root / folder / "FileList.csv")
-        assert tuple(files[0]) == PEDIATRIC_FILELIST_COLUMNS == ("FileName", "EF", "Sex", "Age", "Weight", "Height", "Split")
+        assert (
+            tuple(files[0])
+            == PEDIATRIC_FILELIST_COLUMNS
+            == ("FileName", "EF", "Sex", "Age", "Weight", "Height", "Split")
+        )
         row = dict(zip(files[0], files[1]))
-        assert row["Split"] == fold and row["Sex"] == "M" and float(row["EF"]) == pytest.approx(
-            sequences[view].ejection_fraction, abs=1e-4)
+        assert (
+            row["Split"] == fold
+            and row["Sex"] == "M"
+            and float(row["EF"]) == pytest.approx(sequences[view].ejection_fraction, abs=1e-4)
+        )
         tracings = _rows(root / folder / "VolumeTracings.csv")
         assert tuple(tracings[0]) == PEDIATRIC_TRACING_COLUMNS == ("FileName", "X", "Y", "Frame")
         assert {int(r[3]) for r in tracings[1:]} == {sequences[view].ed_frame, sequences[view].es_frame}
