@@ -6,6 +6,7 @@ deterministic for a seed and subject ``i`` does not depend on ``n``.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -167,7 +168,7 @@ def simulate(kind: str, out: str | os.PathLike, n: int = 8, seed: int = 0, **opt
     if int(n) < 1:
         raise ValueError(f"simulate: n must be >= 1, got {n}.")
     function = KINDS[kind]
-    allowed = function.__code__.co_varnames[3 : function.__code__.co_argcount]
+    allowed = list(inspect.signature(function).parameters)[3:]  # after (out, n, seed)
     unknown = sorted(set(options) - set(allowed))
     if unknown:
         raise ValueError(f"simulate: option(s) {unknown} are not valid for kind {kind!r}; allowed: {list(allowed)}.")

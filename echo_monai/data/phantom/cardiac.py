@@ -86,9 +86,9 @@ class CardiacPhantom:
 
     Example:
         >>> phantom = CardiacPhantom(CardiacParameters.sample(np.random.default_rng(0)), (112, 112), seed=0)
-        >>> sequence = phantom.simulate(16)
-        >>> sequence.frames.shape, sequence.labels.max()
-        ((16, 112, 112), 3)
+        >>> sequence = phantom.simulate(48)  # 48 frames, first ED and ES inside
+        >>> sequence.frames.shape, int(sequence.labels.max())
+        ((48, 112, 112), 3)
     """
 
     def __init__(self, parameters: CardiacParameters, image_size: tuple[int, int] = (112, 112), seed: int = 0) -> None:
