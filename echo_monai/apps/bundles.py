@@ -24,7 +24,7 @@ class BundleError(ValueError):
 
 
 def bundles_root() -> Path:
-    """The folder holding the bundles: ``$ECHO_MONAI_BUNDLES``, else the source checkout's ``bundles/``, else ``./bundles``."""
+    """The bundles folder: ``$ECHO_MONAI_BUNDLES``, else the source checkout's ``bundles/``, else ``./bundles``."""
     env = os.environ.get("ECHO_MONAI_BUNDLES")
     if env:
         return Path(env)

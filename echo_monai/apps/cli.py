@@ -7,6 +7,7 @@ Usage::
     echo-monai infer    BUNDLE [--stage S] [--KEY VALUE ...]
     echo-monai evaluate BUNDLE [--stage S] [--KEY VALUE ...]
     echo-monai simulate {echonet,pediatric,camus,busi,busv,dicom} OUT [--n N] [--seed S]
+    echo-monai demo [--out DIR] [--epochs N] ...
 
 ``--KEY VALUE`` overrides a config id exactly as ``python -m monai.bundle run --KEY VALUE`` does
 (``--epochs 2``, ``--train#trainer#max_epochs 2``). An unknown bundle, stage or override key, or a missing
@@ -63,7 +64,9 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
     return overrides
 
 
-def resolve_run(bundle: Bundle, command: str, stage: str | None, overrides: dict[str, Any], multi_gpu: bool = False) -> dict:
+def resolve_run(
+    bundle: Bundle, command: str, stage: str | None, overrides: dict[str, Any], multi_gpu: bool = False
+) -> dict:
     """Check the command, stage and overrides against the bundle's configs; return ``monai.bundle.run`` arguments.
 
     Raises:
@@ -130,6 +133,28 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    import logging
+
+    from echo_monai.apps.demo import run_demo
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    try:
+        report = run_demo(
+            args.out,
+            patients=args.patients,
+            epochs=args.epochs,
+            copies=args.copies,
+            sampling_steps=args.steps,
+            seg_epochs=args.seg_epochs,
+            seed=args.seed,
+        )
+    except ValueError as e:
+        raise CLIError(str(e)) from e
+    print(f"report: {report / 'report.md'}")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="echo-monai", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -139,11 +164,21 @@ def _parser() -> argparse.ArgumentParser:
         p.add_argument("bundle", help="bundle name or folder")
         p.add_argument("--stage", default=None, help="stage (configs/<command>_<stage>.yaml); default stage otherwise")
         if command == "train":
-            p.add_argument("--multi-gpu", dest="multi_gpu", action="store_true", help="layer multi_gpu_train.yaml (torchrun)")
+            p.add_argument(
+                "--multi-gpu", dest="multi_gpu", action="store_true", help="layer multi_gpu_train.yaml (torchrun)"
+            )
     p = sub.add_parser("simulate", help="write a phantom dataset in a public dataset's layout")
     p.add_argument("kind", choices=SIMULATE_KINDS)
     p.add_argument("out", help="output folder")
     p.add_argument("--n", type=int, default=8, help="subjects/videos to simulate")
+    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("demo", help="echo_seg_ddpm end to end on phantom data (CPU, minutes)")
+    p.add_argument("--out", default="echo_monai_demo", help="working folder")
+    p.add_argument("--patients", type=int, default=20)
+    p.add_argument("--epochs", type=int, default=50, help="generator training epochs")
+    p.add_argument("--copies", type=int, default=2, help="synthetic label maps per training label map")
+    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ sampling steps")
+    p.add_argument("--seg-epochs", dest="seg_epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     return parser
 
@@ -157,6 +192,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             code = _cmd_list(args)
         elif args.command in COMMAND_FILES:
             code = _cmd_bundle(args, extra)
+        elif args.command == "demo":
+            if extra:
+                raise CLIError(f"unexpected arguments {extra}")
+            code = _cmd_demo(args)
         else:
             if extra:
                 raise CLIError(f"unexpected arguments {extra}")

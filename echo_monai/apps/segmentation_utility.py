@@ -18,8 +18,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from echo_monai.data.atomic import write_png, write_text
 from echo_monai.data.camus import CAMUS
-from echo_monai.data.phantom.atomic import write_png, write_text
 from echo_monai.handlers.preview import make_grid
 from echo_monai.metrics import (
     ImageClassificationEvaluator,
@@ -104,12 +104,20 @@ def evaluate_segmentation_utility(
     for name, data in (("real training", real_train), ("real test", real_test), ("synthetic", synthetic)):
         if not data:
             raise ValueError(f"evaluate_segmentation_utility: the {name} set is empty.")
-    logger.info("downstream segmentation: %d real train, %d real test, %d synthetic images",
-                len(real_train), len(real_test), len(synthetic))
+    logger.info(
+        "downstream segmentation: %d real train, %d real test, %d synthetic images",
+        len(real_train),
+        len(real_test),
+        len(synthetic),
+    )
 
     metrics: dict[str, Any] = {
-        "data": {"real_train": len(real_train), "real_test": len(real_test), "synthetic": len(synthetic),
-                 "image_size": image_size},
+        "data": {
+            "real_train": len(real_train),
+            "real_test": len(real_test),
+            "synthetic": len(synthetic),
+            "image_size": image_size,
+        },
         "segmentation": segmentation.run(real_test, real=real_train, synthetic=synthetic, mixes=list(mixes)),
     }
 
@@ -121,19 +129,27 @@ def evaluate_segmentation_utility(
         metrics["view_classifier_on_real_test"] = encoder_classifier.evaluate(real_test)
         encoder = encoder_classifier.feature_encoder("view_classifier")
         metrics["distribution"] = distribution_metrics(
-            real_images, synthetic_images, encoder=encoder,
-            kid_subsets=20, kid_subset_size=min(len(real_images), len(synthetic_images), 1000),
+            real_images,
+            synthetic_images,
+            encoder=encoder,
+            kid_subsets=20,
+            kid_subset_size=min(len(real_images), len(synthetic_images), 1000),
         )
         embed = encoder.encode
     audit = MemorisationAudit(embed=embed)(synthetic_images, real_images, test_images)
     metrics["privacy"] = audit.summary()
 
     n = min(8, len(synthetic), len(real_test))
-    paths = write_report(output_dir, metrics, real_samples=test_images[:n], synthetic_samples=synthetic_images[:n],
-                         title=title)
+    paths = write_report(
+        output_dir, metrics, real_samples=test_images[:n], synthetic_samples=synthetic_images[:n], title=title
+    )
     # label map | synthetic image it was generated from | a real image, one column per sample
-    grid = make_grid(torch.cat([_stack(synthetic[:n], "label") / 1.5 - 1.0, synthetic_images[:n], test_images[:n]]), nrow=n)
+    grid = make_grid(
+        torch.cat([_stack(synthetic[:n], "label") / 1.5 - 1.0, synthetic_images[:n], test_images[:n]]), nrow=n
+    )
     figure = write_png(Path(output_dir) / "label_synthetic_real.png", grid)
     report = Path(paths["report"])
-    write_text(report, report.read_text() + f"\n## Label map | synthetic | real\n\n![label, synthetic, real]({figure.name})\n")
+    write_text(
+        report, report.read_text() + f"\n## Label map | synthetic | real\n\n![label, synthetic, real]({figure.name})\n"
+    )
     return metrics

@@ -25,9 +25,10 @@ import nibabel as nib
 import numpy as np
 import torch
 
+from echo_monai.data.atomic import atomic_path
 from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 
-__all__ = ["CAMUS", "read_metaimage", "read_camus_image", "read_info_cfg"]
+__all__ = ["CAMUS", "read_metaimage", "read_camus_image", "read_info_cfg", "save_camus_nifti"]
 
 _MET_TYPES = {
     "MET_UCHAR": np.uint8, "MET_CHAR": np.int8, "MET_USHORT": np.uint16, "MET_SHORT": np.int16,
@@ -104,6 +105,23 @@ def read_camus_image(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, 
     if array.ndim == 3 and array.shape[2] == 1:
         array = array[..., 0]
     return np.ascontiguousarray(array.T), (float(zooms[1]), float(zooms[0]))
+
+
+def save_camus_nifti(path: str | os.PathLike, array: np.ndarray, spacing: float = 1.0) -> Path:
+    """Save ``(H, W)`` or ``(T, H, W)`` uint8 as the CAMUS NIfTI release stores it, ``(W, H[, T])``, atomically.
+
+    The inverse of :func:`read_camus_image` for NIfTI files; pixels are square with side ``spacing`` mm.
+    """
+    array = np.asarray(array)
+    if array.ndim not in (2, 3):
+        raise ValueError(f"save_camus_nifti: expected (H, W) or (T, H, W) for {str(path)!r}, got shape {array.shape}.")
+    data = array.T if array.ndim == 2 else np.transpose(array, (2, 1, 0))
+    image = nib.Nifti1Image(np.ascontiguousarray(data, np.uint8), np.diag([spacing, spacing, 1.0, 1.0]))
+    image.header.set_zooms((spacing, spacing) + ((1.0,) if array.ndim == 3 else ()))
+    image.header.set_xyzt_units("mm")
+    with atomic_path(path) as tmp:
+        nib.save(image, str(tmp))
+    return Path(path)
 
 
 def read_info_cfg(path: str | os.PathLike) -> dict[str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 __all__ = ["label_map_datalist"]
@@ -20,11 +21,23 @@ def _stem(path: Path) -> str:
     return path.stem
 
 
-def label_map_datalist(root: str | os.PathLike, copies: int = 1, limit: int | None = None) -> list[dict]:
+def _split_patients(root: Path, split: str | Sequence[str]) -> set[str]:
+    if not isinstance(split, str):
+        return set(split)
+    listing = root / "database_split" / f"subgroup_{split}.txt"
+    if not listing.is_file():
+        raise FileNotFoundError(f"label_map_datalist: split {split!r} needs {str(listing)!r}, which does not exist.")
+    return set(listing.read_text().split())
+
+
+def label_map_datalist(
+    root: str | os.PathLike, copies: int = 1, limit: int | None = None, split: str | Sequence[str] | None = None
+) -> list[dict]:
     """One dict per label map and copy: ``{"label": path, "name", "patient", "view", "phase", "copy"}``.
 
     CAMUS ``patientXXXX_{2CH,4CH}_{ED,ES}_gt`` files (NIfTI or MetaImage, anywhere under ``root``) keep their patient,
-    view and phase, and their image (the same name without ``_gt``) under ``"image"`` when it exists; other ``.png``/``.nii[.gz]`` files count as label maps of an unnamed ``4CH`` ``ED`` view.
+    view and phase, and their image (the same name without ``_gt``) under ``"image"`` when it exists; other
+    ``.png``/``.nii[.gz]`` files count as label maps of an unnamed ``4CH`` ``ED`` view.
     Half-sequence labels are skipped.
 
     Args:
@@ -32,6 +45,8 @@ def label_map_datalist(root: str | os.PathLike, copies: int = 1, limit: int | No
         copies: items per label map (``copy`` 0..copies-1): with random label augmentation, each copy becomes a
             different label map, as in Echo from noise.
         limit: keep only the first ``limit`` label maps (sorted by path) before copying.
+        split: CAMUS patients to use: a split name (``"training"``, read from ``database_split/``) or patient names;
+            None for all.
 
     Raises:
         FileNotFoundError: naming ``root`` when it does not exist or holds no label map.
@@ -42,8 +57,17 @@ def label_map_datalist(root: str | os.PathLike, copies: int = 1, limit: int | No
     root = Path(root)
     if not root.exists():
         raise FileNotFoundError(f"label_map_datalist: {str(root)!r} does not exist.")
-    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
+    files = (
+        [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file() and p.name.endswith(_SUFFIXES))
+    )
     camus = [p for p in files if _CAMUS_GT.match(p.name)]
+    if split is not None:
+        patients = _split_patients(root, split)
+        camus = [p for p in camus if _CAMUS_GT.match(p.name)["patient"] in patients]  # type: ignore[index]
+        if not camus:
+            raise FileNotFoundError(
+                f"label_map_datalist: no CAMUS label map of the split {split!r} under {str(root)!r}."
+            )
     if camus:
         files = camus
     else:

@@ -37,7 +37,7 @@ class Condition:
         """Concatenate two conditions along the batch axis (used to run conditional and unconditional at once)."""
         return Condition(
             kwargs={k: torch.cat([v, other.kwargs[k]], dim=0) for k, v in self.kwargs.items()},
-            concat=[torch.cat([a, b], dim=0) for a, b in zip(self.concat, other.concat)],
+            concat=[torch.cat([a, b], dim=0) for a, b in zip(self.concat, other.concat, strict=True)],
         )
 
 
@@ -80,7 +80,9 @@ class Conditioning:
         self.droppable = set(names if droppable is None else droppable)
         unknown = self.droppable - names
         if unknown:
-            raise ValueError(f"Conditioning: droppable names {sorted(unknown)} are not among the conditions {sorted(names)}.")
+            raise ValueError(
+                f"Conditioning: droppable names {sorted(unknown)} are not among the conditions {sorted(names)}."
+            )
         self.null_values = dict(null_values or {})
 
     @property
@@ -115,7 +117,7 @@ class Conditioning:
         }
         concat = [
             self._blank(key, value, mask) if key in self.droppable else value
-            for key, value in zip(self.concat_keys, condition.concat)
+            for key, value in zip(self.concat_keys, condition.concat, strict=True)
         ]
         return Condition(kwargs=kwargs, concat=concat)
 

@@ -53,9 +53,13 @@ class DenoisingPrepareBatch(DiffusionPrepareBatch):
             cache).
     """
 
-    def __init__(self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image") -> None:
+    def __init__(
+        self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image"
+    ) -> None:
         if not hasattr(scheduler, "add_noise"):
-            raise TypeError(f"{type(self).__name__}: scheduler must be a MONAI scheduler, got {type(scheduler).__name__}.")
+            raise TypeError(
+                f"{type(self).__name__}: scheduler must be a MONAI scheduler, got {type(scheduler).__name__}."
+            )
         super().__init__(num_train_timesteps=int(scheduler.num_train_timesteps))
         self.scheduler = scheduler
         self.conditioning = conditioning if conditioning is not None else Conditioning()
@@ -94,7 +98,9 @@ class DDPMPrepareBatch(DenoisingPrepareBatch):
         >>> trainer = SupervisedTrainer(..., prepare_batch=DDPMPrepareBatch(scheduler), loss_function=MSELoss())
     """
 
-    def __init__(self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image") -> None:
+    def __init__(
+        self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image"
+    ) -> None:
         if isinstance(scheduler, RFlowScheduler) or not hasattr(scheduler, "alphas_cumprod"):
             raise TypeError(
                 f"DDPMPrepareBatch: scheduler must be a DDPM-family scheduler (DDPMScheduler, DDIMScheduler), "
@@ -125,9 +131,13 @@ class FlowMatchingPrepareBatch(DenoisingPrepareBatch):
         >>> trainer = SupervisedTrainer(..., prepare_batch=FlowMatchingPrepareBatch(scheduler), loss_function=MSELoss())
     """
 
-    def __init__(self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image") -> None:
+    def __init__(
+        self, scheduler: Scheduler, conditioning: Conditioning | None = None, image_key: str = "image"
+    ) -> None:
         if not isinstance(scheduler, RFlowScheduler):
-            raise TypeError(f"FlowMatchingPrepareBatch: scheduler must be an RFlowScheduler, got {type(scheduler).__name__}.")
+            raise TypeError(
+                f"FlowMatchingPrepareBatch: scheduler must be an RFlowScheduler, got {type(scheduler).__name__}."
+            )
         super().__init__(scheduler, conditioning, image_key)
 
     def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
@@ -167,7 +177,9 @@ class SamplingPrepareBatch:
         if sample_shape is None and like_key is None:
             raise ValueError("SamplingPrepareBatch: give sample_shape or like_key.")
         if sample_shape is not None and len(sample_shape) not in (3, 4):
-            raise ValueError(f"SamplingPrepareBatch: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
+            raise ValueError(
+                f"SamplingPrepareBatch: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}."
+            )
         self.conditioning = conditioning if conditioning is not None else Conditioning()
         self.sample_shape = tuple(int(s) for s in sample_shape) if sample_shape is not None else None
         self.like_key = like_key
@@ -184,7 +196,11 @@ class SamplingPrepareBatch:
             size = _batch_size(batchdata)
             shape = (size, *self.sample_shape)  # type: ignore[misc]
         noise = torch.randn(shape, generator=self.generator).to(device, non_blocking=non_blocking)
-        condition = self.conditioning.extract(batchdata, device, non_blocking) if self.conditioning.is_conditional else Condition()
+        condition = (
+            self.conditioning.extract(batchdata, device, non_blocking)
+            if self.conditioning.is_conditional
+            else Condition()
+        )
         return noise, None, (), {"condition": condition}
 
 

@@ -4,7 +4,7 @@ from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpo
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
-from echo_monai.handlers.sample_writer import SyntheticSampleWriter, save_camus_nifti
+from echo_monai.handlers.sample_writer import SyntheticSampleWriter
 
 __all__ = [
     "EMA",
@@ -14,6 +14,5 @@ __all__ = [
     "SyntheticSampleWriter",
     "latest_checkpoint",
     "make_grid",
-    "save_camus_nifti",
     "write_video",
 ]

@@ -55,9 +55,9 @@ class EMA(EMAHandler):
     def _update_ema_model(self, engine: Engine, name: str) -> None:
         if engine.state.iteration <= self.start_iteration:
             with torch.no_grad():
-                for ema_p, p in zip(self.ema_model.parameters(), self.model.parameters()):
+                for ema_p, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
                     ema_p.copy_(p.data)
-                for ema_b, b in zip(self.ema_model.buffers(), self.model.buffers()):
+                for ema_b, b in zip(self.ema_model.buffers(), self.model.buffers(), strict=True):
                     ema_b.data = b.data.clone()
             return
         super()._update_ema_model(engine, name)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from echo_monai.data.phantom.atomic import atomic_path, write_png
+from echo_monai.data.atomic import atomic_path, write_png
 from echo_monai.engines.conditioning import Condition, Conditioning
 
 __all__ = ["SamplePreviewWriter", "make_grid", "write_video"]
@@ -98,7 +98,9 @@ class SamplePreviewWriter:
         prefix: str = "samples",
     ) -> None:
         if len(sample_shape) not in (3, 4):
-            raise ValueError(f"SamplePreviewWriter: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
+            raise ValueError(
+                f"SamplePreviewWriter: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}."
+            )
         if interval < 1:
             raise ValueError(f"SamplePreviewWriter: interval must be >= 1, got {interval}.")
         if video_format not in ("gif", "mp4"):
@@ -140,7 +142,9 @@ class SamplePreviewWriter:
         step = engine.state.epoch
         if samples.ndim == 4:
             grid = make_grid(samples)
-            path = write_png(self.output_dir / f"{self.prefix}_epoch={step}.png", grid)
+            path = write_png(
+                self.output_dir / f"{self.prefix}_epoch={step}.png", grid if grid.ndim == 2 else grid[..., ::-1].copy()
+            )
             frames_for_tb = None
         else:
             grids = np.stack([make_grid(samples[:, :, t]) for t in range(samples.shape[2])])

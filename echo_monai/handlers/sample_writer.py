@@ -7,26 +7,14 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import nibabel as nib
 import numpy as np
 import torch
 from ignite.engine import Engine, Events
 
-from echo_monai.data.phantom.atomic import atomic_path, write_png, write_text
+from echo_monai.data.atomic import write_png, write_text
+from echo_monai.data.camus import save_camus_nifti
 
-__all__ = ["SyntheticSampleWriter", "save_camus_nifti"]
-
-
-def save_camus_nifti(path: str | os.PathLike, array: np.ndarray, spacing: float = 1.0) -> Path:
-    """Save ``(H, W)`` or ``(T, H, W)`` uint8 as CAMUS stores it, ``(W, H[, T])`` NIfTI, through a temporary name."""
-    path = Path(path)
-    data = array.T if array.ndim == 2 else np.transpose(array, (2, 1, 0))
-    image = nib.Nifti1Image(np.ascontiguousarray(data, np.uint8), np.diag([spacing, spacing, 1.0, 1.0]))
-    image.header.set_zooms((spacing, spacing) + ((1.0,) if array.ndim == 3 else ()))
-    image.header.set_xyzt_units("mm")
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
-    return path
+__all__ = ["SyntheticSampleWriter"]
 
 
 class SyntheticSampleWriter:

@@ -78,7 +78,8 @@ class Sampler(Inferer):
         steps = int(scheduler.num_train_timesteps) if num_inference_steps is None else int(num_inference_steps)
         if not 1 <= steps <= int(scheduler.num_train_timesteps):
             raise ValueError(
-                f"Sampler: num_inference_steps must be in [1, {scheduler.num_train_timesteps}], got {num_inference_steps}."
+                f"Sampler: num_inference_steps must be in [1, {scheduler.num_train_timesteps}], "
+                f"got {num_inference_steps}."
             )
         if guidance_scale < 0:
             raise ValueError(f"Sampler: guidance_scale must be >= 0, got {guidance_scale}.")

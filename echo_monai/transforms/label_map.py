@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 import torch
 from monai.config import KeysCollection
-from monai.transforms import MapTransform, Transform
+from monai.transforms import MapTransform
 
 __all__ = [
     "SEG_DDPM_CLASSES",
@@ -55,7 +55,7 @@ def _name(data: Mapping[Hashable, Any], key: Hashable) -> str:
 
 
 def check_label_values(label: np.ndarray | torch.Tensor, num_classes: int, name: str = "label map") -> None:
-    """Raise ``ValueError`` naming ``name`` and the offending values when ``label`` has values outside ``0..num_classes-1``."""
+    """Raise ``ValueError`` naming ``name`` and the values of ``label`` outside ``0..num_classes-1``."""
     values = np.unique(np.asarray(label))
     bad = [v for v in values.tolist() if v != int(v) or not 0 <= v < num_classes]
     if bad:
@@ -134,7 +134,9 @@ class SectorMaskd(MapTransform):
             mask = sector_from_image(image, self.threshold)
         else:
             if self.label_key not in d:
-                raise KeyError(f"SectorMaskd: neither the image {list(self.keys)} nor '{self.label_key}' is in the item.")
+                raise KeyError(
+                    f"SectorMaskd: neither the image {list(self.keys)} nor '{self.label_key}' is in the item."
+                )
             h, w = np.asarray(d[self.label_key]).shape[-2:]
             mask = fan_sector_mask(h, w, self.opening_deg)
         d[self.output_key] = torch.from_numpy(mask[None].astype(np.uint8))
@@ -263,7 +265,8 @@ class LoadLabelMapd(MapTransform):
                 image = self.read(d[image_key])
                 if image.shape != array.shape:
                     raise ValueError(
-                        f"image {str(d[image_key])!r} has size {image.shape} but its label map {str(path)!r} has {array.shape}."
+                        f"image {str(d[image_key])!r} has size {image.shape} but its label map {str(path)!r} "
+                        f"has {array.shape}."
                     )
                 d[image_key] = torch.from_numpy(image.astype(np.float32)[None])
         return d

@@ -88,7 +88,11 @@ def test_missing_default_dataset_dir(bundles, capsys):
 
 def test_parse_overrides_literals():
     assert cli.parse_overrides(["--a", "2", "--b=0.5", "--c", "[1, 2]", "--d", "text", "--flag"]) == {
-        "a": 2, "b": 0.5, "c": [1, 2], "d": "text", "flag": True,
+        "a": 2,
+        "b": 0.5,
+        "c": [1, 2],
+        "d": "text",
+        "flag": True,
     }
 
 
@@ -96,4 +100,6 @@ def test_repository_bundles_are_listed():
     names = [b.name for b in list_bundles(Path(__file__).resolve().parents[2] / "bundles")]
     assert names == sorted(names)
     for name in names:
-        assert json.loads((Path(__file__).resolve().parents[2] / "bundles" / name / "configs" / "metadata.json").read_text())
+        assert json.loads(
+            (Path(__file__).resolve().parents[2] / "bundles" / name / "configs" / "metadata.json").read_text()
+        )

@@ -91,10 +91,13 @@ def _smoke_module(bundle: Path):
     return module
 
 
-@pytest.mark.parametrize("workflow_type, command, files", [
-    ("train", "train", ("inference.yaml", "train.yaml")),
-    ("infer", "infer", ("inference.yaml",)),
-])
+@pytest.mark.parametrize(
+    "workflow_type, command, files",
+    [
+        ("train", "train", ("inference.yaml", "train.yaml")),
+        ("infer", "infer", ("inference.yaml",)),
+    ],
+)
 def test_check_properties(bundle, workflow_type, command, files, tmp_path):
     from monai.bundle import ConfigWorkflow
 
@@ -110,10 +113,13 @@ def test_check_properties(bundle, workflow_type, command, files, tmp_path):
     assert not workflow.check_properties()
 
 
-@pytest.mark.parametrize("stack", [
-    ("inference.yaml", "evaluate.yaml"),
-    ("inference.yaml", "train.yaml", "multi_gpu_train.yaml"),
-])
+@pytest.mark.parametrize(
+    "stack",
+    [
+        ("inference.yaml", "evaluate.yaml"),
+        ("inference.yaml", "train.yaml", "multi_gpu_train.yaml"),
+    ],
+)
 def test_overlays_parse(bundle, stack):
     from monai.bundle import ConfigParser
 

@@ -40,14 +40,27 @@ def make_overrides(root: Path) -> dict[str, dict]:
         simulate("camus", camus, n=3, seed=0, image_size=(64, 64))
     common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(camus), **TINY}
     train = {
-        **common, "train_split": ["patient0001", "patient0002"], "val_split": ["patient0002"], "epochs": 1,
-        "batch_size": 4, "num_workers": 0, "preview_steps": 2, "preview_interval": 1, "save_interval": 2,
+        **common,
+        "train_split": ["patient0001", "patient0002"],
+        "val_split": ["patient0002"],
+        "epochs": 1,
+        "batch_size": 4,
+        "num_workers": 0,
+        "preview_steps": 2,
+        "preview_interval": 1,
+        "save_interval": 2,
         "ema_start": 0,
     }
     infer = {**common, "num_inference_steps": 2, "batch_size": 4}
     evaluate = {
-        **infer, "train_split": ["patient0001", "patient0002"], "test_split": ["patient0003"],
-        "seg_channels": [8, 16], "seg_strides": [2], "seg_epochs": 1, "classifier_epochs": 1, "seg_batch_size": 4,
+        **infer,
+        "train_split": ["patient0001", "patient0002"],
+        "test_split": ["patient0003"],
+        "seg_channels": [8, 16],
+        "seg_strides": [2],
+        "seg_epochs": 1,
+        "classifier_epochs": 1,
+        "seg_batch_size": 4,
     }
     return {"train": train, "infer": infer, "evaluate": evaluate}
 

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
+from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
 
 from echo_monai.engines import Conditioning, DDPMPrepareBatch, FlowMatchingPrepareBatch, SamplingPrepareBatch
 
@@ -87,7 +87,11 @@ def test_conditioning_kwargs_concat_and_tokens():
 
 def test_condition_dropout_blanks_whole_samples_with_null_values():
     cond = Conditioning({"class_labels": "view", "seg": "label_map"}, dropout=0.5, null_values={"class_labels": 3})
-    batch = {"image": torch.randn(400, 1, 4, 4), "view": torch.ones(400, dtype=torch.long), "label_map": torch.ones(400, 2, 4, 4)}
+    batch = {
+        "image": torch.randn(400, 1, 4, 4),
+        "view": torch.ones(400, dtype=torch.long),
+        "label_map": torch.ones(400, 2, 4, 4),
+    }
     _, _, _, kwargs = DDPMPrepareBatch(DDPMScheduler(10), cond)(batch)
     dropped = kwargs["class_labels"] == 3
     assert 0.4 < dropped.float().mean() < 0.6
@@ -117,7 +121,9 @@ def test_errors_name_the_problem():
     with pytest.raises(ValueError, match="sample_shape or like_key"):
         SamplingPrepareBatch()
     with pytest.raises(ValueError, match="does not match"):
-        Conditioning.concat_input(torch.zeros(2, 1, 4, 4), Conditioning(concat_keys=["r"]).extract({"r": torch.zeros(2, 1, 5, 5)}))
+        Conditioning.concat_input(
+            torch.zeros(2, 1, 4, 4), Conditioning(concat_keys=["r"]).extract({"r": torch.zeros(2, 1, 5, 5)})
+        )
 
 
 def test_sampling_prepare_batch_is_seeded_and_follows_like_key():

@@ -16,8 +16,14 @@ from echo_monai.handlers import EMA, ProgressBar, latest_checkpoint
 
 def _unet(num_class_embeds=None):
     return DiffusionModelUNet(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), attention_levels=(False, False),
-        num_res_blocks=1, norm_num_groups=8, num_class_embeds=num_class_embeds,
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=num_class_embeds,
     )
 
 
@@ -30,9 +36,16 @@ def _data(n=16):
 
 def _trainer(network, prepare_batch, data, max_epochs, handlers=()):
     trainer = SupervisedTrainer(
-        device=torch.device("cpu"), max_epochs=max_epochs, train_data_loader=data, network=network,
-        optimizer=torch.optim.Adam(network.parameters(), 2e-3), loss_function=torch.nn.MSELoss(),
-        inferer=SimpleInferer(), prepare_batch=prepare_batch, train_handlers=list(handlers), decollate=False,
+        device=torch.device("cpu"),
+        max_epochs=max_epochs,
+        train_data_loader=data,
+        network=network,
+        optimizer=torch.optim.Adam(network.parameters(), 2e-3),
+        loss_function=torch.nn.MSELoss(),
+        inferer=SimpleInferer(),
+        prepare_batch=prepare_batch,
+        train_handlers=list(handlers),
+        decollate=False,
     )
     losses = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(e.state.output["loss"].item()))
@@ -42,7 +55,9 @@ def _trainer(network, prepare_batch, data, max_epochs, handlers=()):
 def test_flow_matching_loss_falls_with_class_conditioning():
     torch.manual_seed(0)
     cond = Conditioning({"class_labels": "view"})
-    prep = FlowMatchingPrepareBatch(RFlowScheduler(1000, use_discrete_timesteps=False, sample_method="logit-normal"), cond)
+    prep = FlowMatchingPrepareBatch(
+        RFlowScheduler(1000, use_discrete_timesteps=False, sample_method="logit-normal"), cond
+    )
     trainer, losses = _trainer(_unet(num_class_embeds=2), prep, _data(), max_epochs=15)
     trainer.run()
     assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:4]) / 4
@@ -55,7 +70,7 @@ def test_ddpm_training_with_ema_and_progress_bar(capsys):
     trainer, losses = _trainer(net, DDPMPrepareBatch(DDPMScheduler(10)), _data(), 2, [ema, ProgressBar(persist=True)])
     trainer.run()
     assert trainer.state.iteration == 8
-    assert any(not torch.equal(a, b) for a, b in zip(ema.ema_model.parameters(), net.parameters()))
+    assert any(not torch.equal(a, b) for a, b in zip(ema.ema_model.parameters(), net.parameters(), strict=True))
 
 
 def test_resume_after_interrupt_continues_at_the_same_iteration(tmp_path):
@@ -65,7 +80,10 @@ def test_resume_after_interrupt_continues_at_the_same_iteration(tmp_path):
     trainer, _ = _trainer(net, prep, _data(), max_epochs=3)
     opt = trainer.optimizer
     saver = CheckpointSaver(
-        str(tmp_path), {"network": net, "optimizer": opt, "trainer": trainer}, epoch_level=False, save_interval=2,
+        str(tmp_path),
+        {"network": net, "optimizer": opt, "trainer": trainer},
+        epoch_level=False,
+        save_interval=2,
         save_final=True,
     )
     saver.attach(trainer)

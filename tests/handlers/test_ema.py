@@ -43,7 +43,10 @@ def test_start_iteration_copies_then_averages_every_n():
     assert float(ema.ema_model.weight) == pytest.approx(4.5)
 
 
-@pytest.mark.parametrize("kwargs, match", [({"decay": 1.0}, "decay"), ({"start_iteration": -1}, "start_iteration"), ({"update_every": 0}, "update_every")])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [({"decay": 1.0}, "decay"), ({"start_iteration": -1}, "start_iteration"), ({"update_every": 0}, "update_every")],
+)
 def test_ema_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EMA(torch.nn.Linear(1, 1), **kwargs)

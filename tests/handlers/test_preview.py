@@ -47,8 +47,12 @@ def test_image_preview_png_and_tensorboard(tmp_path):
 def test_conditional_video_preview_gif(tmp_path):
     conditioning = Conditioning({"class_labels": "view"})
     preview = SamplePreviewWriter(
-        Sampler(DDIMScheduler(10), 2), Constant(), (1, 3, 8, 8), conditions={"view": torch.tensor([0, 1])},
-        conditioning=conditioning, output_dir=tmp_path,
+        Sampler(DDIMScheduler(10), 2),
+        Constant(),
+        (1, 3, 8, 8),
+        conditions={"view": torch.tensor([0, 1])},
+        conditioning=conditioning,
+        output_dir=tmp_path,
     )
     path = preview(type("E", (), {"state": type("S", (), {"epoch": 3})()})())
     frames = imageio.mimread(path)

@@ -12,8 +12,14 @@ from echo_monai.inferers import LatentSampler, LatentScaler, Sampler, framewise
 @pytest.fixture
 def autoencoder():
     return AutoencoderKL(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), latent_channels=4, num_res_blocks=1,
-        norm_num_groups=8, attention_levels=(False, False),
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 16),
+        latent_channels=4,
+        num_res_blocks=1,
+        norm_num_groups=8,
+        attention_levels=(False, False),
     ).eval()
 
 

@@ -13,8 +13,14 @@ from echo_monai.inferers import Sampler
 def tiny_unet():
     torch.manual_seed(0)
     return DiffusionModelUNet(
-        spatial_dims=2, in_channels=1, out_channels=1, channels=(8, 16), attention_levels=(False, False),
-        num_res_blocks=1, norm_num_groups=8, num_class_embeds=3,
+        spatial_dims=2,
+        in_channels=1,
+        out_channels=1,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=3,
     ).eval()
 
 
@@ -54,7 +60,9 @@ class Recorder(torch.nn.Module):
 
 def test_guidance_scale_one_is_no_guidance():
     net = Recorder()
-    sampler = Sampler(DDIMScheduler(10), 3, guidance_scale=1.0, conditioning=Conditioning({"class_labels": "v"}), clip_range=None)
+    sampler = Sampler(
+        DDIMScheduler(10), 3, guidance_scale=1.0, conditioning=Conditioning({"class_labels": "v"}), clip_range=None
+    )
     sampler(torch.zeros(2, 1, 4, 4), net, condition=Condition({"class_labels": torch.tensor([1, 2])}))
     assert [c[0] for c in net.calls] == [2, 2, 2]  # one plain conditional pass per step
 
@@ -63,7 +71,9 @@ def test_guidance_combines_conditional_and_null_outputs():
     net = Recorder()
     conditioning = Conditioning({"class_labels": "v"}, null_values={"class_labels": 5})
     sampler = Sampler(DDIMScheduler(10), 2, guidance_scale=3.0, conditioning=conditioning)
-    out = sampler.predict(net, torch.zeros(2, 1, 4, 4), torch.tensor(9), Condition({"class_labels": torch.tensor([1, 2])}))
+    out = sampler.predict(
+        net, torch.zeros(2, 1, 4, 4), torch.tensor(9), Condition({"class_labels": torch.tensor([1, 2])})
+    )
     assert net.calls[0][0] == 4 and net.calls[0][2].tolist() == [1, 2, 5, 5]
     # uncond + w * (cond - uncond) = 5 + 3 * (label - 5)
     torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([5 + 3 * (1 - 5.0), 5 + 3 * (2 - 5.0)]))

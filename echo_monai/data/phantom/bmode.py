@@ -58,7 +58,8 @@ class BModeSimulator:
 
     Example:
         >>> simulator = BModeSimulator(ProbeGeometry((112, 112), depth_mm=150.0))
-        >>> frame = simulator.render(simulator.random_scatterers(np.random.default_rng(0)), None, np.random.default_rng(1))
+        >>> rng = np.random.default_rng(0)
+        >>> frame = simulator.render(simulator.random_scatterers(rng), None, rng)
         >>> frame.shape, frame.dtype
         ((112, 112), dtype('uint8'))
     """
@@ -199,7 +200,7 @@ class BModeSimulator:
         if len(self._lateral_kernels) == 1:
             return cv2.sepFilter2D(axial, -1, self._lateral_kernels[0], np.ones((1, 1), np.float32))
         out = np.zeros_like(axial)
-        for kernel, weight in zip(self._lateral_kernels, self._lateral_weights):
+        for kernel, weight in zip(self._lateral_kernels, self._lateral_weights, strict=False):
             out += weight * cv2.sepFilter2D(
                 axial, -1, kernel, np.ones((1, 1), np.float32), borderType=cv2.BORDER_REFLECT
             )

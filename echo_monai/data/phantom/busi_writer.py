@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_monai.data.phantom.atomic import write_png
+from echo_monai.data.atomic import write_png
 from echo_monai.data.phantom.breast import LESION_CLASSES, BreastSequence
 
 __all__ = ["BUSIWriter"]

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_monai.data.phantom.atomic import write_json, write_png
+from echo_monai.data.atomic import write_json, write_png
 from echo_monai.data.phantom.breast import BreastSequence
 
 __all__ = ["BUSV_CATEGORIES", "BUSVWriter"]
@@ -61,7 +61,7 @@ class BUSVWriter:
         coco["videos"].append({"id": video_id, "name": video})
         folder = self.root / "rawframes" / video
         height, width = sequence.frames.shape[1:]
-        for index, (frame, box) in enumerate(zip(sequence.frames, sequence.boxes)):
+        for index, (frame, box) in enumerate(zip(sequence.frames, sequence.boxes, strict=False)):
             file_name = f"{video}/{index:06d}.png"
             write_png(self.root / "rawframes" / file_name, np.repeat(frame[:, :, None], 3, axis=2))
             image_id = self._next_id["image"]

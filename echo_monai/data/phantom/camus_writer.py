@@ -19,27 +19,16 @@ import os
 from collections.abc import Mapping
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 
-from echo_monai.data.phantom.atomic import atomic_path, write_text
+from echo_monai.data.atomic import write_text
+from echo_monai.data.camus import save_camus_nifti
 from echo_monai.data.phantom.cardiac import CardiacSequence
 
 __all__ = ["CAMUS_SPLITS", "IMAGE_QUALITIES", "CAMUSWriter"]
 
 CAMUS_SPLITS = ("training", "validation", "testing")
 IMAGE_QUALITIES = ("Good", "Medium", "Poor")
-
-
-def _save_nifti(path: Path, array: np.ndarray, spacing: float) -> Path:
-    """Save a ``(H, W)`` or ``(T, H, W)`` uint8 array as ``(W, H[, T])`` NIfTI with square pixels of ``spacing``."""
-    data = array.T if array.ndim == 2 else np.transpose(array, (2, 1, 0))
-    image = nib.Nifti1Image(np.ascontiguousarray(data, np.uint8), np.diag([spacing, spacing, 1.0, 1.0]))
-    image.header.set_zooms((spacing, spacing) + ((1.0,) if array.ndim == 3 else ()))
-    image.header.set_xyzt_units("mm")
-    with atomic_path(path) as tmp:
-        nib.save(image, str(tmp))
-    return path
 
 
 class CAMUSWriter:
@@ -100,10 +89,10 @@ class CAMUSWriter:
             spacing = float(sequence.pixel_spacing_mm)
             stem = folder / f"{patient}_{view}"
             for phase, index in (("ED", ed), ("ES", es)):
-                _save_nifti(Path(f"{stem}_{phase}.nii.gz"), sequence.frames[index], spacing)
-                _save_nifti(Path(f"{stem}_{phase}_gt.nii.gz"), sequence.labels[index], spacing)
-            _save_nifti(Path(f"{stem}_half_sequence.nii.gz"), sequence.frames[ed : es + 1], spacing)
-            _save_nifti(Path(f"{stem}_half_sequence_gt.nii.gz"), sequence.labels[ed : es + 1], spacing)
+                save_camus_nifti(Path(f"{stem}_{phase}.nii.gz"), sequence.frames[index], spacing)
+                save_camus_nifti(Path(f"{stem}_{phase}_gt.nii.gz"), sequence.labels[index], spacing)
+            save_camus_nifti(Path(f"{stem}_half_sequence.nii.gz"), sequence.frames[ed : es + 1], spacing)
+            save_camus_nifti(Path(f"{stem}_half_sequence_gt.nii.gz"), sequence.labels[ed : es + 1], spacing)
             info = {
                 "ED": 1,
                 "ES": es - ed + 1,

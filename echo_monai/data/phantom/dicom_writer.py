@@ -17,7 +17,7 @@ from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from echo_monai.data.phantom.atomic import atomic_path
+from echo_monai.data.atomic import atomic_path
 
 __all__ = ["US_MULTIFRAME_STORAGE", "DicomCineWriter"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from echo_monai.data.phantom.atomic import write_avi, write_csv
+from echo_monai.data.atomic import write_avi, write_csv
 from echo_monai.data.phantom.cardiac import CardiacSequence
 
 __all__ = ["PEDIATRIC_FILELIST_COLUMNS", "PEDIATRIC_TRACING_COLUMNS", "EchoNetPediatricWriter"]

@@ -204,7 +204,7 @@ def test_coarse_motion_on_large_grids_matches_the_exact_map():
     shape = phantom.shape(float(params.volume(params.ed_offset_frames + 4)))
     exact = phantom._inverse_map(*phantom._beam_frame, shape)
     coarse = phantom._inverse_map(*phantom._coarse_frame, shape)
-    for full, half in zip(exact, coarse):
+    for full, half in zip(exact, coarse, strict=False):
         upsampled = cv2.remap(
             half.astype(np.float32),
             *phantom._coarse_maps,

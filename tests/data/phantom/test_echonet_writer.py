@@ -53,7 +53,7 @@ def test_layout_file_names_and_columns(dataset, sequences):
     )
     assert [r[0] for r in files[1:]] == ["0X00000000000000A1", "0X00000000000000B2"]  # no extension
     assert [r[-1] for r in files[1:]] == ["TRAIN", "VAL"]
-    first = dict(zip(files[0], files[1]))
+    first = dict(zip(files[0], files[1], strict=False))
     assert float(first["EF"]) == pytest.approx(sequences[0].ejection_fraction, abs=1e-4)
     assert (first["FrameHeight"], first["FrameWidth"], first["FPS"]) == ("112", "112", "30")
     assert int(first["NumberOfFrames"]) == len(sequences[0].frames)

@@ -46,7 +46,7 @@ def test_layout_file_names_and_columns(written):
             == PEDIATRIC_FILELIST_COLUMNS
             == ("FileName", "EF", "Sex", "Age", "Weight", "Height", "Split")
         )
-        row = dict(zip(files[0], files[1]))
+        row = dict(zip(files[0], files[1], strict=False))
         assert (
             row["Split"] == fold
             and row["Sex"] == "M"

@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from echo_monai.data.phantom.atomic import (
+from echo_monai.data.atomic import (
     atomic_path,
     write_avi,
     write_csv,
