@@ -175,7 +175,7 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="echo_seg_ddpm end to end on phantom data (CPU, minutes)")
     p.add_argument("--out", default="echo_monai_demo", help="working folder")
     p.add_argument("--patients", type=int, default=20)
-    p.add_argument("--epochs", type=int, default=50, help="generator training epochs")
+    p.add_argument("--epochs", type=int, default=35, help="generator training epochs")
     p.add_argument("--copies", type=int, default=2, help="synthetic label maps per training label map")
     p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ sampling steps")
     p.add_argument("--seg-epochs", dest="seg_epochs", type=int, default=20)

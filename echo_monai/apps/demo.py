@@ -49,7 +49,7 @@ def _run(command: str, bundle: Path, overrides: dict[str, Any], stage: str | Non
 def run_demo(
     out: str | os.PathLike = "echo_monai_demo",
     patients: int = 20,
-    epochs: int = 50,
+    epochs: int = 35,
     copies: int = 2,
     sampling_steps: int = 20,
     seg_epochs: int = 20,
@@ -136,7 +136,7 @@ def run_demo(
             "seg_channels": [16, 32, 64, 128],
             "seg_strides": [2, 2, 2],
             "seg_epochs": seg_epochs,
-            "classifier_epochs": 5,
+            "classifier_epochs": 15,
             "seg_batch_size": 16,
         },
     )
