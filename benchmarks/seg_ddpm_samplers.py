@@ -55,21 +55,28 @@ def time_per_evaluation(image_size: int, batch: int, repeats: int = 3) -> float:
 
 
 def peak_memory_mb(mode: str, image_size: int, batch: int) -> float:
-    """Peak RSS (MiB) of a fresh process doing one sampling (``infer``) or training (``train``) step."""
+    """Peak resident memory (MiB) added by one sampling (``infer``) or training (``train``) step, in a fresh process.
+
+    Linux: the peak (``VmHWM``) is reset after the network is built, so the figure is the step's own peak above the
+    resident size before it.
+    """
     code = f"""
-import resource, torch, sys
+import re, torch, sys
 sys.path.insert(0, {str(Path(__file__).parent)!r})
 from seg_ddpm_samplers import bundle_parser
+def status(key):
+    return int(re.search(key + r":\\s+(\\d+)", open("/proc/self/status").read()).group(1))
 net = bundle_parser({{"image_size": {image_size}}}).get_parsed_content("network_def")
 x = torch.randn({batch}, 1, {image_size}, {image_size}); seg = torch.rand({batch}, 5, {image_size}, {image_size})
 t = torch.full(({batch},), 500)
-base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to the current resident size
+base = status("VmRSS")
 if "{mode}" == "train":
     net(x, t, seg=seg).square().mean().backward()
 else:
     with torch.no_grad():
         net(x, t, seg=seg)
-print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024)
+print((status("VmHWM") - base) / 1024)
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return float(out.stdout.strip().splitlines()[-1])
@@ -93,7 +100,7 @@ def speed(batch: int) -> dict:
         results[f"peak_memory_mb_{size}"] = mem
         print(
             f"peak memory at {size} px, batch {batch}: sampling step {mem['infer']:.0f} MiB, "
-            f"training step {mem['train']:.0f} MiB (increase of the process RSS)"
+            f"training step {mem['train']:.0f} MiB (peak above the resident size before the step)"
         )
     return results
 
@@ -109,7 +116,8 @@ def quality(checkpoint: str, camus: str, settings: dict, limit: int, seg_epochs:
 
     parser = bundle_parser(settings)
     network = parser.get_parsed_content("network_def").eval()
-    network.load_state_dict(torch.load(checkpoint, map_location="cpu", weights_only=True)["model"])
+    state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    network.load_state_dict(state.get("model", state))  # model.pt holds the EMA state dict itself
     conditioning = parser.get_parsed_content("conditioning")
     size = int(parser.get_parsed_content("image_size"))
     items = label_map_datalist(camus, split="training", limit=limit)
