@@ -61,6 +61,24 @@ class TracedVideoReader(ReaderDataset):
         """``(T, H, W)`` ``uint8`` frames of a video, from the cache when there is one."""
         return self.cache.load(path) if self.cache is not None else read_video(path)
 
+    def _traced_record(
+        self,
+        filename: str,
+        video_path: Path,
+        tracings: dict[str, dict[int, np.ndarray]],
+        num_frames: int | None,
+        required: bool,
+        fps: float | None,
+        meta: dict[str, Any],
+    ) -> dict[str, Any] | None:
+        """The index record of one video with its checked tracings, or ``None`` after rejecting it."""
+        checked = self._index_tracings(filename, tracings, num_frames, required)
+        if checked is None:
+            return None
+        frames, ed, es = checked
+        return {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
+                "es_frame": es, "fps": fps, "meta": meta}
+
     def _index_tracings(
         self, filename: str, tracings: dict[str, dict[int, np.ndarray]], num_frames: int | None, required: bool
     ) -> tuple[dict[int, np.ndarray] | None, int, int] | None:
@@ -191,12 +209,7 @@ class EchoNetDynamic(TracedVideoReader):
             except ValueError:
                 self.reject(filename, f"FileList.csv row {row} has a non-numeric EF/EDV/ESV/FPS/NumberOfFrames.")
                 continue
-            checked = self._index_tracings(filename, tracings, num_frames, require_tracings)
-            if checked is None:
-                continue
-            frames, ed, es = checked
-            records.append(
-                {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
-                 "es_frame": es, "fps": fps, "meta": meta}
-            )
+            record = self._traced_record(filename, video_path, tracings, num_frames, require_tracings, fps, meta)
+            if record is not None:
+                records.append(record)
         self._finalize(records, key="filename")

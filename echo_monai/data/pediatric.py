@@ -120,12 +120,7 @@ class EchoNetPediatric(TracedVideoReader):
             if not video_path.is_file():
                 self.reject(filename, f"listed in FileList.csv but video {str(video_path)!r} is missing.", True)
                 continue
-            checked = self._index_tracings(filename, tracings, None, require_tracings)
-            if checked is None:
-                continue
-            frames, ed, es = checked
-            records.append(
-                {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
-                 "es_frame": es, "fps": None, "meta": meta}
-            )
+            record = self._traced_record(filename, video_path, tracings, None, require_tracings, None, meta)
+            if record is not None:
+                records.append(record)
         self._finalize(records, key="filename")
