@@ -35,7 +35,12 @@ from echo_monai.metrics.frechet import frechet_distance, gaussian_frechet_distan
 from echo_monai.metrics.kernel import kernel_distance, polynomial_mmd_unbiased
 from echo_monai.metrics.perceptual import PerceptualDistance
 from echo_monai.metrics.prdc import nearest_neighbour_radii, prdc
-from echo_monai.metrics.privacy import MemorisationAudit, MemorisationResult, nearest_neighbour_similarity
+from echo_monai.metrics.privacy import (
+    MemorisationAudit,
+    MemorisationResult,
+    nearest_neighbour_similarity,
+    privacy_filter,
+)
 from echo_monai.metrics.reconstruction import reconstruction_metrics
 from echo_monai.metrics.report import markdown_tables, to_json_compatible, write_report
 
@@ -74,6 +79,7 @@ __all__ = [
     "nearest_neighbour_similarity",
     "polynomial_mmd_unbiased",
     "prdc",
+    "privacy_filter",
     "reconstruction_metrics",
     "regression_metrics",
     "resnet_encoder",

@@ -17,11 +17,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
-__all__ = ["MemorisationAudit", "MemorisationResult", "nearest_neighbour_similarity"]
+__all__ = ["MemorisationAudit", "MemorisationResult", "nearest_neighbour_similarity", "privacy_filter"]
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -194,3 +196,39 @@ class MemorisationAudit:
             nearest_train_index=[int(i) for i in nearest],
             held_out_similarity=[float(s) for s in held_similarity],
         )
+
+
+def privacy_filter(
+    synthetic: torch.Tensor,
+    train: torch.Tensor,
+    held_out: torch.Tensor,
+    embed: Callable[[torch.Tensor], torch.Tensor],
+    percentile: float = 95.0,
+) -> tuple[torch.Tensor, dict[str, Any]]:
+    """Keep the synthetic samples that no training sample re-identifies.
+
+    The threshold is the ``percentile`` of the best train↔held-out similarities of real data (95 in
+    EchoNet-Synthetic): a synthetic sample more similar than that to its nearest training sample is dropped.
+
+    Args:
+        synthetic: synthetic samples ``(M, ...)`` (latents or images the network embeds).
+        train: the generator's real training samples ``(N, ...)``.
+        held_out: real samples of other patients ``(H, ...)``.
+        embed: the re-identification network (or any embedding callable).
+        percentile: threshold percentile.
+
+    Returns:
+        ``(keep, report)``: a boolean mask ``(M,)`` and the audit summary (threshold, memorisation rate, flagged
+        indices).
+    """
+    was_training = getattr(embed, "training", False)
+    if isinstance(embed, nn.Module):
+        embed.eval()
+    try:
+        result = MemorisationAudit(embed=embed, percentile=percentile)(synthetic, train, held_out)
+    finally:
+        if isinstance(embed, nn.Module):
+            embed.train(was_training)
+    keep = torch.ones(synthetic.shape[0], dtype=torch.bool)
+    keep[np.asarray(result.flagged_indices, dtype=np.int64)] = False
+    return keep, result.summary()

@@ -11,6 +11,7 @@ from echo_monai.transforms.label_map import (
     fan_sector_mask,
     sector_from_image,
 )
+from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
@@ -24,6 +25,7 @@ __all__ = [
     "sector_from_image",
     "CenterClipd",
     "LoadVideod",
+    "PairedFramesd",
     "PickFramesd",
     "RandClipd",
     "ResampleFPSd",
