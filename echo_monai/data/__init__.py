@@ -6,12 +6,22 @@ from echo_monai.data.camus import CAMUS
 from echo_monai.data.dicom import DicomCine
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.label_maps import label_map_datalist
+from echo_monai.data.latent_cache import (
+    LatentCacheDataset,
+    LatentCacheError,
+    autoencoder_fingerprint,
+    encode_latent_cache,
+)
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "LatentCacheDataset",
+    "LatentCacheError",
+    "autoencoder_fingerprint",
+    "encode_latent_cache",
     "BUSI",
     "BUSV",
     "CAMUS",

@@ -1,5 +1,14 @@
 from __future__ import annotations
 
+from echo_monai.engines.autoencoder import (
+    AutoencoderKLInferer,
+    AutoencoderKLLoss,
+    AutoencoderPrepareBatch,
+    PatchDiscriminatorLoss,
+    PatchGeneratorLoss,
+    kl_divergence,
+    make_autoencoder_trainer,
+)
 from echo_monai.engines.conditioning import Condition, Conditioning
 from echo_monai.engines.prepare_batch import (
     DDPMPrepareBatch,
@@ -10,6 +19,13 @@ from echo_monai.engines.prepare_batch import (
 from echo_monai.engines.utils import first_batch
 
 __all__ = [
+    "AutoencoderKLInferer",
+    "AutoencoderKLLoss",
+    "AutoencoderPrepareBatch",
+    "PatchDiscriminatorLoss",
+    "PatchGeneratorLoss",
+    "kl_divergence",
+    "make_autoencoder_trainer",
     "Condition",
     "Conditioning",
     "DDPMPrepareBatch",

@@ -1,1 +1,16 @@
 from __future__ import annotations
+
+from echo_monai.networks.blocks.factorised_attention import FactorisedAttentionBlock, TemporalTransformer
+from echo_monai.networks.blocks.spatiotemporal_resblock import (
+    SpatioTemporalResBlock,
+    TemporalConvBlock,
+    apply_per_frame,
+)
+
+__all__ = [
+    "FactorisedAttentionBlock",
+    "SpatioTemporalResBlock",
+    "TemporalConvBlock",
+    "TemporalTransformer",
+    "apply_per_frame",
+]
