@@ -28,6 +28,11 @@ from echo_monai.data.video_io import probe_video, read_video
 __all__ = ["TracedVideoReader", "EchoNetDynamic"]
 
 
+
+def _optional_float(text: str | None) -> float:
+    """A FileList number, NaN for an empty cell; ``ValueError`` for text that is not a number."""
+    return float("nan") if text is None or not str(text).strip() else float(text)
+
 class TracedVideoReader(ReaderDataset):
     """Base of the EchoNet readers: AVI videos plus two traced frames (ED and ES) per video.
 
@@ -143,7 +148,7 @@ class EchoNetDynamic(TracedVideoReader):
     * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (112 x 112 in the release);
       with ``lazy=True`` a read-only ``uint8`` numpy memory map of the same shape.
     * ``ejection_fraction``: float, EF in percent (0-100), ``EF`` column.
-    * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL (``EDV``, ``ESV``).
+    * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL (``EDV``, ``ESV``; NaN when empty).
     * ``fps``: float, frames per second (``FPS`` column, else the AVI header).
     * ``ed_frame``, ``es_frame``: int, index in [0, T) of the traced frame with the largest / smallest cavity
       (-1 when the video has no tracings and ``require_tracings=False``).
@@ -200,8 +205,8 @@ class EchoNetDynamic(TracedVideoReader):
             try:
                 meta = {
                     "ejection_fraction": float(row["EF"]),
-                    "edv": float(row["EDV"]),
-                    "esv": float(row["ESV"]),
+                    "edv": _optional_float(row["EDV"]),  # empty in synthetic exports: NaN
+                    "esv": _optional_float(row["ESV"]),
                     "split": row["Split"].upper(),
                 }
                 fps = float(row["FPS"]) if row.get("FPS") else None
