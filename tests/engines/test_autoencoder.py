@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ignite.engine import Events
+from ignite.engine import Engine, Events
+from monai.bundle import ConfigParser
 from monai.engines import AdversarialTrainer
 from monai.networks.nets import AutoencoderKL, PatchDiscriminator, ResNet
 
@@ -216,7 +217,8 @@ def test_perceptual_term_from_a_local_network(autoencoder):
     base = AutoencoderKLLoss(inferer, kl_weight=1e-6)(recon, images)
     loss_fn = AutoencoderKLLoss(inferer, kl_weight=1e-6, perceptual=perceptual, perceptual_weight=0.5)
     loss = loss_fn(recon, images)
-    assert float(loss) == pytest.approx(float(base) + 0.5 * float(perceptual(recon, images)), rel=1e-5)
+    expected = float(base.detach()) + 0.5 * float(perceptual(recon, images).detach())
+    assert float(loss.detach()) == pytest.approx(expected, rel=1e-5)
     loss.backward()
     assert autoencoder.decoder.blocks[-1].conv.weight.grad is not None
 
@@ -251,3 +253,50 @@ def test_adversarial_and_factory_arguments_raise(discriminator, autoencoder):
         PatchDiscriminatorLoss(adv_start_iteration=-1)
     with pytest.raises(ValueError, match="max_epochs"):
         make_autoencoder_trainer(autoencoder, discriminator, [], max_epochs=0)
+
+
+def test_warm_up_follows_the_engine_iteration_after_resume():
+    g_loss = PatchGeneratorLoss(adv_weight=1.0, adv_start_iteration=5)
+    values = []
+    engine = Engine(lambda e, b: values.append((e.state.iteration, float(g_loss([torch.zeros(1, 1, 2, 2)])))))
+    g_loss.attach(engine)
+    engine.load_state_dict({"iteration": 4, "max_epochs": 2, "epoch_length": 4})  # as CheckpointLoader restores it
+    engine.run([0, 1, 2, 3])
+    assert values == [(5, 0.0), (6, pytest.approx(1.0)), (7, pytest.approx(1.0)), (8, pytest.approx(1.0))]
+
+
+def test_bundle_config_wires_the_trainer_by_target():
+    config = {
+        "autoencoder": {
+            "_target_": "AutoencoderKL",
+            "spatial_dims": 2,
+            "channels": [8, 16],
+            "latent_channels": 4,
+            "num_res_blocks": 1,
+            "norm_num_groups": 8,
+            "attention_levels": [False, False],
+            "with_encoder_nonlocal_attn": False,
+            "with_decoder_nonlocal_attn": False,
+        },
+        "discriminator": {
+            "_target_": "PatchDiscriminator",
+            "spatial_dims": 2,
+            "num_layers_d": 2,
+            "channels": 8,
+            "in_channels": 1,
+        },
+        "train": {
+            "trainer": {
+                "_target_": "echo_monai.engines.make_autoencoder_trainer",
+                "autoencoder": "@autoencoder",
+                "discriminator": "@discriminator",
+                "train_data_loader": "$[{'video': torch.zeros(1, 1, 2, 16, 16)}]",
+                "max_epochs": 1,
+                "image_key": "video",
+                "adv_start_iteration": 0,
+            }
+        },
+    }
+    trainer = ConfigParser(config).get_parsed_content("train#trainer")
+    trainer.run()
+    assert trainer.state.iteration == 1 and float(trainer.state.output["generator_loss"].detach()) > 0
