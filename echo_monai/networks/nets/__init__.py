@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from echo_monai.networks.nets.reidentification import ReIdentificationNet
 from echo_monai.networks.nets.spatiotemporal_unet import SpatioTemporalUNet
 
-__all__ = ["SpatioTemporalUNet"]
+__all__ = ["ReIdentificationNet", "SpatioTemporalUNet"]

@@ -83,7 +83,8 @@ class SpatioTemporalUNet(nn.Module):
     Example:
         >>> net = SpatioTemporalUNet(8, 4, channels=(32, 64), attention_levels=(False, True), num_head_channels=16,
         ...                          norm_num_groups=8, with_conditioning=True, cross_attention_dim=1)
-        >>> v = net(torch.randn(2, 8, 16, 16, 16), torch.tensor([10, 500]), context=ef[:, None, None])  # (2,4,16,16,16)
+        >>> x = torch.cat([noisy_latents, reference_latents], dim=1)  # (2, 4 + 4, T=16, 16, 16)
+        >>> velocity = net(x, torch.tensor([10.0, 500.0]), context=ejection_fraction.reshape(2, 1, 1) / 100)
     """
 
     def __init__(
