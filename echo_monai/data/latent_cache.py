@@ -203,7 +203,7 @@ def encode_latent_cache(
                 item = load()
                 if not isinstance(item, Mapping) or key not in item:
                     raise KeyError(f"encode_latent_cache: item {index} has no key '{key}'.")
-                pixels = torch.as_tensor(item[key]).float()
+                pixels = torch.as_tensor(item[key]).as_subclass(torch.Tensor).float()  # MetaTensor -> Tensor
                 if pixels.ndim not in (3, 4):
                     raise ValueError(
                         f"encode_latent_cache: item {index} '{key}' must be (C, H, W) or (C, T, H, W), got "
@@ -251,6 +251,7 @@ class LatentCacheDataset(Dataset):
         expected_fingerprint: the fingerprint the cache must carry (a string), or the autoencoder itself (its
             fingerprint is computed with ``expected_config``); None to accept any complete cache.
         expected_config: the config used with an autoencoder ``expected_fingerprint``.
+        stage: the bundle stage that builds the cache, named in the error messages (e.g. ``"echo_flow autoencoder"``).
 
     Raises:
         LatentCacheError: the cache is missing, incomplete or corrupt, or was built by another autoencoder; an item
@@ -267,17 +268,19 @@ class LatentCacheDataset(Dataset):
         cache_dir: str | os.PathLike,
         expected_fingerprint: str | torch.nn.Module | None = None,
         expected_config: Mapping[str, Any] | None = None,
+        stage: str = "autoencoder",
     ) -> None:
         self.cache_dir = Path(cache_dir)
+        self.stage = stage
         if not self.cache_dir.is_dir():
             raise LatentCacheError(
-                f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} does not exist; run the autoencoder stage's "
+                f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} does not exist; run the {stage} stage's "
                 "encode_latent_cache first."
             )
         if not (self.cache_dir / STATS_FILE).is_file():
             raise LatentCacheError(
                 f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} is incomplete ({STATS_FILE} is missing); "
-                "re-run encode_latent_cache, it resumes."
+                f"re-run the {stage} stage's encode_latent_cache, it resumes."
             )
         self.stats = _read_json(self.cache_dir / STATS_FILE, "statistics")
         index = _read_json(self.cache_dir / INDEX_FILE, "index")
@@ -287,7 +290,7 @@ class LatentCacheDataset(Dataset):
         if expected_fingerprint is not None and expected_fingerprint != self.fingerprint:
             raise LatentCacheError(
                 f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} was built by another autoencoder "
-                f"(fingerprint {self.fingerprint}); expected {expected_fingerprint}. Re-encode it with the autoencoder "
+                f"(fingerprint {self.fingerprint}); expected {expected_fingerprint}. Re-encode it with the {stage} "
                 "stage's checkpoint (encode_latent_cache into a new cache_dir)."
             )
         items = index.get("items")
@@ -302,7 +305,7 @@ class LatentCacheDataset(Dataset):
         ):
             raise LatentCacheError(
                 f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} is corrupt: {INDEX_FILE} and {STATS_FILE} "
-                "disagree; re-run encode_latent_cache into a new cache_dir."
+                f"disagree; re-run the {stage} stage's encode_latent_cache into a new cache_dir."
             )
         self.items: list[dict] = items
         latent_scaler, _ = _latent_tools()
@@ -317,7 +320,8 @@ class LatentCacheDataset(Dataset):
         path = self.cache_dir / entry["file"]
         if not path.is_file():
             raise LatentCacheError(
-                f"LatentCacheDataset: latent file {str(path)!r} is missing; re-run encode_latent_cache."
+                f"LatentCacheDataset: latent file {str(path)!r} is missing; re-run the {self.stage} stage's "
+                "encode_latent_cache."
             )
         try:
             latent = np.load(path, mmap_mode="r")

@@ -122,8 +122,8 @@ def test_fingerprint_depends_on_weights_and_config(autoencoder):
 def test_cache_of_another_autoencoder_raises(autoencoder, tmp_path):
     encode_latent_cache(autoencoder, _items(2), tmp_path)
     other = _autoencoder(seed=1)
-    with pytest.raises(LatentCacheError, match=f"{tmp_path}.*built by another autoencoder.*expected"):
-        LatentCacheDataset(tmp_path, expected_fingerprint=other)
+    with pytest.raises(LatentCacheError, match=f"{tmp_path}.*built by another autoencoder.*expected.*echo_flow vae"):
+        LatentCacheDataset(tmp_path, expected_fingerprint=other, stage="echo_flow vae")
     with pytest.raises(LatentCacheError, match="another autoencoder"):
         LatentCacheDataset(tmp_path, expected_fingerprint="0" * 64)
     with pytest.raises(LatentCacheError, match=f"{tmp_path}.*another autoencoder or key"):
@@ -189,3 +189,14 @@ def test_bad_items_raise(tmp_path, autoencoder):
         encode_latent_cache(autoencoder, DataLoader([torch.zeros(1, 16, 16)], batch_size=1), tmp_path / "d")
     assert autoencoder.training is False
     assert not os.path.exists(tmp_path / "b" / "latent_stats.json")
+
+
+def test_metatensor_items_encode_like_tensors(autoencoder, tmp_path):
+    from monai.data import MetaTensor
+
+    items = _items(2)
+    meta_items = [{**item, "image": MetaTensor(item["image"])} for item in items]
+    encode_latent_cache(autoencoder, items, tmp_path / "a")
+    encode_latent_cache(autoencoder, meta_items, tmp_path / "b")
+    a, b = LatentCacheDataset(tmp_path / "a"), LatentCacheDataset(tmp_path / "b")
+    assert type(b[0]["latent"]) is torch.Tensor and torch.equal(a[1]["latent"], b[1]["latent"])
