@@ -124,7 +124,9 @@ class EchoNetExporter:
                 row = json.loads(path.read_text())
                 rows.append([row[column] for column in FILELIST_COLUMNS])
             except (json.JSONDecodeError, KeyError) as error:
-                raise ValueError(f"EchoNetExporter: row file {str(path)!r} is invalid ({error}); delete it and rerun.")
+                raise ValueError(
+                    f"EchoNetExporter: row file {str(path)!r} is invalid ({error}); delete it and rerun."
+                ) from error
         write_csv(self.root / "FileList.csv", FILELIST_COLUMNS, rows)
         write_csv(self.root / "VolumeTracings.csv", TRACING_COLUMNS, [])
         return self.root

@@ -12,16 +12,19 @@ from echo_monai.data.latent_cache import (
     autoencoder_fingerprint,
     encode_latent_cache,
 )
+from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "LatentScaler",
     "LatentCacheDataset",
     "LatentCacheError",
     "autoencoder_fingerprint",
     "encode_latent_cache",
+    "framewise",
     "BUSI",
     "BUSV",
     "CAMUS",

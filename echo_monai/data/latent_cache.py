@@ -27,6 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from echo_monai.data.atomic import atomic_path, write_json
+from echo_monai.data.latents import LatentScaler, framewise
 
 __all__ = ["LatentCacheDataset", "LatentCacheError", "autoencoder_fingerprint", "encode_latent_cache"]
 
@@ -36,14 +37,6 @@ STATS_FILE = "latent_stats.json"
 
 class LatentCacheError(ValueError):
     """A latent cache that is missing, incomplete, corrupt or built by another autoencoder."""
-
-
-def _latent_tools() -> tuple[Any, Any]:
-    # echo_monai.inferers sits below data in the layer map; imported lazily so `import echo_monai.data` stays light
-    # and free of import cycles.
-    from echo_monai.inferers.latent_sampler import LatentScaler, framewise
-
-    return LatentScaler, framewise
 
 
 def autoencoder_fingerprint(autoencoder: torch.nn.Module, config: Mapping[str, Any] | None = None) -> str:
@@ -167,7 +160,6 @@ def encode_latent_cache(
         KeyError: an item lacks ``key``.
         ValueError: an item is neither ``(C, H, W)`` nor ``(C, T, H, W)``, or ``data`` is empty.
     """
-    _, framewise = _latent_tools()
     folder = Path(cache_dir)
     fingerprint = autoencoder_fingerprint(autoencoder, config)
     header = {"fingerprint": fingerprint, "autoencoder_config": dict(config or {}), "key": key}
@@ -308,8 +300,7 @@ class LatentCacheDataset(Dataset):
                 f"disagree; re-run the {stage} stage's encode_latent_cache into a new cache_dir."
             )
         self.items: list[dict] = items
-        latent_scaler, _ = _latent_tools()
-        self.scaler = latent_scaler(scale=[1.0 / s for s in std], shift=mean)
+        self.scaler = LatentScaler(scale=[1.0 / s for s in std], shift=mean)
 
     def __len__(self) -> int:
         return len(self.items)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
-from echo_monai.inferers.latent_sampler import LatentSampler, LatentScaler, framewise
+from echo_monai.data.latents import LatentScaler, framewise
+from echo_monai.inferers.latent_sampler import LatentSampler
 from echo_monai.inferers.sampler import FlowSolver, Sampler
 
 __all__ = ["FlowSolver", "LatentSampler", "LatentScaler", "Sampler", "framewise"]
