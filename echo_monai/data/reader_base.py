@@ -14,6 +14,7 @@ otherwise); with ``on_invalid="skip"`` the items are dropped, each one logged, a
 from __future__ import annotations
 
 import logging
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
 
@@ -55,7 +56,7 @@ def _format_problems(dataset: str, problems: Sequence[tuple[str, str]], limit: i
     return f"{dataset}: {len(problems)} invalid item(s):\n" + "\n".join(lines)
 
 
-class ReaderDataset(Dataset):
+class ReaderDataset(Dataset, ABC):
     """Base of the readers: a MONAI ``Dataset`` over index records that loads each record on access.
 
     Subclasses build a list of records (dicts of paths and metadata) calling :meth:`reject` for each bad one and
@@ -134,9 +135,9 @@ class ReaderDataset(Dataset):
         self.data = records
 
     # --- access ---------------------------------------------------------------------------------------------------
+    @abstractmethod
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
         """Load one index record into the item dict documented by the subclass."""
-        raise NotImplementedError
 
     def _transform(self, index: int) -> Any:
         return self.transform(self.load_record(self.data[index]))

@@ -12,6 +12,7 @@ A typical training chain::
 from __future__ import annotations
 
 import os
+from abc import abstractmethod
 from collections.abc import Hashable, Mapping, Sequence
 from typing import Any
 
@@ -181,8 +182,9 @@ class _ClipBase(MapTransform):
         """Source frames covered by one clip: ``(num_frames - 1) * period + 1``."""
         return (self.num_frames - 1) * self.period + 1
 
+    @abstractmethod
     def _start(self, total: int) -> int:
-        raise NotImplementedError
+        """First source frame of the clip in a video of ``total`` frames."""
 
     def _clip(self, video: Video, start: int) -> torch.Tensor:
         total = video.shape[1]
