@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from echo_monai.networks.blocks.condition_embedding import ScalarTokenEmbedding
 from echo_monai.networks.blocks.factorised_attention import FactorisedAttentionBlock, TemporalTransformer
 from echo_monai.networks.blocks.spatiotemporal_resblock import (
     SpatioTemporalResBlock,
@@ -9,6 +10,7 @@ from echo_monai.networks.blocks.spatiotemporal_resblock import (
 
 __all__ = [
     "FactorisedAttentionBlock",
+    "ScalarTokenEmbedding",
     "SpatioTemporalResBlock",
     "TemporalConvBlock",
     "TemporalTransformer",
