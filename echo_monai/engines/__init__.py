@@ -16,6 +16,7 @@ from echo_monai.engines.prepare_batch import (
     FlowMatchingPrepareBatch,
     SamplingPrepareBatch,
 )
+from echo_monai.engines.reidentification import ContrastivePairPrepareBatch, PairContrastiveLoss
 from echo_monai.engines.utils import first_batch
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "kl_divergence",
     "make_autoencoder_trainer",
     "Condition",
+    "ContrastivePairPrepareBatch",
+    "PairContrastiveLoss",
     "Conditioning",
     "DDPMPrepareBatch",
     "DenoisingPrepareBatch",
