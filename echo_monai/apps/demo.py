@@ -54,6 +54,8 @@ def run_demo(
     sampling_steps: int = 20,
     seg_epochs: int = 20,
     seed: int = 0,
+    settings: dict[str, Any] | None = None,
+    phantom_size: int = 128,
 ) -> Path:
     """Run the demo into ``out`` and return the report folder.
 
@@ -65,6 +67,8 @@ def run_demo(
         sampling_steps: DPM-Solver++ steps.
         seg_epochs: epochs of each downstream segmentation training.
         seed: phantom and sampling seed.
+        settings: bundle overrides replacing :data:`DEMO_SETTINGS` entries (network size, resolution).
+        phantom_size: side of the simulated images, pixels.
     """
     if patients < 10:
         raise ValueError(
@@ -80,10 +84,16 @@ def run_demo(
     camus = out / "data" / "CAMUS"
     if not (camus / "database_split" / "subgroup_testing.txt").is_file():
         logger.info("demo 1/4: simulating %d phantom patients in the CAMUS layout", patients)
-        simulate("camus", camus, n=patients, seed=seed, image_size=(128, 128))
+        simulate("camus", camus, n=patients, seed=seed, image_size=(phantom_size, phantom_size))
     timings["simulate_s"] = time.perf_counter() - start
 
-    common = {"bundle_root": str(out / "bundle"), "dataset_dir": str(camus), "seed": seed, **DEMO_SETTINGS}
+    common = {
+        "bundle_root": str(out / "bundle"),
+        "dataset_dir": str(camus),
+        "seed": seed,
+        **DEMO_SETTINGS,
+        **(settings or {}),
+    }
     logger.info("demo 2/4: training echo_seg_ddpm for %d epochs", epochs)
     t = time.perf_counter()
     _run(
