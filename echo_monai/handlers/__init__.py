@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpoint
+from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpoint, load_stage_checkpoint
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
@@ -13,6 +13,7 @@ __all__ = [
     "StageCheckpointLoader",
     "SyntheticSampleWriter",
     "latest_checkpoint",
+    "load_stage_checkpoint",
     "make_grid",
     "write_video",
 ]

@@ -13,10 +13,11 @@ import re
 from pathlib import Path
 from typing import Any
 
+import torch
 from ignite.engine import Engine
 from monai.handlers import CheckpointLoader
 
-__all__ = ["latest_checkpoint", "StageCheckpointLoader"]
+__all__ = ["latest_checkpoint", "load_stage_checkpoint", "StageCheckpointLoader"]
 
 _ITERATION = re.compile(r"iteration=(\d+)")
 
@@ -79,3 +80,51 @@ class StageCheckpointLoader(CheckpointLoader):
                 f"checkpoint '{self.load_path}' does not fit the network(s) {sorted(self.load_dict)} of this "
                 f"bundle (made by another network or configuration?): {first}"
             ) from e
+
+
+def load_stage_checkpoint(
+    load_path: str | os.PathLike, load_dict: dict, stage: str = "training", map_location: Any = "cpu"
+) -> Any:
+    """Restore ``load_dict`` from a checkpoint outside an engine, with :class:`StageCheckpointLoader`'s errors.
+
+    For configs that need trained weights while they are parsed (a pipeline stage reading an earlier stage's
+    networks, a latent cache checked against its autoencoder).
+
+    Args:
+        load_path: the checkpoint file (a dict of state dicts, as ``CheckpointSaver`` writes; a single object's
+            state dict is stored unwrapped).
+        load_dict: name in the checkpoint -> module to restore.
+        stage: the stage that produces the checkpoint, named in the messages.
+        map_location: passed to ``torch.load``.
+
+    Returns:
+        the first module of ``load_dict`` (so a config can write ``net: "$load_stage_checkpoint(...)"``).
+
+    Raises:
+        FileNotFoundError: the file is missing (names the stage to run first).
+        ValueError: the checkpoint does not fit the modules.
+
+    Example:
+        >>> vae = load_stage_checkpoint("models/autoencoder.pt", {"autoencoder": vae}, "echo_flow train --stage vae")
+    """
+    if not load_dict:
+        raise ValueError("load_stage_checkpoint: load_dict must name at least one module.")
+    if not Path(load_path).is_file():
+        raise FileNotFoundError(
+            f"checkpoint '{load_path}' does not exist: run the {stage} stage first, "
+            "or point the checkpoint path at a trained checkpoint."
+        )
+    checkpoint = torch.load(str(load_path), map_location=map_location, weights_only=True)
+    first_name = next(iter(load_dict))
+    if len(load_dict) == 1 and first_name not in checkpoint:
+        checkpoint = {first_name: checkpoint}  # CheckpointSaver stores a single object's state dict unwrapped
+    try:
+        for name, module in load_dict.items():
+            module.load_state_dict(checkpoint[name])
+    except (RuntimeError, KeyError) as e:
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ValueError(
+            f"checkpoint '{load_path}' does not fit the network(s) {sorted(load_dict)} of the {stage} stage "
+            f"(made by another network or configuration?): {first}"
+        ) from e
+    return next(iter(load_dict.values()))
