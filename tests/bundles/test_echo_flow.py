@@ -77,7 +77,15 @@ def make_overrides(root: Path) -> dict[str, dict]:
         "train_reid": {**common, **fit},
         "train": {**common, **fit},
         "infer": {**common, "ejection_fractions": EFS, "output_dir": str(root / "synthetic")},
-        "evaluate": {**common, "output_dir": str(root / "synthetic"), "report_dir": str(root / "report")},
+        "evaluate": {
+            **common,
+            "output_dir": str(root / "synthetic"),
+            "report_dir": str(root / "report"),
+            "ef_frames": 4,
+            "ef_block_inplanes": [4, 8, 8, 8],
+            "ef_epochs": 1,
+            "ef_batch_size": 2,
+        },
     }
     # the later stages' data is the stage-1 latent cache: train the tiny VAE and encode the phantom once
     if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
@@ -127,6 +135,8 @@ def test_infer_exports_the_requested_efs_then_evaluate(trained):
     assert cli.main(["evaluate", str(BUNDLE), *_argv(o["evaluate"])]) == 0
     metrics = json.loads((Path(o["evaluate"]["report_dir"]) / "metrics.json").read_text())
     assert metrics["synthetic"]["videos"] == 3
+    assert set(metrics["ef_regression"]) == {"real", "synthetic"}
+    assert metrics["ef_regression"]["synthetic"]["mae"] >= 0.0
 
 
 def test_ef_outside_0_100_is_refused(trained):
@@ -160,3 +170,33 @@ def test_missing_stage_checkpoint_names_the_stage(trained, tmp_path):
     with pytest.raises(Exception) as info:
         cli.main(["infer", str(BUNDLE), *_argv(args)])
     assert "echo_flow train --stage reid" in _chain(info.value)
+
+
+def test_multi_gpu_overlay_trains_the_video_stage_with_torchrun_on_cpu(tmp_path):
+    """The torchrun + DDP overlay through the same engines, two CPU processes with Gloo."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    overrides = make_overrides(tmp_path)["train"]
+    script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node=2",
+        "--standalone",
+        script,
+        "train",
+        str(BUNDLE),
+        "--multi-gpu",
+        *_argv({**overrides, "held_out_split": "TRAIN"}),  # the phantom's 1 VAL video cannot feed 2 ranks
+    ]
+    done = subprocess.run(
+        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = Path(overrides["bundle_root"]) / "models"
+    # 6 training videos, 2 ranks x batch 2 -> 3 videos and 2 iterations per rank
+    assert (models / "model.pt").is_file() and (models / "video_checkpoint_final_iteration=2.pt").is_file()
