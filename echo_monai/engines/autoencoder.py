@@ -348,6 +348,8 @@ def make_autoencoder_trainer(
 
     Returns:
         the trainer; its ``g_inferer`` exposes the posterior, ``state.recon_loss_function.terms`` the loss terms.
+        Its ``state_dict()`` holds only the iteration / epoch counters (weights-only loadable): checkpoint the
+        networks and ``state.g_optimizer`` / ``state.d_optimizer`` as their own entries.
     """
     if max_epochs < 1:
         raise ValueError(f"make_autoencoder_trainer: max_epochs must be >= 1, got {max_epochs}.")
@@ -355,7 +357,7 @@ def make_autoencoder_trainer(
     g_loss = PatchGeneratorLoss(adv_weight, adv_start_iteration, criterion)
     d_loss = PatchDiscriminatorLoss(adv_weight, adv_start_iteration, criterion)
     trainer_kwargs.setdefault("decollate", False)
-    return AdversarialTrainer(
+    trainer = AdversarialTrainer(
         device=torch.device(device),
         max_epochs=max_epochs,
         train_data_loader=train_data_loader,
@@ -371,3 +373,8 @@ def make_autoencoder_trainer(
         train_handlers=[g_loss, d_loss, *(train_handlers or [])],
         **trainer_kwargs,
     )
+    # MONAI adds the networks, optimizers and losses to the trainer's state dict as objects, which MONAI's own
+    # CheckpointLoader (torch.load(weights_only=True)) cannot read back; checkpoint them as separate entries and keep
+    # only the iteration / epoch counters in the trainer's entry, so a run resumes where it stopped.
+    trainer._state_dict_user_keys.clear()
+    return trainer

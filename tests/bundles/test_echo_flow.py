@@ -153,6 +153,11 @@ def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path):
     # another autoencoder: same architecture, other weights
     other = {**o["train_vae"], "bundle_root": str(tmp_path / "other"), "seed": 1}
     assert cli.main(["train", str(BUNDLE), "--stage", "vae", *_argv(other)]) == 0
+    # a second run with more epochs resumes from the stage's last checkpoint instead of starting again
+    assert cli.main(["train", str(BUNDLE), "--stage", "vae", *_argv({**other, "epochs": 2})]) == 0
+    models = tmp_path / "other" / "models"
+    finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("vae_checkpoint_final_iteration=*.pt"))
+    assert finals[-1] == 2 * finals[0]
     args = {
         **o["train"],
         "vae_ckpt": str(tmp_path / "other" / "models" / "autoencoder.pt"),

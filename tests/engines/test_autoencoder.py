@@ -300,3 +300,15 @@ def test_bundle_config_wires_the_trainer_by_target():
     trainer = ConfigParser(config).get_parsed_content("train#trainer")
     trainer.run()
     assert trainer.state.iteration == 1 and float(trainer.state.output["generator_loss"].detach()) > 0
+
+
+def test_trainer_state_dict_reloads_weights_only(autoencoder, discriminator, tmp_path):
+    """MONAI's CheckpointLoader reads with weights_only=True: the trainer's entry holds counters, not objects."""
+    videos = torch.rand(1, 1, 2, 16, 16) * 2 - 1
+    trainer = make_autoencoder_trainer(autoencoder, discriminator, [{"video": videos}], 1, image_key="video")
+    trainer.run()
+    torch.save({"trainer": trainer.state_dict()}, tmp_path / "checkpoint.pt")
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["trainer"]
+    fresh = make_autoencoder_trainer(autoencoder, discriminator, [{"video": videos}], 2, image_key="video")
+    fresh.load_state_dict(state)
+    assert fresh.state.iteration == trainer.state.iteration == 1
