@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from bundle_helpers import cli_args, error_chain, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -40,13 +41,6 @@ TINY = {
     "gate_frame_stride": 2,
 }
 EFS = [25.0, 55.0, 80.0]
-
-
-def _argv(overrides: dict) -> list[str]:
-    argv = []
-    for key, value in overrides.items():
-        argv += [f"--{key}", repr(value) if not isinstance(value, str) else value]
-    return argv
 
 
 def make_overrides(root: Path) -> dict[str, dict]:
@@ -89,27 +83,18 @@ def make_overrides(root: Path) -> dict[str, dict]:
     }
     # the later stages' data is the stage-1 latent cache: train the tiny VAE and encode the phantom once
     if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
-        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *_argv(overrides["train_vae"])]) == 0
-        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *_argv(overrides["encode"])]) == 0
+        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
+        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
     return overrides
-
-
-def _chain(error: BaseException) -> str:
-    """The messages of an exception and its causes (MONAI wraps config errors)."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("echo_flow")
     o = make_overrides(root)  # phantom, stage 1 (VAE) and the latent cache
-    assert cli.main(["train", str(BUNDLE), "--stage", "image", *_argv(o["train_image"])]) == 0
-    assert cli.main(["train", str(BUNDLE), "--stage", "reid", *_argv(o["train_reid"])]) == 0
-    assert cli.main(["train", str(BUNDLE), *_argv(o["train"])]) == 0
+    assert cli.main(["train", str(BUNDLE), "--stage", "image", *cli_args(o["train_image"])]) == 0
+    assert cli.main(["train", str(BUNDLE), "--stage", "reid", *cli_args(o["train_reid"])]) == 0
+    assert cli.main(["train", str(BUNDLE), *cli_args(o["train"])]) == 0
     return root, o
 
 
@@ -124,7 +109,7 @@ def test_train_all_stages_write_their_checkpoints_and_the_latent_cache(trained):
 
 def test_infer_exports_the_requested_efs_then_evaluate(trained):
     root, o = trained
-    assert cli.main(["infer", str(BUNDLE), *_argv(o["infer"])]) == 0
+    assert cli.main(["infer", str(BUNDLE), *cli_args(o["infer"])]) == 0
     out = Path(o["infer"]["output_dir"])
     with open(out / "FileList.csv", newline="") as f:
         rows = list(csv.DictReader(f))
@@ -132,7 +117,7 @@ def test_infer_exports_the_requested_efs_then_evaluate(trained):
     assert len(list((out / "Videos").glob("*.avi"))) == 3
     report = json.loads((out / "generation_report.json").read_text())
     assert report["failed"] == [] and len(report["written"]) == 3
-    assert cli.main(["evaluate", str(BUNDLE), *_argv(o["evaluate"])]) == 0
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(o["evaluate"])]) == 0
     metrics = json.loads((Path(o["evaluate"]["report_dir"]) / "metrics.json").read_text())
     assert metrics["synthetic"]["videos"] == 3
     assert set(metrics["ef_regression"]) == {"real", "synthetic"}
@@ -143,8 +128,8 @@ def test_ef_outside_0_100_is_refused(trained):
     root, o = trained
     args = {**o["infer"], "ejection_fractions": [120.0], "output_dir": str(root / "bad_ef")}
     with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *_argv(args)])
-    assert "EF 120" in _chain(info.value)
+        cli.main(["infer", str(BUNDLE), *cli_args(args)])
+    assert "EF 120" in error_chain(info.value)
 
 
 def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path):
@@ -152,9 +137,9 @@ def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path):
     bundle = Path(o["train"]["bundle_root"])
     # another autoencoder: same architecture, other weights
     other = {**o["train_vae"], "bundle_root": str(tmp_path / "other"), "seed": 1}
-    assert cli.main(["train", str(BUNDLE), "--stage", "vae", *_argv(other)]) == 0
+    assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(other)]) == 0
     # a second run with more epochs resumes from the stage's last checkpoint instead of starting again
-    assert cli.main(["train", str(BUNDLE), "--stage", "vae", *_argv({**other, "epochs": 2})]) == 0
+    assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args({**other, "epochs": 2})]) == 0
     models = tmp_path / "other" / "models"
     finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("vae_checkpoint_final_iteration=*.pt"))
     assert finals[-1] == 2 * finals[0]
@@ -165,42 +150,22 @@ def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path):
         "ckpt_dir": str(tmp_path / "models"),
     }
     with pytest.raises(Exception) as info:
-        cli.main(["train", str(BUNDLE), *_argv(args)])
-    assert "echo_flow infer --stage encode" in _chain(info.value) and "fingerprint" in _chain(info.value)
+        cli.main(["train", str(BUNDLE), *cli_args(args)])
+    assert "echo_flow infer --stage encode" in error_chain(info.value) and "fingerprint" in error_chain(info.value)
 
 
 def test_missing_stage_checkpoint_names_the_stage(trained, tmp_path):
     root, o = trained
     args = {**o["infer"], "reid_ckpt": str(tmp_path / "missing.pt"), "output_dir": str(tmp_path / "out")}
     with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *_argv(args)])
-    assert "echo_flow train --stage reid" in _chain(info.value)
+        cli.main(["infer", str(BUNDLE), *cli_args(args)])
+    assert "echo_flow train --stage reid" in error_chain(info.value)
 
 
 def test_multi_gpu_overlay_trains_the_video_stage_with_torchrun_on_cpu(tmp_path):
     """The torchrun + DDP overlay through the same engines, two CPU processes with Gloo."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     overrides = make_overrides(tmp_path)["train"]
-    script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        script,
-        "train",
-        str(BUNDLE),
-        "--multi-gpu",
-        *_argv({**overrides, "held_out_split": "TRAIN"}),  # the phantom's 1 VAL video cannot feed 2 ranks
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
-    )
+    done = torchrun_train(BUNDLE, {**overrides, "held_out_split": "TRAIN"})
     assert done.returncode == 0, done.stderr[-3000:]
     models = Path(overrides["bundle_root"]) / "models"
     # 6 training videos, 2 ranks x batch 2 -> 3 videos and 2 iterations per rank

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+from bundle_helpers import cli_args, error_chain, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -24,13 +25,6 @@ TINY = {
     "image_size": 32,
     "num_train_timesteps": 10,
 }
-
-
-def _argv(overrides: dict) -> list[str]:
-    argv = []
-    for key, value in overrides.items():
-        argv += [f"--{key}", repr(value) if not isinstance(value, str) else value]
-    return argv
 
 
 def make_overrides(root: Path) -> dict[str, dict]:
@@ -69,7 +63,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
 def trained(tmp_path_factory):
     root = tmp_path_factory.mktemp("echo_seg_ddpm")
     overrides = make_overrides(root)
-    assert cli.main(["train", str(BUNDLE), *_argv(overrides["train"])]) == 0
+    assert cli.main(["train", str(BUNDLE), *cli_args(overrides["train"])]) == 0
     return root, overrides
 
 
@@ -80,7 +74,7 @@ def test_train_writes_resumable_checkpoints_and_previews(trained):
     assert any(p.name.startswith("checkpoint_final_iteration=") for p in models.iterdir())
     assert list((Path(overrides["train"]["bundle_root"]) / "runs" / "previews").glob("samples_epoch=1.png"))
     # a second run with more epochs resumes from the last checkpoint instead of starting again
-    assert cli.main(["train", str(BUNDLE), *_argv({**overrides["train"], "epochs": 2})]) == 0
+    assert cli.main(["train", str(BUNDLE), *cli_args({**overrides["train"], "epochs": 2})]) == 0
     finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("checkpoint_final_iteration=*.pt"))
     assert finals[-1] == 2 * finals[0]
 
@@ -90,7 +84,7 @@ def test_infer_writes_one_image_per_label_map(trained, sampler_name):
     root, overrides = trained
     out = root / f"png_{sampler_name}"
     args = {**overrides["infer"], "sampler_name": sampler_name, "output_dir": str(out)}
-    assert cli.main(["infer", str(BUNDLE), *_argv(args)]) == 0
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
     images = sorted((out / "images").glob("*.png"))
     assert len(images) == 12 and len(list((out / "labels").glob("*.png"))) == 12  # 3 patients x 2 views x 2 phases
 
@@ -99,7 +93,7 @@ def test_generate_camus_layout_resumes_then_evaluate(trained):
     root, overrides = trained
     synthetic = root / "synthetic_camus"
     args = {**overrides["infer"], "copies": 2, "output_dir": str(synthetic)}
-    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *_argv(args)]) == 0
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args(args)]) == 0
     dataset = CAMUS(synthetic)
     assert len(dataset) == 24 and set(np.unique(dataset[0]["label"])) <= {0, 1, 2, 3}
     # interrupted generation: a missing image is written again, finished files are left untouched
@@ -107,13 +101,13 @@ def test_generate_camus_layout_resumes_then_evaluate(trained):
     keep = sorted(synthetic.rglob("*_ED.nii.gz"))[0]
     mtime = keep.stat().st_mtime_ns
     victim.unlink()
-    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *_argv(args)]) == 0
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args(args)]) == 0
     assert victim.is_file() and keep.stat().st_mtime_ns == mtime
     assert not [p for p in synthetic.rglob("*") if p.name.startswith(".tmp")]
 
     report = root / "report"
     eval_args = {**overrides["evaluate"], "synthetic_dir": str(synthetic), "report_dir": str(report)}
-    assert cli.main(["evaluate", str(BUNDLE), *_argv(eval_args)]) == 0
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(eval_args)]) == 0
     metrics = json.loads((report / "metrics.json").read_text())
     assert set(metrics["segmentation"]) == {"synthetic", "real", "real+synthetic"}
     assert 0.0 <= metrics["segmentation"]["synthetic"]["dice_lv_endo"] <= 1.0
@@ -128,8 +122,8 @@ def test_label_values_outside_the_classes_name_the_file(trained, tmp_path):
     nib.save(nib.Nifti1Image(np.full((32, 32), 7, np.uint8), np.eye(4)), str(bad))
     args = {**overrides["infer"], "dataset_dir": str(bad.parent), "output_dir": str(tmp_path / "out")}
     with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *_argv(args)])
-    assert "bad_map.nii.gz" in _chain(info.value) and "outside the classes" in _chain(info.value)
+        cli.main(["infer", str(BUNDLE), *cli_args(args)])
+    assert "bad_map.nii.gz" in error_chain(info.value) and "outside the classes" in error_chain(info.value)
 
 
 def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
@@ -138,47 +132,18 @@ def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
     torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, other)
     args = {**overrides["infer"], "ckpt_path": str(other), "output_dir": str(tmp_path / "out")}
     with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *_argv(args)])
-    assert "does not fit the network" in _chain(info.value)
+        cli.main(["infer", str(BUNDLE), *cli_args(args)])
+    assert "does not fit the network" in error_chain(info.value)
     missing = {**args, "ckpt_path": str(tmp_path / "missing.pt")}
     with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *_argv(missing)])
-    assert "echo_seg_ddpm train" in _chain(info.value)
-
-
-def _chain(error: BaseException) -> str:
-    """The messages of an exception and its causes (MONAI wraps config errors)."""
-    messages = []
-    while error is not None:
-        messages.append(str(error))
-        error = error.__cause__ or error.__context__
-    return "\n".join(messages)
+        cli.main(["infer", str(BUNDLE), *cli_args(missing)])
+    assert "echo_seg_ddpm train" in error_chain(info.value)
 
 
 def test_multi_gpu_overlay_trains_with_torchrun_on_cpu(tmp_path):
     """The torchrun + DDP overlay through the same engines, two CPU processes with Gloo."""
-    import os
-    import shutil
-    import subprocess
-    import sys
-
     overrides = make_overrides(tmp_path)["train"]
-    script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node=2",
-        "--standalone",
-        script,
-        "train",
-        str(BUNDLE),
-        "--multi-gpu",
-        *_argv({**overrides, "train_split": "training", "val_split": "training"}),
-    ]
-    done = subprocess.run(
-        command, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600
-    )
+    done = torchrun_train(BUNDLE, {**overrides, "train_split": "training", "val_split": "training"})
     assert done.returncode == 0, done.stderr[-3000:]
     models = Path(overrides["bundle_root"]) / "models"
     # 3 patients x 2 views x 2 phases = 12 images, 2 ranks x batch 4 -> 2 iterations for the epoch

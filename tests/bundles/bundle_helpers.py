@@ -1,0 +1,45 @@
+"""Helpers shared by the bundle smoke tests: CLI arguments, wrapped error messages, torchrun training on CPU."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+
+def cli_args(overrides: dict) -> list[str]:
+    """``{"epochs": 1, "split": "TRAIN"}`` -> ``["--epochs", "1", "--split", "TRAIN"]`` (values as Python literals)."""
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", repr(value) if not isinstance(value, str) else value]
+    return args
+
+
+def error_chain(error: BaseException | None) -> str:
+    """The messages of an exception and its causes (MONAI wraps config errors)."""
+    messages = []
+    while error is not None:
+        messages.append(str(error))
+        error = error.__cause__ or error.__context__
+    return "\n".join(messages)
+
+
+def torchrun_train(bundle: Path, overrides: dict, processes: int = 2) -> subprocess.CompletedProcess:
+    """``echo-monai train BUNDLE --multi-gpu`` under torchrun: one CPU process per rank (Gloo)."""
+    script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        f"--nproc_per_node={processes}",
+        "--standalone",
+        script,
+        "train",
+        str(bundle),
+        "--multi-gpu",
+        *cli_args(overrides),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
