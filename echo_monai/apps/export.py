@@ -77,8 +77,12 @@ class EchoNetExporter:
         split: str = "TRAIN",
         edv: float | None = None,
         esv: float | None = None,
+        extra: Mapping[str, Any] | None = None,
     ) -> Path:
         """Write one video ``(1, T, H, W)`` or ``(T, H, W)``, in [-1, 1] (float) or 0-255 (uint8), and its row.
+
+        ``extra`` holds JSON-serialisable facts kept in the row file (``rows/<name>.json``) but not in
+        ``FileList.csv`` (e.g. how many references the privacy gate rejected before this one).
 
         Raises:
             ValueError: naming the video for an EF outside 0-100, an unknown split or a wrong shape.
@@ -109,6 +113,7 @@ class EchoNetExporter:
             "NumberOfFrames": int(frames.shape[0]),
             "Split": split.upper(),
         }
+        row.update({k: v for k, v in (extra or {}).items() if k not in row})
         write_json(paths["row"], row)
         return paths["video"]
 

@@ -8,6 +8,8 @@ Layout of ``cache_dir``::
                            written last, so its presence means the cache is complete
     000000.npy, ...        raw posterior-mean latents (C, [T,] h, w) float32, memory-mapped on read
     000000.json, ...       the item's entry, written after its .npy (presence = item finished; resume skips it)
+    000000_<key>.npy, ...  optional per-item arrays kept next to the latent (``array_keys``: e.g. LV masks already
+                           resized to the latent grid), written before the entry
 
 Every file is written atomically (temporary name + ``os.replace``). The fingerprint hashes the autoencoder's state
 dict (names, dtypes, shapes and values) and its config, so a cache from another autoencoder is refused.
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,7 @@ def encode_latent_cache(
     device: str | torch.device = "cpu",
     frame_chunk: int | None = None,
     min_std: float = 1e-6,
+    array_keys: Sequence[str] = (),
 ) -> Path:
     """Encode every item once with the posterior mean and save latents, per-channel statistics and metadata.
 
@@ -151,13 +154,16 @@ def encode_latent_cache(
         device: where the autoencoder runs.
         frame_chunk: frames per encoder call for videos (bounds memory); None for all.
         min_std: floor of the stored std (a constant channel would divide by zero).
+        array_keys: item keys of arrays to keep with the latent, unchanged and not normalised (e.g. ``ed_mask`` and
+            ``es_mask`` resized to the latent grid, for mask-conditioned latent models); each is saved as
+            ``<item>_<key>.npy`` and returned by :class:`LatentCacheDataset` under the same key.
 
     Returns:
         ``cache_dir`` as a ``Path``.
 
     Raises:
         LatentCacheError: ``cache_dir`` holds a cache of another autoencoder or image key.
-        KeyError: an item lacks ``key``.
+        KeyError: an item lacks ``key`` or one of ``array_keys``.
         ValueError: an item is neither ``(C, H, W)`` nor ``(C, T, H, W)``, or ``data`` is empty.
     """
     folder = Path(cache_dir)
@@ -206,7 +212,20 @@ def encode_latent_cache(
                 with atomic_path(npy) as tmp:
                     np.save(tmp, latent)
                 metadata = {k: _plain(v) for k, v in item.items() if k != key and _is_metadata(v)}
+                arrays = {}
+                for array_key in array_keys:
+                    if array_key not in item:
+                        raise KeyError(
+                            f"encode_latent_cache: item {index} has no '{array_key}' (one of array_keys); it has "
+                            f"{sorted(map(str, item))}."
+                        )
+                    array_file = folder / f"{name}_{array_key}.npy"
+                    with atomic_path(array_file) as tmp:
+                        np.save(tmp, np.asarray(torch.as_tensor(item[array_key]).as_subclass(torch.Tensor).float()))
+                    arrays[array_key] = array_file.name
                 entry = {"file": npy.name, "shape": list(latent.shape), **metadata}
+                if arrays:
+                    entry["arrays"] = arrays
                 write_json(sidecar, entry)
             stats.update(latent)
             entries.append(entry)
@@ -236,7 +255,8 @@ class LatentCacheDataset(Dataset):
 
     - ``"latent"``: ``(C, h, w)`` or ``(C, T, h, w)`` float32, ``(z - mean_c) / std_c`` (the stored stats through
       ``LatentScaler``), read from a memory-mapped ``.npy``;
-    - every metadata entry saved with the item (``ejection_fraction`` in percent, ``filename``, ``view``...).
+    - every metadata entry saved with the item (``ejection_fraction`` in percent, ``filename``, ``view``...);
+    - every array saved with ``array_keys`` (float32 tensors, as saved).
 
     Args:
         cache_dir: the cache folder.
@@ -328,5 +348,19 @@ class LatentCacheDataset(Dataset):
     def __getitem__(self, index: int) -> dict:
         latent = torch.from_numpy(np.array(self.load_latent(index), dtype=np.float32))
         normalised = self.scaler.normalize(latent[None])[0]
-        metadata = {k: v for k, v in self.items[index].items() if k not in ("file", "shape")}
-        return {"latent": normalised, **metadata}
+        entry = self.items[index]
+        metadata = {k: v for k, v in entry.items() if k not in ("file", "shape", "arrays")}
+        arrays = {key: self._load_array(file) for key, file in entry.get("arrays", {}).items()}
+        return {"latent": normalised, **metadata, **arrays}
+
+    def _load_array(self, file: str) -> torch.Tensor:
+        path = self.cache_dir / file
+        try:
+            return torch.from_numpy(np.array(np.load(path), dtype=np.float32))
+        except FileNotFoundError as err:
+            raise LatentCacheError(
+                f"LatentCacheDataset: array file {str(path)!r} is missing; re-run the {self.stage} stage's "
+                "encode_latent_cache."
+            ) from err
+        except (OSError, ValueError, EOFError) as err:
+            raise LatentCacheError(f"LatentCacheDataset: array file {str(path)!r} is corrupt ({err}).") from err

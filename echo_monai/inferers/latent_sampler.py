@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
 import torch
 from monai.inferers import Inferer
 
+from echo_monai.data.latent_cache import LatentCacheDataset
 from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.engines.conditioning import Condition
 from echo_monai.inferers.sampler import Sampler
@@ -22,7 +24,8 @@ class LatentSampler(Inferer):
         sampler: the pixel-space sampler, used unchanged on latents; its ``clip_range`` applies to decoded pixels.
         autoencoder: a MONAI ``AutoencoderKL`` (or anything with ``encode_stage_2_inputs``/``decode_stage_2_outputs``,
             or ``encode``/``decode``); 2D autoencoders run frame by frame on videos.
-        scaler: latent normalisation shared with the training latent cache.
+        scaler: latent normalisation shared with the training latent cache, or the path of that cache (its
+            ``latent_stats.json`` is read at first use, so a config can build the sampler before the cache exists).
         encode_concat: encode the concatenated reference images of the condition (pixels in) before sampling; False
             when they are already latents.
         decode: decode the sample; False returns the latent.
@@ -37,7 +40,7 @@ class LatentSampler(Inferer):
         self,
         sampler: Sampler,
         autoencoder: torch.nn.Module,
-        scaler: LatentScaler | None = None,
+        scaler: LatentScaler | str | os.PathLike | None = None,
         encode_concat: bool = True,
         decode: bool = True,
         frame_chunk: int | None = None,
@@ -47,7 +50,7 @@ class LatentSampler(Inferer):
             raise TypeError(f"LatentSampler: sampler must be an echo_monai Sampler, got {type(sampler).__name__}.")
         self.sampler = sampler
         self.autoencoder = autoencoder
-        self.scaler = scaler if scaler is not None else LatentScaler()
+        self._scaler = scaler if scaler is not None else LatentScaler()
         self.encode_concat = encode_concat
         self.decode_output = decode
         self.frame_chunk = frame_chunk
@@ -64,6 +67,17 @@ class LatentSampler(Inferer):
             return out[0] if isinstance(out, (tuple, list)) else out
 
         return self.scaler.normalize(framewise(_mean, images, self.frame_chunk))
+
+    @property
+    def scaler(self) -> LatentScaler:
+        """The latent normalisation (read from the cache's statistics on first use when given as a path)."""
+        if not isinstance(self._scaler, LatentScaler):
+            self._scaler = LatentCacheDataset(self._scaler, stage="encode").scaler
+        return self._scaler
+
+    @scaler.setter
+    def scaler(self, value: LatentScaler) -> None:
+        self._scaler = value
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ from echo_monai.transforms.label_map import (
     fan_sector_mask,
     sector_from_image,
 )
+from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
 from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
@@ -24,10 +25,12 @@ __all__ = [
     "fan_sector_mask",
     "sector_from_image",
     "CenterClipd",
+    "ClassIndexd",
     "LoadVideod",
     "PairedFramesd",
     "PickFramesd",
     "RandClipd",
+    "RandTracedFramed",
     "ResampleFPSd",
     "ResizeVideod",
     "ScaleIntensityToModelRanged",

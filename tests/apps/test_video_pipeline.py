@@ -133,3 +133,88 @@ def test_bad_requests_fail_before_generating(parts, tmp_path):
     with pytest.raises(ValueError, match="encode_concat=False"):
         generate_video_dataset(REQUESTS, EchoNetExporter(tmp_path), **wrong)
     assert not (tmp_path / "Videos").exists()
+
+
+def test_image_condition_fills_missing_keys_with_null_values(tmp_path):
+    import numpy as np
+
+    from echo_monai.apps.video_pipeline import image_condition
+
+    conditioning = Conditioning(
+        {"class_labels": "view"}, concat_keys=["lv_mask"], null_values={"class_labels": 4, "lv_mask": -1.0}
+    )
+    c = image_condition({"name": "a"}, conditioning, (4, 8, 8))
+    assert c.kwargs["class_labels"].tolist() == [4]
+    assert c.concat[0].shape == (1, 1, 8, 8) and torch.all(c.concat[0] == -1.0)
+    mask = np.zeros((32, 32), np.float32)
+    mask[:16] = 1.0  # top half at 32 px -> top half on the 8 x 8 latent grid
+    c = image_condition({"name": "a", "view": 1, "lv_mask": mask}, conditioning, (4, 8, 8))
+    assert c.kwargs["class_labels"].tolist() == [1]
+    assert torch.all(c.concat[0][0, 0, :4] == 1.0) and torch.all(c.concat[0][0, 0, 4:] == 0.0)
+    np.save(tmp_path / "mask.npy", mask)
+    from_file = image_condition({"name": "a", "lv_mask": str(tmp_path / "mask.npy")}, conditioning, (4, 8, 8))
+    assert torch.equal(from_file.concat[0], c.concat[0])
+    with pytest.raises(FileNotFoundError, match="request 'a': 'lv_mask' file"):
+        image_condition({"name": "a", "lv_mask": str(tmp_path / "none.png")}, conditioning, (4, 8, 8))
+    with pytest.raises(ValueError, match="must be one map"):
+        image_condition({"name": "a", "lv_mask": np.zeros((2, 3, 8, 8))}, conditioning, (4, 8, 8))
+    with pytest.raises(ValueError, match="has no 'view'"):
+        image_condition({"name": "a"}, Conditioning({"class_labels": "view"}), (4, 8, 8))
+
+
+def test_mask_conditioned_image_model_generates_with_and_without_masks(parts, tmp_path):
+    import numpy as np
+
+    torch.manual_seed(0)
+    image_net = DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=5,
+        out_channels=4,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=3,
+    )
+    conditioning = Conditioning(
+        {"class_labels": "view"}, concat_keys=["lv_mask"], null_values={"class_labels": 2, "lv_mask": -1.0}
+    )
+    requests = [
+        {"name": "with_mask", "ejection_fraction": 50.0, "view": 0, "lv_mask": np.ones((32, 32), np.float32)},
+        {"name": "without", "ejection_fraction": 60.0},
+    ]
+    mine = {**parts, "image_network": image_net, "image_conditioning": conditioning, "gate": None}
+    report = generate_video_dataset(requests, EchoNetExporter(tmp_path, fps=32), **mine)
+    assert sorted(report["written"]) == ["with_mask", "without"]
+    with pytest.raises(ValueError, match="'lv_mask' must be one map"):
+        generate_video_dataset(
+            [{"name": "bad", "ejection_fraction": 50.0, "lv_mask": np.ones((2, 2, 4, 4))}],
+            EchoNetExporter(tmp_path / "bad"),
+            **mine,
+        )
+    assert not (tmp_path / "bad" / "Videos").exists()
+
+
+def test_finish_generation_waits_for_every_rank_then_merges_from_the_rows(parts, tmp_path):
+    import json
+
+    from echo_monai.apps.video_pipeline import finish_generation
+
+    exporter = EchoNetExporter(tmp_path, fps=32)
+    reports = {}
+    for rank in (0, 1):
+        reports[rank] = generate_video_dataset(REQUESTS, exporter, rank=rank, world_size=2, **parts)
+    assert finish_generation(exporter, REQUESTS, reports[1], max_attempts=10, rank=1, world_size=2) is None
+    assert not (tmp_path / "FileList.csv").exists()  # rank 0 has not reported yet
+    merged = finish_generation(exporter, REQUESTS, reports[0], max_attempts=10, rank=0, world_size=2)
+    assert merged is not None and (tmp_path / "FileList.csv").is_file()
+    assert merged["written"] == [r["name"] for r in REQUESTS] and merged["failed"] == []
+    expected_rejections = reports[0]["rejected_references"] + reports[1]["rejected_references"]
+    assert merged["rejected_references"] == expected_rejections
+    assert merged["accepted_references"] == 3
+    assert json.loads((tmp_path / "generation_report.json").read_text()) == merged
+    # a resumed run (nothing left to do) recounts the same figures from the row files
+    again = generate_video_dataset(REQUESTS, exporter, rank=0, world_size=1, **parts)
+    assert again["written"] == [] and again["skipped_existing"] == 3
+    resumed = finish_generation(exporter, REQUESTS, again, max_attempts=10, rank=0, world_size=1)
+    assert resumed["rejected_references"] == expected_rejections and resumed["written"] == merged["written"]

@@ -79,6 +79,8 @@ def make_overrides(root: Path) -> dict[str, dict]:
             "ef_block_inplanes": [4, 8, 8, 8],
             "ef_epochs": 1,
             "ef_batch_size": 2,
+            "test_split": "ALL",  # the 8-video phantom has one TEST video; feature distances need two per set
+            "feature_frame_stride": 2,
         },
     }
     # the later stages' data is the stage-1 latent cache: train the tiny VAE and encode the phantom once
@@ -122,6 +124,64 @@ def test_infer_exports_the_requested_efs_then_evaluate(trained):
     assert metrics["synthetic"]["videos"] == 3
     assert set(metrics["ef_regression"]) == {"real", "synthetic"}
     assert metrics["ef_regression"]["synthetic"]["mae"] >= 0.0
+    faithfulness = metrics["ef_faithfulness"]
+    assert faithfulness["num_videos"] == 3 and faithfulness["mae"] >= 0.0 and -1.0 <= faithfulness["pearson_r"] <= 1.0
+    assert faithfulness["judge_mae_on_real_test"] == metrics["ef_regression"]["real"]["mae"]
+    assert "FD_ef_regressor" in metrics["video_features"] and "KD_ef_regressor" in metrics["video_features"]
+    assert "FD_reid" in metrics["image_features"]
+    assert "FID" not in metrics["image_features"]  # no standard Inception weights here: not called FID
+    before, after = metrics["privacy_before_filter"], metrics["privacy_after_filter"]
+    assert before["references_accepted"] == 3 and 0.0 <= before["gate_rejection_rate"] < 1.0
+    assert after["videos_audited"] == 3 and 0.0 <= after["memorisation_rate"] <= 1.0
+    report_dir = Path(o["evaluate"]["report_dir"])
+    assert (report_dir / "report.md").is_file() and list(report_dir.glob("*.png"))
+
+
+def test_latent_cache_keeps_the_lv_masks_on_the_latent_grid(trained):
+    from echo_monai.data import LatentCacheDataset
+
+    root, o = trained
+    item = LatentCacheDataset(Path(o["train"]["bundle_root"]) / "latents" / "train")[0]
+    assert item["ed_mask"].shape == item["es_mask"].shape == (1, 8, 8)  # 32 px / 4
+    assert 0 <= item["ed_frame"] < item["latent"].shape[1] and float(item["ed_mask"].max()) > 0.5
+
+
+def test_long_videos_by_overlapping_windows_and_a_second_rank(trained, tmp_path):
+    """7 frames from a 4-frame network (windows 0-3 and 3-6); two ranks, the last to finish writes FileList.csv."""
+    from echo_monai.data.video_io import read_video
+
+    root, o = trained
+    args = {**o["infer"], "output_dir": str(tmp_path / "long"), "generate_frames": 7, "window_overlap": 1}
+    for rank in (0, 1):
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("RANK", str(rank))
+            env.setenv("WORLD_SIZE", "2")
+            assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+        assert (tmp_path / "long" / "FileList.csv").is_file() == (rank == 1)
+    with open(tmp_path / "long" / "FileList.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 3 and {r["NumberOfFrames"] for r in rows} == {"7"}
+    assert read_video(tmp_path / "long" / "Videos" / f"{rows[0]['FileName']}.avi").shape[0] == 7
+    report = json.loads((tmp_path / "long" / "generation_report.json").read_text())
+    assert report["world_size"] == 2 and len(report["written"]) == 3 and report["requested"] == 3
+
+
+def test_the_evaluator_id_animates_held_out_references(trained):
+    """The standard `evaluator` id (MONAI Label / Deploy) runs: held-out latent clips animated at their real EF."""
+    from ignite.engine import Events
+    from monai.bundle import ConfigParser
+
+    root, o = trained
+    parser = ConfigParser()
+    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
+    parser.update({**o["infer"], "device": "$torch.device('cpu')"})
+    inferer = parser.get_parsed_content("inferer")  # the cache's latent statistics, read when first used
+    assert inferer.scaler.shift.tolist() == parser.get_parsed_content("train_latents").scaler.shift.tolist()
+    outputs = []
+    evaluator = parser.get_parsed_content("evaluator")
+    evaluator.add_event_handler(Events.ITERATION_COMPLETED, lambda e: outputs.append(e.state.output["pred"]))
+    evaluator.run()
+    assert outputs and outputs[0].shape[1:] == (1, 4, 32, 32)  # (B, 1, num_frames, H, W) decoded pixels
 
 
 def test_ef_outside_0_100_is_refused(trained):

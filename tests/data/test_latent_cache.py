@@ -200,3 +200,18 @@ def test_metatensor_items_encode_like_tensors(autoencoder, tmp_path):
     encode_latent_cache(autoencoder, meta_items, tmp_path / "b")
     a, b = LatentCacheDataset(tmp_path / "a"), LatentCacheDataset(tmp_path / "b")
     assert type(b[0]["latent"]) is torch.Tensor and torch.equal(a[1]["latent"], b[1]["latent"])
+
+
+def test_array_keys_are_kept_with_the_latents(autoencoder, tmp_path):
+    items = [{**item, "ed_mask": torch.full((1, 8, 8), float(i)), "ed_frame": 1} for i, item in enumerate(_items(3))]
+    encode_latent_cache(autoencoder, items, tmp_path, array_keys=["ed_mask"])
+    dataset = LatentCacheDataset(tmp_path, expected_fingerprint=autoencoder)
+    for i in range(3):
+        item = dataset[i]
+        assert item["ed_frame"] == 1 and item["ed_mask"].dtype == torch.float32
+        assert torch.equal(item["ed_mask"], torch.full((1, 8, 8), float(i)))
+    (tmp_path / "000001_ed_mask.npy").unlink()
+    with pytest.raises(LatentCacheError, match="000001_ed_mask.npy' is missing"):
+        dataset[1]
+    with pytest.raises(KeyError, match="has no 'es_mask'"):
+        encode_latent_cache(autoencoder, _items(2), tmp_path / "other", array_keys=["es_mask"])
