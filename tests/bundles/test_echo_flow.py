@@ -147,11 +147,13 @@ def test_latent_cache_keeps_the_lv_masks_on_the_latent_grid(trained):
 
 
 def test_long_videos_by_overlapping_windows_and_a_second_rank(trained, tmp_path):
-    """7 frames from a 4-frame network (windows 0-3 and 3-6); two ranks, the last to finish writes FileList.csv."""
+    """7 frames from a 4-frame network (windows 0-3 and 3-6) with Heun steps; two ranks, the last one to finish
+    writes FileList.csv."""
     from echo_monai.data.video_io import read_video
 
     root, o = trained
     args = {**o["infer"], "output_dir": str(tmp_path / "long"), "generate_frames": 7, "window_overlap": 1}
+    args["solver"] = "heun"
     for rank in (0, 1):
         with pytest.MonkeyPatch.context() as env:
             env.setenv("RANK", str(rank))
