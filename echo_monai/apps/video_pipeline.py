@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import imageio.v3 as iio
 import numpy as np
 import torch
 
@@ -96,7 +97,8 @@ def generate_video_dataset(
         requests: dicts with ``name``, ``ejection_fraction`` (percent) and, optionally, the image condition keys
             (``view`` index, ``lv_mask``; see :func:`image_condition`); the same list, in the same order, on every
             rank.
-        exporter: where videos and rows go; call ``exporter.finalize()`` on rank 0 once every rank is done.
+        exporter: where videos and rows go; every rank then calls :func:`finish_generation`, and the last one to
+            finish writes ``FileList.csv``.
         image_sampler: sampler of the latent image model (no decoding: its output is the reference latent).
         image_network: the latent image denoiser.
         image_conditioning: places the request's image conditions (e.g. ``{"class_labels": "view"}``).
@@ -217,8 +219,6 @@ def _condition_map(value: Any, size: Sequence[int], key: str, name: str) -> torc
         if path.endswith(".npy"):
             value = np.load(path)
         else:
-            import imageio.v3 as iio
-
             image = np.asarray(iio.imread(path))
             value = (image[..., 0] if image.ndim == 3 else image) > 0  # a binary mask image, 0 / 255
     tensor = torch.as_tensor(np.asarray(value), dtype=torch.float32)
