@@ -2,7 +2,8 @@
 
 Every network is called as ``network(x, timesteps=t, **condition.kwargs)`` with reference images concatenated to
 ``x`` on channels (:class:`echo_monai.engines.Conditioning`). The time stepping is MONAI's: ``DDPMScheduler.step``
-(ancestral), ``DDIMScheduler.step`` (deterministic for ``eta = 0``) and ``RFlowScheduler.step`` (Euler); Heun's
+(ancestral, every training step only: it always steps from t to t - 1), ``DDIMScheduler.step`` (deterministic for
+``eta = 0``, strided ancestral for ``eta = 1``) and ``RFlowScheduler.step`` (Euler); Heun's
 second-order correction for flow matching is added here because MONAI has none.
 
 Classifier-free guidance (Ho & Salimans 2022) with scale ``w``::
@@ -14,6 +15,7 @@ computed from one network call on the doubled batch ``[conditional, unconditiona
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -80,6 +82,13 @@ class Sampler(Inferer):
             raise ValueError(
                 f"Sampler: num_inference_steps must be in [1, {scheduler.num_train_timesteps}], "
                 f"got {num_inference_steps}."
+            )
+        if isinstance(scheduler, DDPMScheduler) and steps < int(scheduler.num_train_timesteps):
+            warnings.warn(
+                f"Sampler: MONAI's DDPMScheduler.step always steps from t to t - 1, so {steps} of "
+                f"{scheduler.num_train_timesteps} steps do not integrate to a sample; for strided ancestral sampling "
+                "use DDIMScheduler with the same betas and eta=1.0.",
+                stacklevel=2,
             )
         if guidance_scale < 0:
             raise ValueError(f"Sampler: guidance_scale must be >= 0, got {guidance_scale}.")

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import warnings
+
 import pytest
 import torch
 from monai.networks.nets import DiffusionModelUNet
@@ -136,3 +138,11 @@ def test_constructor_errors():
         Sampler(DDIMScheduler(10), 2, eta=-0.5)
     with pytest.raises(TypeError, match="scheduler"):
         Sampler(object(), 2)
+
+
+def test_strided_ddpm_warns_and_points_at_ddim_eta_1():
+    with pytest.warns(UserWarning, match="use DDIMScheduler with the same betas and eta=1.0"):
+        Sampler(DDPMScheduler(1000), 64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        Sampler(DDPMScheduler(1000))  # every training step: no warning
