@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
@@ -22,6 +23,20 @@ REQUESTS = [
 ]
 
 
+def _image_net(in_channels: int, num_class_embeds: int) -> DiffusionModelUNet:
+    """A tiny latent image denoiser (4 latent channels out)."""
+    return DiffusionModelUNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=4,
+        channels=(8, 16),
+        attention_levels=(False, False),
+        num_res_blocks=1,
+        norm_num_groups=8,
+        num_class_embeds=num_class_embeds,
+    )
+
+
 @pytest.fixture(scope="module")
 def parts():
     torch.manual_seed(0)
@@ -35,16 +50,7 @@ def parts():
         norm_num_groups=8,
         attention_levels=(False, False),
     ).eval()
-    image_net = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=4,
-        out_channels=4,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=2,
-    )
+    image_net = _image_net(in_channels=4, num_class_embeds=2)
     video_net = ContextEmbeddingDenoiser(
         SpatioTemporalUNet(
             in_channels=8,
@@ -136,8 +142,6 @@ def test_bad_requests_fail_before_generating(parts, tmp_path):
 
 
 def test_image_condition_fills_missing_keys_with_null_values(tmp_path):
-    import numpy as np
-
     from echo_monai.apps.video_pipeline import image_condition
 
     conditioning = Conditioning(
@@ -163,19 +167,8 @@ def test_image_condition_fills_missing_keys_with_null_values(tmp_path):
 
 
 def test_mask_conditioned_image_model_generates_with_and_without_masks(parts, tmp_path):
-    import numpy as np
-
     torch.manual_seed(0)
-    image_net = DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=5,
-        out_channels=4,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=3,
-    )
+    image_net = _image_net(in_channels=5, num_class_embeds=3)  # latent + LV mask; 2 views + null
     conditioning = Conditioning(
         {"class_labels": "view"}, concat_keys=["lv_mask"], null_values={"class_labels": 2, "lv_mask": -1.0}
     )
