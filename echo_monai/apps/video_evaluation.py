@@ -13,19 +13,24 @@ videos is the judge of three things at once:
 Image feature distances use frames of the same clips and any image encoder, e.g. :class:`LatentEmbeddingEncoder`
 (the autoencoder + re-identification network, ``FD_reid``) or Inception-v3 from a local file (FID). The
 memorisation rate after the privacy filter re-encodes frames of every exported video and applies the same
-:class:`~echo_monai.apps.video_pipeline.PrivacyGate`.
+:class:`~echo_monai.metrics.PrivacyGate`.
 """
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from echo_monai.data.latent_autoencoder import as_latent_autoencoder
 from echo_monai.data.latents import LatentScaler
 from echo_monai.metrics import (
     EjectionFractionEvaluator,
@@ -33,9 +38,21 @@ from echo_monai.metrics import (
     InputKind,
     TrainingMix,
     distribution_metrics,
+    i3d_encoder,
+    inception_v3_encoder,
+    write_report,
 )
 
-__all__ = ["LatentEmbeddingEncoder", "VideoEvaluation", "evaluate_video_generation", "stack_videos", "video_frames"]
+__all__ = [
+    "LatentEmbeddingEncoder",
+    "VideoEvaluation",
+    "evaluate_video_dataset",
+    "evaluate_video_generation",
+    "read_generation_report",
+    "stack_videos",
+    "synthetic_summary",
+    "video_frames",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +64,7 @@ class LatentEmbeddingEncoder(FeatureEncoder):
     the user's real latents), so ``FD_reid`` compares synthetic and real frames where patient identity shows.
 
     Args:
-        autoencoder: MONAI ``AutoencoderKL`` (``encode`` returns ``(z_mu, z_sigma)``).
+        autoencoder: a :class:`echo_monai.data.LatentAutoencoder` or MONAI ``AutoencoderKL``.
         scaler: the latent cache's :class:`~echo_monai.data.latents.LatentScaler`.
         embed: network mapping normalised latents ``(N, C, h, w)`` to ``(N, D)``.
         name: encoder name in metric names.
@@ -65,15 +82,14 @@ class LatentEmbeddingEncoder(FeatureEncoder):
         device: str | torch.device = "cpu",
     ) -> None:
         self.autoencoder, self.scaler, self.embed = autoencoder.eval(), scaler, embed.eval()
+        self.latent_autoencoder = as_latent_autoencoder(self.autoencoder)
         self.name, self.device = name, torch.device(device)
 
     @torch.no_grad()
     def latents(self, x: torch.Tensor) -> torch.Tensor:
         """Normalised posterior-mean latents ``(N, C, h, w)`` of images ``(N, 1, H, W)`` in [-1, 1]."""
         self.check_input(x)
-        out = self.autoencoder.encode(x.to(self.device).float())
-        z = out[0] if isinstance(out, (tuple, list)) else out
-        return self.scaler.normalize(z)
+        return self.scaler.normalize(self.latent_autoencoder.encode(x.to(self.device).float()))
 
     @torch.no_grad()
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -233,3 +249,124 @@ def evaluate_video_generation(
         real_samples=real_clips[:4],
         synthetic_samples=synthetic_clips[:4],
     )
+
+
+def read_generation_report(root: str | os.PathLike) -> dict[str, Any]:
+    """The merged ``generation_report.json`` of an exported dataset.
+
+    Raises:
+        FileNotFoundError: naming the file, when the export has not finished (or was never run).
+        ValueError: naming the file, when it is not valid JSON.
+    """
+    path = Path(root) / "generation_report.json"
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{str(path)!r} does not exist: run the export (echo-monai infer echo_flow --output_dir {root}) to the end "
+            "first (the last rank writes it)."
+        )
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{str(path)!r} is not valid JSON ({error}); rerun the export, it resumes.") from error
+
+
+def synthetic_summary(root: str | os.PathLike) -> dict[str, float | int]:
+    """Count, frames and requested-EF statistics of an EchoNet-layout dataset, from its ``FileList.csv`` alone."""
+    path = Path(root) / "FileList.csv"
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(path)!r} does not exist: the export into {str(root)!r} has not finished.")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    efs = np.array([float(r["EF"]) for r in rows], dtype=np.float64)
+    nan = float("nan")
+    return {
+        "videos": len(rows),
+        "frames_per_video": int(rows[0]["NumberOfFrames"]) if rows else 0,
+        "ef_mean": float(efs.mean()) if len(efs) else nan,
+        "ef_std": float(efs.std()) if len(efs) else nan,
+        "ef_min": float(efs.min()) if len(efs) else nan,
+        "ef_max": float(efs.max()) if len(efs) else nan,
+    }
+
+
+def evaluate_video_dataset(
+    synthetic_root: str | os.PathLike,
+    report_dir: str | os.PathLike,
+    ef_regressor: EjectionFractionEvaluator,
+    real_train: Sequence[Mapping[str, Any]],
+    real_test: Sequence[Mapping[str, Any]],
+    synthetic: Sequence[Mapping[str, Any]],
+    latent_encoder: LatentEmbeddingEncoder | None = None,
+    gate: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    mixes: Sequence[str] = ("real", "synthetic"),
+    inception_path: str | os.PathLike | None = None,
+    i3d_path: str | os.PathLike | None = None,
+    frame_stride: int = 8,
+    max_videos: int | None = None,
+    device: str | torch.device = "cpu",
+    title: str = "echo_flow evaluation",
+) -> dict[str, Any]:
+    """Evaluate an exported synthetic EchoNet-layout dataset and write ``metrics.json``, ``report.md`` and figures.
+
+    The sections of :func:`evaluate_video_generation`, plus ``synthetic`` (from ``FileList.csv``) and
+    ``privacy_before_filter`` (the privacy gate's record in ``generation_report.json``). Image feature distances use
+    ``latent_encoder`` (``FD_reid``) and, with ``inception_path``, the standard Inception-v3 (FID); video ones the EF
+    regressor's features and, with ``i3d_path``, the standard I3D (FVD). Nothing is downloaded.
+
+    Args:
+        synthetic_root: the exported dataset (``FileList.csv``, ``generation_report.json``).
+        report_dir: where the report goes.
+        ef_regressor: the EF regressor (the judge).
+        real_train: real training clips (its training data).
+        real_test: held-out real clips.
+        synthetic: the generated clips, with their requested EF.
+        latent_encoder: autoencoder + re-identification encoder of frames; None skips the image features.
+        gate: the privacy gate, for the memorisation audit after the filter (needs ``latent_encoder``).
+        mixes: training sets of the EF-regression utility test.
+        inception_path: local TorchScript file of the standard Inception-v3.
+        i3d_path: local TorchScript file of the standard I3D.
+        frame_stride: frame step of the image features and the audit.
+        max_videos: cap on the clips per set held in memory for feature distances.
+        device: where the feature networks run.
+        title: report title.
+
+    Returns:
+        the metrics written to ``metrics.json``.
+    """
+    generation = read_generation_report(synthetic_root)
+    image_encoders: list[FeatureEncoder] = [latent_encoder] if latent_encoder is not None else []
+    if inception_path:
+        image_encoders.append(inception_v3_encoder(inception_path, device))
+    video_encoders = [i3d_encoder(i3d_path, device)] if i3d_path else []
+    evaluation = evaluate_video_generation(
+        ef_regressor,
+        real_train,
+        real_test,
+        synthetic,
+        mixes=mixes,
+        image_encoders=image_encoders,
+        video_encoders=video_encoders,
+        frame_stride=frame_stride,
+        max_videos=max_videos,
+        memorisation=(latent_encoder, gate) if latent_encoder is not None and gate is not None else None,
+    )
+    metrics = {
+        "synthetic": synthetic_summary(synthetic_root),
+        "privacy_before_filter": {
+            "references_rejected": generation["rejected_references"],
+            "references_accepted": generation["accepted_references"],
+            "gate_rejection_rate": generation["gate_rejection_rate"],
+            "requests_failed": len(generation["failed"]),
+        },
+        **evaluation.metrics,
+    }
+    write_report(
+        report_dir,
+        metrics,
+        real_samples=evaluation.real_samples,
+        synthetic_samples=evaluation.synthetic_samples,
+        ef_requested=evaluation.ef_requested,
+        ef_measured=evaluation.ef_measured,
+        title=title,
+    )
+    return metrics

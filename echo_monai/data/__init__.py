@@ -6,11 +6,13 @@ from echo_monai.data.camus import CAMUS
 from echo_monai.data.dicom import DicomCine
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.label_maps import label_map_datalist
+from echo_monai.data.latent_autoencoder import FramewiseAutoencoder, LatentAutoencoder, as_latent_autoencoder
 from echo_monai.data.latent_cache import (
     LatentCacheDataset,
     LatentCacheError,
     autoencoder_fingerprint,
     encode_latent_cache,
+    latent_frames,
 )
 from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.data.pediatric import EchoNetPediatric
@@ -19,11 +21,15 @@ from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "FramewiseAutoencoder",
+    "LatentAutoencoder",
+    "as_latent_autoencoder",
     "LatentScaler",
     "LatentCacheDataset",
     "LatentCacheError",
     "autoencoder_fingerprint",
     "encode_latent_cache",
+    "latent_frames",
     "framewise",
     "BUSI",
     "BUSV",

@@ -29,9 +29,16 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from echo_monai.data.atomic import atomic_path, write_json
-from echo_monai.data.latents import LatentScaler, framewise
+from echo_monai.data.latent_autoencoder import as_latent_autoencoder
+from echo_monai.data.latents import LatentScaler
 
-__all__ = ["LatentCacheDataset", "LatentCacheError", "autoencoder_fingerprint", "encode_latent_cache"]
+__all__ = [
+    "LatentCacheDataset",
+    "LatentCacheError",
+    "autoencoder_fingerprint",
+    "encode_latent_cache",
+    "latent_frames",
+]
 
 INDEX_FILE = "latent_index.json"
 STATS_FILE = "latent_stats.json"
@@ -140,12 +147,15 @@ def encode_latent_cache(
 ) -> Path:
     """Encode every item once with the posterior mean and save latents, per-channel statistics and metadata.
 
-    Images ``(C, H, W)`` give latents ``(C', h, w)``; videos ``(C, T, H, W)`` are encoded frame by frame
-    (``framewise``) into ``(C', T, h, w)``. Scalar entries of an item (``ejection_fraction``, ``filename``...) are
-    kept as its metadata. Re-running skips finished items (their ``.npy`` is only read back for the statistics).
+    Images ``(C, H, W)`` give latents ``(C', h, w)``; videos ``(C, T, H, W)`` are encoded frame by frame (a 2D
+    autoencoder) or whole (a video autoencoder) into ``(C', T', h, w)``. Scalar entries of an item
+    (``ejection_fraction``, ``filename``...) are kept as its metadata. Re-running skips finished items (their
+    ``.npy`` is only read back for the statistics).
 
     Args:
-        autoencoder: MONAI ``AutoencoderKL`` (or any module whose ``encode`` returns ``(z_mu, z_sigma)`` or ``z_mu``).
+        autoencoder: a :class:`echo_monai.data.LatentAutoencoder` (e.g. a video autoencoder), or a MONAI 2D
+            ``AutoencoderKL`` (any module whose ``encode`` returns ``(z_mu, z_sigma)`` or ``z_mu``), applied frame by
+            frame to videos; the fingerprint is taken of this module.
         data: a map-style dataset of dict items ``{key: (C, [T,] H, W), ...}``, or a loader of collated batches
             (items are numbered in iteration order, so a resumed loader must not shuffle).
         cache_dir: output folder.
@@ -184,10 +194,7 @@ def encode_latent_cache(
     was_training = autoencoder.training
     autoencoder.eval()
 
-    def _mean(x: torch.Tensor) -> torch.Tensor:
-        out = autoencoder.encode(x)
-        return out[0] if isinstance(out, (tuple, list)) else out
-
+    latent_autoencoder = as_latent_autoencoder(autoencoder, frame_chunk=frame_chunk)
     stats = _RunningStats()
     entries: list[dict] = []
     try:
@@ -207,7 +214,7 @@ def encode_latent_cache(
                         f"encode_latent_cache: item {index} '{key}' must be (C, H, W) or (C, T, H, W), got "
                         f"{tuple(pixels.shape)}."
                     )
-                z = framewise(_mean, pixels[None].to(device), frame_chunk)[0]
+                z = latent_autoencoder.encode(pixels[None].to(device))[0]
                 latent = z.float().cpu().numpy()
                 with atomic_path(npy) as tmp:
                     np.save(tmp, latent)
@@ -364,3 +371,23 @@ class LatentCacheDataset(Dataset):
             ) from err
         except (OSError, ValueError, EOFError) as err:
             raise LatentCacheError(f"LatentCacheDataset: array file {str(path)!r} is corrupt ({err}).") from err
+
+
+def latent_frames(dataset: Sequence[Mapping[str, Any]], frame_stride: int = 1, key: str = "latent") -> torch.Tensor:
+    """Every ``frame_stride``-th frame of every cached latent video as one batch ``(N, C, h, w)`` (images as they are).
+
+    The real samples a privacy gate is calibrated on (:class:`echo_monai.metrics.PrivacyGate`): the generator's
+    training latents and held-out ones.
+
+    Raises:
+        ValueError: for ``frame_stride < 1`` or an empty dataset.
+    """
+    if frame_stride < 1:
+        raise ValueError(f"latent_frames: frame_stride must be >= 1, got {frame_stride}.")
+    frames = []
+    for index in range(len(dataset)):
+        latent = torch.as_tensor(dataset[index][key])
+        frames.append(latent[:, ::frame_stride].transpose(0, 1) if latent.ndim == 4 else latent[None])
+    if not frames:
+        raise ValueError("latent_frames: the dataset is empty.")
+    return torch.cat(frames)

@@ -10,6 +10,7 @@ from echo_monai.engines.autoencoder import (
     make_autoencoder_trainer,
 )
 from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.evaluation import make_sampling_evaluator
 from echo_monai.engines.prepare_batch import (
     DDPMPrepareBatch,
     DenoisingPrepareBatch,
@@ -17,7 +18,8 @@ from echo_monai.engines.prepare_batch import (
     SamplingPrepareBatch,
 )
 from echo_monai.engines.reidentification import ContrastivePairPrepareBatch, PairContrastiveLoss
-from echo_monai.engines.utils import first_batch
+from echo_monai.engines.stage import attach_stage_handlers, checkpoint_prefix, make_training_stage, scalar_output
+from echo_monai.engines.utils import first_batch, init_distributed, local_device, rank_and_world_size
 
 __all__ = [
     "AutoencoderKLInferer",
@@ -35,5 +37,13 @@ __all__ = [
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
     "SamplingPrepareBatch",
+    "attach_stage_handlers",
+    "checkpoint_prefix",
     "first_batch",
+    "init_distributed",
+    "local_device",
+    "make_sampling_evaluator",
+    "make_training_stage",
+    "rank_and_world_size",
+    "scalar_output",
 ]

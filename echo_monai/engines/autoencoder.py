@@ -26,6 +26,7 @@ in MONAI's generative tutorials)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ from ignite.engine import Engine, Events
 from monai.engines import AdversarialTrainer
 from monai.inferers import Inferer
 from monai.losses import PatchAdversarialLoss
+
+from echo_monai.engines.stage import attach_stage_handlers
+from echo_monai.engines.utils import rank_and_world_size
 
 __all__ = [
     "AutoencoderKLInferer",
@@ -79,16 +83,18 @@ class AutoencoderPrepareBatch:
 
     Args:
         image_key: batch key of the images or videos (a plain tensor batch is used as is).
+        fold_frames: fold videos into frames (False keeps ``(B, C, T, H, W)`` for a video autoencoder).
 
     Example:
         >>> prep = AutoencoderPrepareBatch("video")
         >>> inputs, targets = prep({"video": torch.zeros(2, 1, 8, 16, 16)})   # (16, 1, 16, 16) each
     """
 
-    def __init__(self, image_key: str = "image") -> None:
+    def __init__(self, image_key: str = "image", fold_frames: bool = True) -> None:
         if not isinstance(image_key, str) or not image_key:
             raise ValueError(f"AutoencoderPrepareBatch: image_key must be a non-empty string, got {image_key!r}.")
         self.image_key = image_key
+        self.fold_frames = bool(fold_frames)
 
     def __call__(
         self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
@@ -106,8 +112,10 @@ class AutoencoderPrepareBatch:
             raise TypeError(
                 f"AutoencoderPrepareBatch: expected a dict batch or a tensor, got {type(batchdata).__name__}."
             )
-        frames = _frames(images, "AutoencoderPrepareBatch").to(device, non_blocking=non_blocking).float()
-        return frames, frames
+        if self.fold_frames or images.ndim != 5:
+            images = _frames(images, "AutoencoderPrepareBatch")
+        images = images.to(device, non_blocking=non_blocking).float()
+        return images, images
 
 
 class AutoencoderKLInferer(Inferer):
@@ -318,6 +326,16 @@ def make_autoencoder_trainer(
     perceptual: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
     perceptual_weight: float = 0.0,
     train_handlers: Sequence[Any] | None = None,
+    fold_frames: bool = True,
+    ckpt_dir: str | os.PathLike | None = None,
+    prefix: str = "vae",
+    final_filename: str = "autoencoder.pt",
+    save_interval: int = 500,
+    n_saved: int | None = 2,
+    resume: bool = True,
+    log_dir: str | os.PathLike | None = None,
+    progress: bool = True,
+    rank: int | None = None,
     **trainer_kwargs: Any,
 ) -> AdversarialTrainer:
     """Build MONAI's ``AdversarialTrainer`` for an ``AutoencoderKL`` + ``PatchDiscriminator`` (Adam optimisers).
@@ -344,12 +362,26 @@ def make_autoencoder_trainer(
         perceptual: optional differentiable perceptual callable from a local network.
         perceptual_weight: its weight.
         train_handlers: extra Ignite handlers.
+        fold_frames: fold videos into frames for a 2D autoencoder (False for a video autoencoder such as
+            :class:`echo_monai.networks.nets.FirstFrameVideoAutoencoder`, with a 3D discriminator).
+        ckpt_dir: with a folder, the stage's checkpoints, final ``final_filename`` (the autoencoder alone), resume
+            and logs are attached by :func:`echo_monai.engines.attach_stage_handlers` (rank 0 saves and logs);
+            None attaches none of them.
+        prefix: checkpoint file prefix.
+        final_filename: the autoencoder weights file later stages load.
+        save_interval: iterations between resumable checkpoints.
+        n_saved: resumable checkpoints kept.
+        resume: continue from the newest checkpoint of this stage.
+        log_dir: TensorBoard folder of the loss terms (rank 0), or None.
+        progress: show a progress bar.
+        rank: this process's rank; default from ``torch.distributed``.
         trainer_kwargs: passed to ``AdversarialTrainer`` (``decollate`` defaults to False: nothing to post-process).
 
     Returns:
         the trainer; its ``g_inferer`` exposes the posterior, ``state.recon_loss_function.terms`` the loss terms.
-        Its ``state_dict()`` holds only the iteration / epoch counters (weights-only loadable): checkpoint the
-        networks and ``state.g_optimizer`` / ``state.d_optimizer`` as their own entries.
+        Its ``state_dict()`` holds only the iteration / epoch counters (weights-only loadable); the checkpoints
+        hold the networks and both optimisers as their own entries (``autoencoder``, ``discriminator``,
+        ``g_optimizer``, ``d_optimizer``, ``trainer``).
     """
     if max_epochs < 1:
         raise ValueError(f"make_autoencoder_trainer: max_epochs must be >= 1, got {max_epochs}.")
@@ -368,7 +400,7 @@ def make_autoencoder_trainer(
         d_network=discriminator,
         d_optimizer=torch.optim.Adam(discriminator.parameters(), lr=d_lr),
         d_loss_function=d_loss,
-        prepare_batch=AutoencoderPrepareBatch(image_key),
+        prepare_batch=AutoencoderPrepareBatch(image_key, fold_frames),
         g_inferer=inferer,
         train_handlers=[g_loss, d_loss, *(train_handlers or [])],
         **trainer_kwargs,
@@ -377,4 +409,33 @@ def make_autoencoder_trainer(
     # CheckpointLoader (torch.load(weights_only=True)) cannot read back; checkpoint them as separate entries and keep
     # only the iteration / epoch counters in the trainer's entry, so a run resumes where it stopped.
     trainer._state_dict_user_keys.clear()
+    if ckpt_dir is not None:
+        summary_writer = None
+        if log_dir is not None and (rank_and_world_size()[0] if rank is None else rank) == 0:
+            from torch.utils.tensorboard import SummaryWriter
+
+            summary_writer = SummaryWriter(log_dir=str(log_dir))
+        save_dict = {
+            "autoencoder": autoencoder,
+            "discriminator": discriminator,
+            "g_optimizer": trainer.state.g_optimizer,
+            "d_optimizer": trainer.state.d_optimizer,
+            "trainer": trainer,
+        }
+        trainer.resumed_from = attach_stage_handlers(
+            trainer,
+            save_dict,
+            {"autoencoder": autoencoder},
+            ckpt_dir,
+            prefix,
+            final_filename,
+            save_interval,
+            n_saved,
+            resume,
+            loss_keys=("reconstruction_loss", "generator_loss", "discriminator_loss"),
+            summary_writer=summary_writer,
+            progress=progress,
+            map_location=torch.device(device),
+            rank=rank,
+        )
     return trainer

@@ -1,13 +1,15 @@
-"""Small batch helpers used from bundle configs."""
+"""Small helpers used from bundle configs and the recipes: batches and process ranks."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from typing import Any
 
+import torch
 from monai.data import list_data_collate
 
-__all__ = ["first_batch"]
+__all__ = ["first_batch", "init_distributed", "local_device", "rank_and_world_size"]
 
 
 def first_batch(dataset: Sequence[Any], size: int) -> dict:
@@ -24,3 +26,43 @@ def first_batch(dataset: Sequence[Any], size: int) -> dict:
     if n == 0:
         raise ValueError("first_batch: the dataset is empty.")
     return list_data_collate([dataset[i] for i in range(n)])
+
+
+def rank_and_world_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
+    """This process's rank and the number of processes.
+
+    Given values win; otherwise ``torch.distributed`` when it is initialised, else ``$RANK`` / ``$WORLD_SIZE``
+    (set by ``torchrun``), else ``(0, 1)``.
+
+    Raises:
+        ValueError: unless ``0 <= rank < world_size``.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        default_rank, default_world = torch.distributed.get_rank(), torch.distributed.get_world_size()
+    else:
+        default_rank, default_world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+    rank = default_rank if rank is None else int(rank)
+    world_size = default_world if world_size is None else int(world_size)
+    if world_size < 1 or not 0 <= rank < world_size:
+        raise ValueError(f"need 0 <= rank < world_size, got rank {rank} and world_size {world_size}.")
+    return rank, world_size
+
+
+def local_device() -> torch.device:
+    """This process's device under ``torchrun``: ``cuda:$LOCAL_RANK`` when CUDA is available, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
+def init_distributed() -> int:
+    """Join the ``torchrun`` process group (NCCL on GPUs, Gloo on CPUs) once and select this rank's GPU.
+
+    Returns:
+        this process's rank.
+    """
+    if not torch.distributed.is_initialized():
+        torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+    if torch.cuda.is_available():
+        torch.cuda.set_device(local_device())
+    return torch.distributed.get_rank()

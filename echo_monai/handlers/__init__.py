@@ -4,14 +4,12 @@ from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpo
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
-from echo_monai.handlers.sample_writer import SyntheticSampleWriter
 
 __all__ = [
     "EMA",
     "ProgressBar",
     "SamplePreviewWriter",
     "StageCheckpointLoader",
-    "SyntheticSampleWriter",
     "latest_checkpoint",
     "load_stage_checkpoint",
     "make_grid",

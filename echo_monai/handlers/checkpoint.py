@@ -1,4 +1,5 @@
-"""Finding the checkpoint to resume from, for MONAI's ``CheckpointLoader``.
+"""Checkpoints of bundle stages: the newest one to resume from (for MONAI's ``CheckpointLoader``), and the trained
+weights of a stage loaded where a later stage needs them (:class:`StageCheckpointLoader`).
 
 Bundles save with ``CheckpointSaver(save_dict={..., "trainer": trainer}, epoch_level=False, save_interval=N,
 save_final=True)``: files ``checkpoint_iteration=N.pt`` at the interval and ``checkpoint_final_iteration=N.pt`` at
@@ -14,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from ignite.engine import Engine
-from monai.handlers import CheckpointLoader
+from ignite.engine import Engine, Events
 
 __all__ = ["latest_checkpoint", "load_stage_checkpoint", "StageCheckpointLoader"]
 
@@ -46,40 +46,49 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "") -> str | N
     return str(max(candidates, key=_key))
 
 
-class StageCheckpointLoader(CheckpointLoader):
-    """MONAI's ``CheckpointLoader`` with errors that name the bundle stage and what to do.
+class StageCheckpointLoader:
+    """The trained weights of a bundle stage: loaded in place into modules, once, when first needed.
 
-    A missing file says which stage must be trained first; a checkpoint of another network (missing or unexpected
-    keys, other shapes) says so in one line instead of a long state-dict dump.
+    One object per checkpoint file is the one path to it in a config: attached to an engine (an evaluator's
+    ``val_handlers``) it loads when the engine starts, so building the engine needs no checkpoint; a stage that needs
+    the weights while the config is parsed (a pipeline, a latent cache checked against its autoencoder) calls
+    :meth:`load`, which returns the first module. Either way the file is read once.
+
+    Errors are :func:`load_stage_checkpoint`'s: a missing file names the stage to run first; a checkpoint of another
+    network (missing or unexpected keys, other shapes) says so in one line.
 
     Args:
         load_path: the checkpoint file.
-        load_dict: objects to restore, as for ``CheckpointLoader``.
+        load_dict: name in the checkpoint -> module to restore (a ``DistributedDataParallel`` wrapper is unwrapped).
         stage: the stage that produces the checkpoint, for the messages (e.g. ``"echo_seg_ddpm train"``).
-        kwargs: passed to ``CheckpointLoader`` (``map_location``, ``strict``...).
+        map_location: where the tensors go.
 
     Example:
-        >>> StageCheckpointLoader("models/model.pt", {"model": net}, stage="echo_seg_ddpm train").attach(evaluator)
+        >>> weights = StageCheckpointLoader("models/model.pt", {"model": net}, stage="echo_seg_ddpm train")
+        >>> weights.attach(evaluator)          # loads when the evaluator starts
+        >>> trained_net = weights.load()       # or now (once)
     """
 
-    def __init__(self, load_path: str, load_dict: dict, stage: str = "training", **kwargs: Any) -> None:
-        super().__init__(load_path=str(load_path), load_dict=load_dict, **kwargs)
-        self.stage = stage
+    def __init__(
+        self, load_path: str | os.PathLike, load_dict: dict, stage: str = "training", map_location: Any = "cpu"
+    ) -> None:
+        if not load_dict:
+            raise ValueError("StageCheckpointLoader: load_dict must name at least one module.")
+        self.load_path, self.load_dict, self.stage, self.map_location = str(load_path), load_dict, stage, map_location
+        self.loaded = False
 
-    def __call__(self, engine: Engine) -> None:
-        if not Path(self.load_path).is_file():
-            raise FileNotFoundError(
-                f"checkpoint '{self.load_path}' does not exist: run the {self.stage} stage first, "
-                "or point ckpt_path at a trained checkpoint."
-            )
-        try:
-            super().__call__(engine)
-        except (RuntimeError, KeyError) as e:
-            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ValueError(
-                f"checkpoint '{self.load_path}' does not fit the network(s) {sorted(self.load_dict)} of this "
-                f"bundle (made by another network or configuration?): {first}"
-            ) from e
+    def load(self) -> Any:
+        """Restore the modules from the checkpoint (the first call only); returns the first module."""
+        if not self.loaded:
+            load_stage_checkpoint(self.load_path, self.load_dict, self.stage, self.map_location)
+            self.loaded = True
+        return next(iter(self.load_dict.values()))
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine | None = None) -> None:
+        self.load()
 
 
 def load_stage_checkpoint(
@@ -120,7 +129,8 @@ def load_stage_checkpoint(
         checkpoint = {first_name: checkpoint}  # CheckpointSaver stores a single object's state dict unwrapped
     try:
         for name, module in load_dict.items():
-            module.load_state_dict(checkpoint[name])
+            target = module.module if isinstance(module, torch.nn.parallel.DistributedDataParallel) else module
+            target.load_state_dict(checkpoint[name])
     except (RuntimeError, KeyError) as e:
         first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
         raise ValueError(

@@ -1,8 +1,33 @@
 from __future__ import annotations
 
 from echo_monai.data.latents import LatentScaler, framewise
+from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights
 from echo_monai.inferers.latent_sampler import LatentSampler
-from echo_monai.inferers.sampler import FlowSolver, Sampler
+from echo_monai.inferers.sampler import (
+    STEP_RULES,
+    FlowSolver,
+    Sampler,
+    SchedulerKind,
+    StepRule,
+    double_batch,
+    register_scheduler,
+    scheduler_kind,
+)
 from echo_monai.inferers.temporal_window import TemporalSlidingWindow
 
-__all__ = ["FlowSolver", "LatentSampler", "LatentScaler", "Sampler", "TemporalSlidingWindow", "framewise"]
+__all__ = [
+    "ControlNetDenoiser",
+    "FlowSolver",
+    "LatentSampler",
+    "LatentScaler",
+    "STEP_RULES",
+    "Sampler",
+    "SchedulerKind",
+    "StepRule",
+    "TemporalSlidingWindow",
+    "copy_encoder_weights",
+    "double_batch",
+    "framewise",
+    "register_scheduler",
+    "scheduler_kind",
+]

@@ -1,23 +1,34 @@
 """One sampling loop for every denoiser, with classifier-free guidance in one place.
 
-Every network is called as ``network(x, timesteps=t, **condition.kwargs)`` with reference images concatenated to
-``x`` on channels (:class:`echo_monai.engines.Conditioning`). The time stepping is MONAI's: ``DDPMScheduler.step``
-(ancestral, every training step only: it always steps from t to t - 1), ``DDIMScheduler.step`` (deterministic for
-``eta = 0``, strided ancestral for ``eta = 1``) and ``RFlowScheduler.step`` (Euler); Heun's
-second-order correction for flow matching is added here because MONAI has none.
+Every network is called as ``network(x, timesteps=t, **condition.kwargs, **kwargs)`` with reference images
+concatenated to ``x`` on channels (:class:`echo_monai.engines.Conditioning`). How ``x_t`` moves to the next time is
+a *step rule* chosen by the scheduler's kind (:data:`STEP_RULES`, keyed by :class:`SchedulerKind`), not a chain of
+type checks in the loop:
+
+- ``ddpm``: MONAI's ``DDPMScheduler.step`` (ancestral; it always steps from t to t - 1, so only every training step
+  integrates to a sample);
+- ``ddim``: ``DDIMScheduler.step`` (deterministic for ``eta = 0``, strided ancestral for ``eta = 1``);
+- ``flow``: ``RFlowScheduler.step`` (Euler) with Heun's second-order correction added here (MONAI has none);
+- ``multistep``: any other scheduler with MONAI's ``step(model_output, timestep, sample)`` interface that keeps its
+  own history (e.g. :class:`echo_monai.networks.schedulers.DPMSolverScheduler`).
+
+A new scheduler family registers its kind with :func:`register_scheduler`.
 
 Classifier-free guidance (Ho & Salimans 2022) with scale ``w``::
 
     f = f_uncond + w * (f_cond - f_uncond)      # w = 1: plain conditional model, w = 0: unconditional
 
-computed from one network call on the doubled batch ``[conditional, unconditional]``.
+computed from one network call on the doubled batch ``[conditional, unconditional]``. Extra network inputs that
+are not guided (``kwargs``: tensors, or tuples, lists and dicts of tensors such as precomputed residuals) are
+doubled alongside, so both halves see them.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 import torch
 from monai.inferers import Inferer
@@ -26,7 +37,16 @@ from monai.utils import StrEnum
 
 from echo_monai.engines.conditioning import Condition, Conditioning
 
-__all__ = ["Sampler", "FlowSolver"]
+__all__ = [
+    "FlowSolver",
+    "STEP_RULES",
+    "Sampler",
+    "SchedulerKind",
+    "StepRule",
+    "double_batch",
+    "register_scheduler",
+    "scheduler_kind",
+]
 
 
 class FlowSolver(StrEnum):
@@ -36,11 +56,131 @@ class FlowSolver(StrEnum):
     HEUN = "heun"
 
 
+class SchedulerKind(StrEnum):
+    """How a scheduler's ``step`` is driven (see the module docstring)."""
+
+    DDPM = "ddpm"
+    DDIM = "ddim"
+    FLOW = "flow"
+    MULTISTEP = "multistep"
+
+
+#: scheduler class -> kind, looked up along the scheduler's MRO (a subclass inherits its parent's kind)
+_SCHEDULER_KINDS: dict[type, SchedulerKind] = {
+    RFlowScheduler: SchedulerKind.FLOW,
+    DDIMScheduler: SchedulerKind.DDIM,
+    DDPMScheduler: SchedulerKind.DDPM,
+}
+
+
+def register_scheduler(scheduler_class: type, kind: str) -> None:
+    """Declare how :class:`Sampler` drives a scheduler class (and its subclasses).
+
+    Raises:
+        ValueError: for an unknown kind.
+    """
+    if kind not in SchedulerKind.__members__.values():
+        raise ValueError(f"register_scheduler: kind must be one of {[k.value for k in SchedulerKind]}, got '{kind}'.")
+    _SCHEDULER_KINDS[scheduler_class] = SchedulerKind(kind)
+
+
+def scheduler_kind(scheduler: Scheduler) -> SchedulerKind:
+    """The kind of ``scheduler``: the registered kind of the nearest class in its MRO, else ``multistep``."""
+    for cls in type(scheduler).__mro__:
+        if cls in _SCHEDULER_KINDS:
+            return _SCHEDULER_KINDS[cls]
+    return SchedulerKind.MULTISTEP
+
+
+def double_batch(value: Any) -> Any:
+    """Repeat every tensor of ``value`` (a tensor, or tuples, lists and dicts of them) twice along the batch axis.
+
+    Used for the inputs of the doubled guidance batch; anything that is not a tensor or a container passes unchanged.
+    """
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value, value], dim=0)
+    if isinstance(value, Mapping):
+        return {k: double_batch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(double_batch(v) for v in value)
+    return value
+
+
+@dataclass
+class _Trajectory:
+    """What a step rule may need besides ``x_t`` and the network output at it."""
+
+    network: Callable[..., torch.Tensor]
+    condition: Condition
+    timesteps: torch.Tensor
+    generator: torch.Generator | None = None
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+class StepRule(NamedTuple):
+    """How one scheduler kind sets its time grid and moves ``x_t`` to the next time.
+
+    Attributes:
+        set_timesteps: ``(scheduler, num_inference_steps, device, sample_shape)``; ``sample_shape`` is the spatial
+            shape of a sample (RFlowScheduler shifts its grid by resolution).
+        step: ``(sampler, trajectory, i, x, output) -> x_next`` for the ``i``-th time of ``trajectory.timesteps``.
+    """
+
+    set_timesteps: Callable[[Scheduler, int, torch.device, tuple[int, ...]], None]
+    step: Callable[[Sampler, _Trajectory, int, torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def _set_timesteps(scheduler: Scheduler, steps: int, device: torch.device, sample_shape: tuple[int, ...]) -> None:
+    scheduler.set_timesteps(steps, device=device)
+
+
+def _set_flow_timesteps(scheduler: Scheduler, steps: int, device: torch.device, sample_shape: tuple[int, ...]) -> None:
+    numel = 1
+    for size in sample_shape:
+        numel *= int(size)
+    scheduler.set_timesteps(steps, device=device, input_img_size_numel=numel)
+
+
+def _ddpm_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return sampler.scheduler.step(output, path.timesteps[i], x, generator=path.generator)[0]
+
+
+def _ddim_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return sampler.scheduler.step(output, path.timesteps[i], x, eta=sampler.eta, generator=path.generator)[0]
+
+
+def _multistep_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    return sampler.scheduler.step(output, path.timesteps[i], x)[0]
+
+
+def _flow_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+    """Euler: ``x_next = x + u(x, t) dt``; Heun: ``x + (u(x, t) + u(x_euler, t_next)) dt / 2``, ``dt = (t - t_next)/T``
+    (no correction on the last step, which ends at t = 0)."""
+    t = path.timesteps[i]
+    next_t = path.timesteps[i + 1] if i + 1 < len(path.timesteps) else torch.zeros_like(t)
+    x_euler = sampler.scheduler.step(output, t, x, next_t)[0]
+    if sampler.solver == FlowSolver.EULER or float(next_t) <= 0:
+        return x_euler
+    velocity_next = sampler.predict(path.network, x_euler, next_t, path.condition, **path.kwargs)
+    dt = (t.float() - next_t.float()) / float(sampler.scheduler.num_train_timesteps)
+    return x + 0.5 * (output + velocity_next) * dt
+
+
+#: the step rule of every scheduler kind
+STEP_RULES: dict[SchedulerKind, StepRule] = {
+    SchedulerKind.DDPM: StepRule(_set_timesteps, _ddpm_step),
+    SchedulerKind.DDIM: StepRule(_set_timesteps, _ddim_step),
+    SchedulerKind.FLOW: StepRule(_set_flow_timesteps, _flow_step),
+    SchedulerKind.MULTISTEP: StepRule(_set_timesteps, _multistep_step),
+}
+
+
 class Sampler(Inferer):
     """Generate samples from noise with a MONAI scheduler, a denoiser and optional classifier-free guidance.
 
     A MONAI ``Inferer``: use it as the ``inferer`` of a ``SupervisedEvaluator`` together with
-    :class:`echo_monai.engines.SamplingPrepareBatch`, or call it directly.
+    :class:`echo_monai.engines.SamplingPrepareBatch`, or call it directly. ControlNet-guided models are sampled by
+    passing an :class:`echo_monai.inferers.ControlNetDenoiser` as the network.
 
     Args:
         scheduler: ``DDPMScheduler``, ``DDIMScheduler`` or ``RFlowScheduler`` (the one the network was trained with,
@@ -49,7 +189,7 @@ class Sampler(Inferer):
         num_inference_steps: number of steps; None keeps the scheduler's ``num_train_timesteps``.
         guidance_scale: CFG scale ``w``; 1 disables guidance.
         conditioning: the training ``Conditioning``; it defines the unconditional input for guidance.
-        solver: flow-matching solver, ``"euler"`` or ``"heun"`` (ignored for DDPM/DDIM).
+        solver: flow-matching solver, ``"euler"`` or ``"heun"`` (ignored for other kinds).
         eta: DDIM stochasticity (0 = deterministic DDIM).
         clip_range: clamp the final sample to this range (model space is [-1, 1]); None to leave it.
         progress: show a tqdm bar over the steps.
@@ -83,7 +223,8 @@ class Sampler(Inferer):
                 f"Sampler: num_inference_steps must be in [1, {scheduler.num_train_timesteps}], "
                 f"got {num_inference_steps}."
             )
-        if isinstance(scheduler, DDPMScheduler) and steps < int(scheduler.num_train_timesteps):
+        self.kind = scheduler_kind(scheduler)
+        if self.kind == SchedulerKind.DDPM and steps < int(scheduler.num_train_timesteps):
             warnings.warn(
                 f"Sampler: MONAI's DDPMScheduler.step always steps from t to t - 1, so {steps} of "
                 f"{scheduler.num_train_timesteps} steps do not integrate to a sample; for strided ancestral sampling "
@@ -108,7 +249,7 @@ class Sampler(Inferer):
     @property
     def network_evaluations(self) -> int:
         """Network evaluations per sample (a guided evaluation counts once: both halves run in one batch)."""
-        if isinstance(self.scheduler, RFlowScheduler) and self.solver == FlowSolver.HEUN:
+        if self.kind == SchedulerKind.FLOW and self.solver == FlowSolver.HEUN:
             return 2 * self.num_inference_steps - 1
         return self.num_inference_steps
 
@@ -126,34 +267,25 @@ class Sampler(Inferer):
 
         Args:
             inputs: initial Gaussian noise.
-            network: the denoiser.
+            network: the denoiser (or a denoiser wrapper: ControlNet, temporal windows, context embedding).
             condition: conditioning of the batch (None for an unconditional model).
             generator: RNG for the stochastic DDPM/DDIM steps.
             clip: apply ``clip_range`` (a latent wrapper passes False and clips the decoded pixels instead).
-            kwargs: extra network keyword arguments that are never guided (e.g. ControlNet residuals).
+            kwargs: extra network keyword arguments that are never guided (tensors or nested containers of them).
         """
-        condition = condition if condition is not None else Condition()
-        device = inputs.device
-        if isinstance(self.scheduler, RFlowScheduler):
-            self.scheduler.set_timesteps(
-                self.num_inference_steps, device=device, input_img_size_numel=int(torch.tensor(inputs.shape[2:]).prod())
-            )
-        else:
-            self.scheduler.set_timesteps(self.num_inference_steps, device=device)
-        timesteps = self.scheduler.timesteps
+        # 1. the time grid of this scheduler kind
+        rule = STEP_RULES[self.kind]
+        rule.set_timesteps(self.scheduler, self.num_inference_steps, inputs.device, tuple(inputs.shape[2:]))
+        path = _Trajectory(
+            network, condition if condition is not None else Condition(), self.scheduler.timesteps, generator, kwargs
+        )
         x = inputs
-        for i in self._steps(len(timesteps)):
-            t = timesteps[i]
-            output = self.predict(network, x, t, condition, **kwargs)
-            if isinstance(self.scheduler, RFlowScheduler):
-                next_t = timesteps[i + 1] if i + 1 < len(timesteps) else torch.zeros_like(t)
-                x = self._flow_step(network, x, t, next_t, output, condition, **kwargs)
-            elif isinstance(self.scheduler, DDIMScheduler):
-                x, _ = self.scheduler.step(output, t, x, eta=self.eta, generator=generator)
-            elif isinstance(self.scheduler, DDPMScheduler):
-                x, _ = self.scheduler.step(output, t, x, generator=generator)
-            else:  # deterministic multistep solvers (echo_monai.networks.schedulers) keep their own history
-                x, _ = self.scheduler.step(output, t, x)
+        for i in self._steps(len(path.timesteps)):
+            # 2. the (guided) network output at x_t
+            output = self.predict(network, x, path.timesteps[i], path.condition, **kwargs)
+            # 3. x_t -> x_{t_next} by the step rule
+            x = rule.step(self, path, i, x, output)
+        # 4. clip to the model range
         if clip and self.clip_range is not None:
             x = x.clamp(*self.clip_range)
         return x
@@ -171,32 +303,14 @@ class Sampler(Inferer):
         guided = self.guidance_scale != 1.0 and bool(condition)
         if guided:
             condition = condition.cat(self.conditioning.null(condition))
-            x = torch.cat([x, x], dim=0)
-            kwargs = {k: torch.cat([v, v], dim=0) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
-        timesteps = t.reshape(1).to(x.device).expand(x.shape[0])
+            x = double_batch(x)
+            kwargs = double_batch(kwargs)
+        timesteps = torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
         output = network(Conditioning.concat_input(x, condition), timesteps=timesteps, **condition.kwargs, **kwargs)
         if not guided:
             return output
         cond, uncond = output[:batch], output[batch:]
         return uncond + self.guidance_scale * (cond - uncond)
-
-    def _flow_step(
-        self,
-        network: Callable[..., torch.Tensor],
-        x: torch.Tensor,
-        t: torch.Tensor,
-        next_t: torch.Tensor,
-        velocity: torch.Tensor,
-        condition: Condition,
-        **kwargs: Any,
-    ) -> torch.Tensor:
-        x_euler, _ = self.scheduler.step(velocity, t, x, next_t)
-        if self.solver == FlowSolver.EULER or float(next_t) <= 0:
-            return x_euler
-        # Heun: average the velocity at both ends of the step (trapezoidal rule), dt = (t - t_next) / T
-        velocity_next = self.predict(network, x_euler, next_t, condition, **kwargs)
-        dt = (t.float() - next_t.float()) / float(self.scheduler.num_train_timesteps)
-        return x + 0.5 * (velocity + velocity_next) * dt
 
     def _steps(self, n: int):
         if not self.progress:

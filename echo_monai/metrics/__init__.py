@@ -38,6 +38,7 @@ from echo_monai.metrics.prdc import nearest_neighbour_radii, prdc
 from echo_monai.metrics.privacy import (
     MemorisationAudit,
     MemorisationResult,
+    PrivacyGate,
     nearest_neighbour_similarity,
     privacy_filter,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "InputKind",
     "KeyedPrepareBatch",
     "MemorisationAudit",
+    "PrivacyGate",
     "MemorisationResult",
     "NetworkEncoder",
     "PerceptualDistance",

@@ -23,7 +23,9 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["MemorisationAudit", "MemorisationResult", "nearest_neighbour_similarity", "privacy_filter"]
+from echo_monai.data.latent_cache import latent_frames
+
+__all__ = ["MemorisationAudit", "MemorisationResult", "PrivacyGate", "nearest_neighbour_similarity", "privacy_filter"]
 
 
 def _unit_rows(x: torch.Tensor) -> torch.Tensor:
@@ -232,3 +234,60 @@ def privacy_filter(
     keep = torch.ones(synthetic.shape[0], dtype=torch.bool)
     keep[np.asarray(result.flagged_indices, dtype=np.int64)] = False
     return keep, result.summary()
+
+
+class PrivacyGate:
+    """The privacy filter with its threshold calibrated once: ``gate(samples) -> keep mask (B,)``.
+
+    Same rule as :class:`MemorisationAudit` (cosine similarity of embeddings; threshold = the ``percentile`` of the
+    best train <-> held-out similarities of real data), with the training embeddings kept so that each new sample
+    costs one embedding. EchoNet-Synthetic (Reynaud et al., MICCAI 2024) gates every sampled reference frame this
+    way before animating it.
+
+    Args:
+        embed: the re-identification network (or any embedding callable).
+        train: the generator's real training samples ``(N, ...)`` (latent frames, say).
+        held_out: real samples of other patients ``(H, ...)``.
+        percentile: threshold percentile (95 in EchoNet-Synthetic).
+
+    Example:
+        >>> gate = PrivacyGate(reid_network, train_frames, held_out_frames)
+        >>> keep = gate(sampled_reference_latents)   # bool (B,)
+    """
+
+    def __init__(self, embed: Any, train: torch.Tensor, held_out: torch.Tensor, percentile: float = 95.0) -> None:
+        if isinstance(embed, nn.Module):
+            embed.eval()
+        self.audit = MemorisationAudit(embed=embed, percentile=percentile)
+        self.train_embeddings = self.audit.embeddings(train, "train")
+        held_similarity, _ = nearest_neighbour_similarity(
+            self.audit.embeddings(held_out, "held_out"), self.train_embeddings, self.audit.chunk_size
+        )
+        self.threshold = float(np.percentile(held_similarity.numpy(), percentile))
+
+    @classmethod
+    def from_latent_videos(
+        cls,
+        embed: Any,
+        train: Any,
+        held_out: Any,
+        frame_stride: int = 1,
+        percentile: float = 95.0,
+    ) -> PrivacyGate:
+        """A gate calibrated on every ``frame_stride``-th frame of two latent-video datasets (latent caches).
+
+        Args:
+            embed: the re-identification network.
+            train: the generator's training latents (items with ``"latent"`` ``(C, T, h, w)``).
+            held_out: latents of patients the generator never saw.
+            frame_stride: frames between real samples.
+            percentile: threshold percentile.
+        """
+        return cls(embed, latent_frames(train, frame_stride), latent_frames(held_out, frame_stride), percentile)
+
+    @torch.no_grad()
+    def __call__(self, samples: torch.Tensor) -> torch.Tensor:
+        similarity, _ = nearest_neighbour_similarity(
+            self.audit.embeddings(samples, "synthetic"), self.train_embeddings, self.audit.chunk_size
+        )
+        return similarity <= self.threshold

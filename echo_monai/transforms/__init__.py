@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from echo_monai.transforms.condition_map import ConditionMapd
 from echo_monai.transforms.intensity import ScaleIntensityToModelRanged
 from echo_monai.transforms.label_map import (
     CAMUS_CLASSES,
@@ -16,6 +17,7 @@ from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
+    "ConditionMapd",
     "CAMUS_CLASSES",
     "SEG_DDPM_CLASSES",
     "EchoLabelMapd",

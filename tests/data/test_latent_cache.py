@@ -8,31 +8,14 @@ import os
 import numpy as np
 import pytest
 import torch
-from monai.networks.nets import AutoencoderKL
 from torch.utils.data import DataLoader
 
 from echo_monai.data import LatentCacheDataset, LatentCacheError, autoencoder_fingerprint, encode_latent_cache
 
 
-def _autoencoder(seed=0):
-    torch.manual_seed(seed)
-    return AutoencoderKL(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        latent_channels=4,
-        num_res_blocks=1,
-        norm_num_groups=8,
-        attention_levels=(False, False),
-        with_encoder_nonlocal_attn=False,
-        with_decoder_nonlocal_attn=False,
-    ).eval()
-
-
 @pytest.fixture
-def autoencoder():
-    return _autoencoder()
+def autoencoder(make_autoencoder):
+    return make_autoencoder(seed=0).eval()
 
 
 def _items(n=5, video=False):
@@ -113,15 +96,15 @@ def test_resume_skips_finished_items(autoencoder, tmp_path):
     assert not list(tmp_path.glob(".tmp-*"))
 
 
-def test_fingerprint_depends_on_weights_and_config(autoencoder):
-    assert autoencoder_fingerprint(autoencoder) == autoencoder_fingerprint(_autoencoder())
-    assert autoencoder_fingerprint(autoencoder) != autoencoder_fingerprint(_autoencoder(seed=1))
+def test_fingerprint_depends_on_weights_and_config(autoencoder, make_autoencoder):
+    assert autoencoder_fingerprint(autoencoder) == autoencoder_fingerprint(make_autoencoder(seed=0))
+    assert autoencoder_fingerprint(autoencoder) != autoencoder_fingerprint(make_autoencoder(seed=1))
     assert autoencoder_fingerprint(autoencoder, {"a": 1}) != autoencoder_fingerprint(autoencoder, {"a": 2})
 
 
-def test_cache_of_another_autoencoder_raises(autoencoder, tmp_path):
+def test_cache_of_another_autoencoder_raises(autoencoder, make_autoencoder, tmp_path):
     encode_latent_cache(autoencoder, _items(2), tmp_path)
-    other = _autoencoder(seed=1)
+    other = make_autoencoder(seed=1).eval()
     with pytest.raises(LatentCacheError, match=f"{tmp_path}.*built by another autoencoder.*expected.*echo_flow vae"):
         LatentCacheDataset(tmp_path, expected_fingerprint=other, stage="echo_flow vae")
     with pytest.raises(LatentCacheError, match="another autoencoder"):
@@ -215,3 +198,18 @@ def test_array_keys_are_kept_with_the_latents(autoencoder, tmp_path):
         dataset[1]
     with pytest.raises(KeyError, match="has no 'es_mask'"):
         encode_latent_cache(autoencoder, _items(2), tmp_path / "other", array_keys=["es_mask"])
+
+
+def test_a_video_autoencoder_encodes_whole_videos_and_keeps_the_first_frame(tmp_path):
+    from echo_monai.networks.nets import FirstFrameVideoAutoencoder
+
+    torch.manual_seed(0)
+    video_ae = FirstFrameVideoAutoencoder(1, channels=(8, 16), latent_channels=2, num_res_blocks=1, norm_num_groups=4)
+    items = [{**item, "first_frame": item["image"][:, 0]} for item in _items(n=3, video=True)]
+    items = [{**item, "image": torch.cat([item["image"], item["image"][:, :1]], dim=1)} for item in items]  # 4 frames
+    encode_latent_cache(video_ae.eval(), items, tmp_path, array_keys=["first_frame"])
+    dataset = LatentCacheDataset(tmp_path, expected_fingerprint=video_ae)
+    assert dataset[0]["latent"].shape == (2, 2, 8, 8) and dataset[0]["first_frame"].shape == (1, 16, 16)
+    with torch.no_grad():
+        raw = video_ae.encode(items[1]["image"][None])[0]
+    torch.testing.assert_close(dataset.scaler.denormalize(dataset[1]["latent"][None])[0], raw, atol=1e-5, rtol=1e-5)

@@ -7,7 +7,7 @@ import torch
 from ignite.engine import Engine, Events
 from monai.bundle import ConfigParser
 from monai.engines import AdversarialTrainer
-from monai.networks.nets import AutoencoderKL, PatchDiscriminator, ResNet
+from monai.networks.nets import PatchDiscriminator, ResNet
 
 from echo_monai.engines import (
     AutoencoderKLInferer,
@@ -20,21 +20,6 @@ from echo_monai.engines import (
 )
 from echo_monai.engines.autoencoder import _logits
 from echo_monai.metrics import PerceptualDistance
-
-
-def _autoencoder():
-    return AutoencoderKL(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        latent_channels=4,
-        num_res_blocks=1,
-        norm_num_groups=8,
-        attention_levels=(False, False),
-        with_encoder_nonlocal_attn=False,
-        with_decoder_nonlocal_attn=False,
-    )
 
 
 def _discriminator():
@@ -54,9 +39,8 @@ def _discs(n=16, size=16, seed=0):
 
 
 @pytest.fixture
-def autoencoder():
-    torch.manual_seed(0)
-    return _autoencoder()
+def autoencoder(make_autoencoder):
+    return make_autoencoder(seed=0)
 
 
 @pytest.fixture
@@ -312,3 +296,37 @@ def test_trainer_state_dict_reloads_weights_only(autoencoder, discriminator, tmp
     fresh = make_autoencoder_trainer(autoencoder, discriminator, [{"video": videos}], 2, image_key="video")
     fresh.load_state_dict(state)
     assert fresh.state.iteration == trainer.state.iteration == 1
+
+
+def test_stage_checkpoints_final_file_and_resume(autoencoder, discriminator, make_autoencoder, tmp_path):
+    """With ckpt_dir the recipe's stage handlers attach: resumable checkpoints, autoencoder.pt, resume."""
+    data = [{"image": _discs(4)}, {"image": _discs(4, seed=1)}]
+    trainer = make_autoencoder_trainer(
+        autoencoder, discriminator, data, 1, ckpt_dir=tmp_path, save_interval=1, progress=False
+    )
+    trainer.run()
+    assert (tmp_path / "autoencoder.pt").is_file() and (tmp_path / "vae_checkpoint_final_iteration=2.pt").is_file()
+    checkpoint = torch.load(tmp_path / "vae_checkpoint_final_iteration=2.pt", weights_only=True)
+    assert set(checkpoint) == {"autoencoder", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    again = make_autoencoder_trainer(
+        make_autoencoder(seed=5), discriminator, data, 2, ckpt_dir=tmp_path, save_interval=1, progress=False
+    )
+    assert again.resumed_from.endswith("vae_checkpoint_final_iteration=2.pt")
+    started = []
+    again.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))
+    again.run()
+    assert started == [3, 4]
+
+
+def test_video_autoencoder_trains_unfolded_with_a_3d_discriminator():
+    from echo_monai.networks.nets import FirstFrameVideoAutoencoder
+
+    torch.manual_seed(0)
+    video_ae = FirstFrameVideoAutoencoder(
+        in_channels=1, out_channels=1, channels=(8, 16), latent_channels=2, num_res_blocks=1, norm_num_groups=4
+    )
+    disc = PatchDiscriminator(spatial_dims=3, num_layers_d=1, channels=4, in_channels=1, out_channels=1)
+    videos = torch.rand(2, 1, 8, 16, 16) * 2 - 1
+    trainer = make_autoencoder_trainer(video_ae, disc, [{"video": videos}], 1, image_key="video", fold_frames=False)
+    trainer.run()
+    assert trainer.state.output["pred"].shape == (2, 1, 8, 16, 16)

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from monai.engines import SupervisedEvaluator
 
-from echo_monai.handlers import load_stage_checkpoint
+from echo_monai.handlers import StageCheckpointLoader, load_stage_checkpoint
 
 
 def test_restores_and_returns_the_first_module(tmp_path):
@@ -31,3 +32,22 @@ def test_checkpoint_of_another_network_is_refused(tmp_path):
         load_stage_checkpoint(tmp_path / "other.pt", {"autoencoder": torch.nn.Linear(4, 4)}, "demo train")
     with pytest.raises(ValueError, match="at least one module"):
         load_stage_checkpoint(tmp_path / "other.pt", {}, "demo train")
+
+
+def _evaluator(network):
+    return SupervisedEvaluator(
+        device=torch.device("cpu"), val_data_loader=[{"image": torch.zeros(1, 2)}], network=network
+    )
+
+
+def test_stage_checkpoint_loader_errors(tmp_path):
+    net = torch.nn.Linear(2, 2)
+    missing = StageCheckpointLoader(str(tmp_path / "model.pt"), {"model": net}, stage="my_bundle train")
+    with pytest.raises(FileNotFoundError, match="run the my_bundle train stage first"):
+        missing(_evaluator(net))
+    torch.save({"model": torch.nn.Linear(3, 3).state_dict()}, tmp_path / "other.pt")
+    other = StageCheckpointLoader(str(tmp_path / "other.pt"), {"model": net}, stage="my_bundle train")
+    with pytest.raises(ValueError, match="does not fit the network"):
+        other(_evaluator(net))
+    torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, tmp_path / "good.pt")
+    StageCheckpointLoader(str(tmp_path / "good.pt"), {"model": net})(_evaluator(net))

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets import AutoencoderKL
 from monai.networks.schedulers import RFlowScheduler
 
 from echo_monai.engines import Condition
@@ -10,17 +9,8 @@ from echo_monai.inferers import LatentSampler, LatentScaler, Sampler, framewise
 
 
 @pytest.fixture
-def autoencoder():
-    return AutoencoderKL(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        latent_channels=4,
-        num_res_blocks=1,
-        norm_num_groups=8,
-        attention_levels=(False, False),
-    ).eval()
+def autoencoder(make_autoencoder):
+    return make_autoencoder(seed=0).eval()
 
 
 class ConcatDenoiser(torch.nn.Module):
@@ -63,3 +53,30 @@ def test_latent_video_sampling_encodes_reference_and_decodes(autoencoder):
 def test_wraps_only_samplers(autoencoder):
     with pytest.raises(TypeError, match="Sampler"):
         LatentSampler(object(), autoencoder)
+
+
+class FirstFrameEcho(torch.nn.Module):
+    """A video denoiser stand-in: velocity zero, so the sample stays the noise it started from."""
+
+    def forward(self, x, timesteps):
+        return torch.zeros_like(x)
+
+
+def test_video_autoencoder_decodes_with_its_first_frame_condition():
+    from echo_monai.networks.nets import FirstFrameVideoAutoencoder
+
+    torch.manual_seed(0)
+    video_ae = FirstFrameVideoAutoencoder(1, channels=(8, 16), latent_channels=2, num_res_blocks=1, norm_num_groups=4)
+    video_ae.eval()
+    sampler = LatentSampler(Sampler(RFlowScheduler(10), 2), video_ae, encode_concat=False)
+    first_frame = torch.rand(1, 1, 16, 16) * 2 - 1
+    noise = torch.randn(1, 2, 2, 8, 8)  # latent of a 4-frame 16 px video (2x down in T, H and W)
+    video = sampler(noise, FirstFrameEcho(), decoder_condition={"first_frame": first_frame})
+    assert video.shape == (1, 1, 4, 16, 16)
+    expected = video_ae.decode(noise, first_frame=first_frame).clamp(-1, 1)
+    torch.testing.assert_close(video, expected)
+    other = sampler(noise, FirstFrameEcho(), decoder_condition={"first_frame": -first_frame})
+    assert not torch.allclose(other, video)
+    with pytest.raises(ValueError, match="first_frame"):
+        sampler(noise, FirstFrameEcho())
+    torch.testing.assert_close(sampler.encode(video), video_ae.encode(video))  # identity scaler

@@ -8,7 +8,7 @@ from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
 from echo_monai.engines import Condition, Conditioning
-from echo_monai.inferers import Sampler
+from echo_monai.inferers import STEP_RULES, Sampler, SchedulerKind, double_batch, register_scheduler, scheduler_kind
 
 
 @pytest.fixture
@@ -146,3 +146,65 @@ def test_strided_ddpm_warns_and_points_at_ddim_eta_1():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         Sampler(DDPMScheduler(1000))  # every training step: no warning
+
+
+class NestedRecorder(torch.nn.Module):
+    """Records the batch sizes of nested keyword inputs; output = x * 0 + label + sum of the extras."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, x, timesteps, class_labels=None, extras=None):
+        sizes = {k: [t.shape[0] for t in v] if isinstance(v, (list, tuple)) else v.shape[0] for k, v in extras.items()}
+        self.seen.append((x.shape[0], sizes, type(extras["pair"]).__name__))
+        bias = sum(t.reshape(t.shape[0], -1).sum(1) for t in [*extras["pair"], *extras["list"]])
+        return torch.zeros_like(x) + (class_labels.float() + bias).reshape(-1, 1, 1, 1)
+
+
+def test_guidance_doubles_nested_inputs():
+    net = NestedRecorder()
+    conditioning = Conditioning({"class_labels": "v"}, null_values={"class_labels": 0})
+    sampler = Sampler(DDIMScheduler(10), 2, guidance_scale=2.0, conditioning=conditioning, clip_range=None)
+    extras = {"pair": (torch.ones(2, 3), torch.ones(2, 1)), "list": [torch.zeros(2, 2)]}
+    out = sampler.predict(
+        net, torch.zeros(2, 1, 4, 4), torch.tensor(5), Condition({"class_labels": torch.tensor([1, 2])}), extras=extras
+    )
+    assert net.seen[0] == (4, {"pair": [4, 4], "list": [4]}, "tuple")  # every tensor doubled, containers kept
+    # bias 4 in both halves: uncond (0 + 4) + 2 * ((label + 4) - (0 + 4)) = 4 + 2 label
+    torch.testing.assert_close(out[:, 0, 0, 0], torch.tensor([6.0, 8.0]))
+
+
+def test_double_batch_leaves_non_tensors():
+    value = {"a": [torch.ones(1, 2), 3], "b": "text", "c": (torch.zeros(2),)}
+    doubled = double_batch(value)
+    assert doubled["a"][0].shape == (2, 2) and doubled["a"][1] == 3 and doubled["b"] == "text"
+    assert doubled["c"][0].shape == (4,) and isinstance(doubled["c"], tuple)
+
+
+def test_scheduler_kinds_follow_the_mro_and_the_registry():
+    from echo_monai.networks.schedulers import DPMSolverScheduler
+
+    assert scheduler_kind(DDPMScheduler(10)) == SchedulerKind.DDPM
+    assert scheduler_kind(DDIMScheduler(10)) == SchedulerKind.DDIM
+    assert scheduler_kind(RFlowScheduler(10)) == SchedulerKind.FLOW
+    assert scheduler_kind(DPMSolverScheduler(10)) == SchedulerKind.MULTISTEP
+
+    class MyDDIM(DDIMScheduler):
+        pass
+
+    assert scheduler_kind(MyDDIM(10)) == SchedulerKind.DDIM  # a subclass inherits its parent's rule
+
+    class Plain(DDPMScheduler):
+        pass
+
+    register_scheduler(Plain, "multistep")
+    try:
+        assert Sampler(Plain(10), 2).kind == SchedulerKind.MULTISTEP  # no strided-DDPM warning either
+    finally:
+        from echo_monai.inferers import sampler as sampler_module
+
+        sampler_module._SCHEDULER_KINDS.pop(Plain)
+    with pytest.raises(ValueError, match="kind must be one of"):
+        register_scheduler(Plain, "euler")
+    assert set(STEP_RULES) == set(SchedulerKind)

@@ -7,11 +7,19 @@ from echo_monai.networks.blocks.spatiotemporal_resblock import (
     TemporalConvBlock,
     apply_per_frame,
 )
+from echo_monai.networks.blocks.spatiotemporal_unet_blocks import (
+    SpatioTemporalDownBlock,
+    SpatioTemporalMidBlock,
+    SpatioTemporalUpBlock,
+)
 
 __all__ = [
     "FactorisedAttentionBlock",
     "ScalarTokenEmbedding",
+    "SpatioTemporalDownBlock",
+    "SpatioTemporalMidBlock",
     "SpatioTemporalResBlock",
+    "SpatioTemporalUpBlock",
     "TemporalConvBlock",
     "TemporalTransformer",
     "apply_per_frame",

@@ -1,7 +1,19 @@
 from __future__ import annotations
 
+from echo_monai.data.latent_autoencoder import FramewiseAutoencoder, LatentAutoencoder, as_latent_autoencoder
 from echo_monai.networks.nets.context_embedding_denoiser import ContextEmbeddingDenoiser
 from echo_monai.networks.nets.reidentification import ReIdentificationNet
+from echo_monai.networks.nets.spatiotemporal_controlnet import SpatioTemporalControlNet
 from echo_monai.networks.nets.spatiotemporal_unet import SpatioTemporalUNet
+from echo_monai.networks.nets.video_autoencoder import FirstFrameVideoAutoencoder
 
-__all__ = ["ContextEmbeddingDenoiser", "ReIdentificationNet", "SpatioTemporalUNet"]
+__all__ = [
+    "ContextEmbeddingDenoiser",
+    "FirstFrameVideoAutoencoder",
+    "FramewiseAutoencoder",
+    "LatentAutoencoder",
+    "ReIdentificationNet",
+    "SpatioTemporalControlNet",
+    "SpatioTemporalUNet",
+    "as_latent_autoencoder",
+]

@@ -3,41 +3,243 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
-from monai.networks.nets.diffusion_model_unet import DiffusionUnetDownsample, get_timestep_embedding, zero_module
+from monai.networks.nets.diffusion_model_unet import get_timestep_embedding, zero_module
 from torch import nn
-from torch.utils.checkpoint import checkpoint
 
-from echo_monai.networks.blocks.factorised_attention import FactorisedAttentionBlock
-from echo_monai.networks.blocks.spatiotemporal_resblock import SpatioTemporalResBlock, apply_per_frame
+from echo_monai.networks.blocks.spatiotemporal_resblock import apply_per_frame
+from echo_monai.networks.blocks.spatiotemporal_unet_blocks import (
+    SpatioTemporalDownBlock,
+    SpatioTemporalMidBlock,
+    SpatioTemporalUpBlock,
+)
 
 __all__ = ["SpatioTemporalUNet"]
 
 
-def _per_level(name: str, value: int | Sequence[int], levels: int) -> tuple[int, ...]:
+def _per_level(owner: str, name: str, value: int | Sequence[int], levels: int) -> tuple[int, ...]:
     values = (int(value),) * levels if isinstance(value, int) else tuple(int(v) for v in value)
     if len(values) != levels:
-        raise ValueError(
-            f"SpatioTemporalUNet: {name} must be an int or have one entry per level ({levels}), got {value}."
-        )
+        raise ValueError(f"{owner}: {name} must be an int or have one entry per level ({levels}), got {value}.")
     if any(v <= 0 for v in values):
-        raise ValueError(f"SpatioTemporalUNet: {name} must be positive, got {value}.")
+        raise ValueError(f"{owner}: {name} must be positive, got {value}.")
     return values
 
 
-class _Upsample(nn.Module):
-    """Nearest-neighbour x2 upsampling of a frame followed by a 3x3 convolution."""
+class _SpatioTemporalEncoder(nn.Module):
+    """The half shared by :class:`SpatioTemporalUNet` and ``SpatioTemporalControlNet``: argument validation, the
+    timestep / class embedding, ``conv_in``, the down blocks and the middle block, and forward steps 1 to 5.
 
-    def __init__(self, channels: int) -> None:
+    Error messages name the concrete class. See :class:`SpatioTemporalUNet` for the arguments.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        attention_levels: Sequence[bool],
+        num_res_blocks: int | Sequence[int],
+        num_head_channels: int | Sequence[int],
+        norm_num_groups: int,
+        norm_eps: float,
+        with_conditioning: bool,
+        cross_attention_dim: int | None,
+        num_class_embeds: int | None,
+        temporal_kernel_size: int,
+        use_flash_attention: bool,
+        use_checkpointing: bool,
+        dropout: float,
+    ) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1)
+        self._encoder_config: dict[str, Any] = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
+        res_blocks, head_channels = self._validate(**self._encoder_config)
+        self.in_channels = in_channels
+        self.block_channels = tuple(int(c) for c in channels)
+        self.attention_levels = tuple(bool(a) for a in attention_levels)
+        self.num_res_blocks, self.num_head_channels = res_blocks, head_channels
+        self.with_conditioning = with_conditioning
+        self.cross_attention_dim = cross_attention_dim
+        self.num_class_embeds = num_class_embeds
+        temb = channels[0] * 4
+        # settings shared by every level module (the decoder of SpatioTemporalUNet uses them too)
+        self._block_kwargs: dict[str, Any] = {
+            "temb_channels": temb, "norm_num_groups": norm_num_groups, "norm_eps": norm_eps,
+            "cross_attention_dim": cross_attention_dim, "temporal_kernel_size": temporal_kernel_size,
+            "use_flash_attention": use_flash_attention, "dropout": dropout,
+        }  # fmt: skip
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv(nn.functional.interpolate(x, scale_factor=2.0, mode="nearest"))
+        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
+        self.time_embed = nn.Sequential(nn.Linear(channels[0], temb), nn.SiLU(), nn.Linear(temb, temb))
+        self.class_embedding = nn.Embedding(num_class_embeds, temb) if num_class_embeds is not None else None
+        self.down_blocks = nn.ModuleList(
+            SpatioTemporalDownBlock(
+                channels[max(i - 1, 0)],
+                channels[i],
+                num_res_blocks=res_blocks[i],
+                add_downsample=i < len(channels) - 1,
+                with_attn=self.attention_levels[i],
+                num_head_channels=head_channels[i],
+                **self._block_kwargs,
+            )
+            for i in range(len(channels))
+        )
+        self.middle_block = SpatioTemporalMidBlock(
+            channels[-1], num_head_channels=head_channels[-1], **self._block_kwargs
+        )
+        self.use_checkpointing = use_checkpointing
+
+    def _validate(
+        self,
+        in_channels: int,
+        channels: Sequence[int],
+        attention_levels: Sequence[bool],
+        num_res_blocks: int | Sequence[int],
+        num_head_channels: int | Sequence[int],
+        norm_num_groups: int,
+        with_conditioning: bool,
+        cross_attention_dim: int | None,
+        num_class_embeds: int | None,
+        temporal_kernel_size: int,
+        dropout: float,
+        **_: Any,
+    ) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """Check the constructor arguments; returns ``num_res_blocks`` and ``num_head_channels`` per level."""
+        owner = type(self).__name__
+        if in_channels <= 0:
+            raise ValueError(f"{owner}: in_channels must be positive, got {in_channels}.")
+        if len(channels) == 0 or any(int(c) <= 0 for c in channels):
+            raise ValueError(f"{owner}: channels must be a non-empty sequence of positive ints, got {channels}.")
+        if len(attention_levels) != len(channels):
+            raise ValueError(
+                f"{owner}: attention_levels ({len(attention_levels)} entries) must have one entry per level of "
+                f"channels ({len(channels)})."
+            )
+        if norm_num_groups <= 0 or any(int(c) % norm_num_groups != 0 for c in channels):
+            raise ValueError(
+                f"{owner}: norm_num_groups ({norm_num_groups}) must divide every entry of channels {tuple(channels)}."
+            )
+        if temporal_kernel_size < 1 or temporal_kernel_size % 2 == 0:
+            raise ValueError(
+                f"{owner}: temporal_kernel_size must be a positive odd integer, got {temporal_kernel_size}."
+            )
+        levels = len(channels)
+        res_blocks = _per_level(owner, "num_res_blocks", num_res_blocks, levels)
+        head_channels = _per_level(owner, "num_head_channels", num_head_channels, levels)
+        for i, (ch, attn, hc) in enumerate(zip(channels, attention_levels, head_channels, strict=True)):
+            if (attn or i == levels - 1) and ch % hc != 0:
+                raise ValueError(
+                    f"{owner}: num_head_channels ({hc}) must divide channels[{i}] ({ch}) at a level with attention."
+                )
+        if with_conditioning and (cross_attention_dim is None or cross_attention_dim <= 0):
+            raise ValueError(
+                f"{owner}: with_conditioning=True needs a positive cross_attention_dim, got {cross_attention_dim}."
+            )
+        if not with_conditioning and cross_attention_dim is not None:
+            raise ValueError(
+                f"{owner}: cross_attention_dim ({cross_attention_dim}) is only used with with_conditioning=True."
+            )
+        if num_class_embeds is not None and num_class_embeds < 1:
+            raise ValueError(f"{owner}: num_class_embeds must be None or >= 1, got {num_class_embeds}.")
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"{owner}: dropout must be in [0, 1), got {dropout}.")
+        return res_blocks, head_channels
+
+    @property
+    def use_checkpointing(self) -> bool:
+        """Gradient checkpointing of every residual and attention block in training (set on every level module)."""
+        return self._use_checkpointing
+
+    @use_checkpointing.setter
+    def use_checkpointing(self, value: bool) -> None:
+        self._use_checkpointing = bool(value)
+        for module in self.modules():
+            if isinstance(module, (SpatioTemporalDownBlock, SpatioTemporalMidBlock, SpatioTemporalUpBlock)):
+                module.use_checkpointing = self._use_checkpointing
+
+    @property
+    def spatial_divisor(self) -> int:
+        """``H`` and ``W`` must be multiples of this (``2 ** (levels - 1)``)."""
+        return 2 ** (len(self.block_channels) - 1)
+
+    @property
+    def down_block_residual_channels(self) -> tuple[int, ...]:
+        """Channels of each skip connection, in order: ``conv_in``, every residual block, every downsampling.
+
+        ``down_block_additional_residuals[i]`` is ``(B, down_block_residual_channels[i], T, H / 2**l, W / 2**l)``
+        for a skip of level ``l`` (a level's downsampling output is at level ``l + 1``'s size); a ControlNet
+        produces one residual per entry.
+        """
+        channels = [self.block_channels[0]]
+        for i, (ch, n) in enumerate(zip(self.block_channels, self.num_res_blocks, strict=True)):
+            channels += [ch] * (n + (i < len(self.block_channels) - 1))
+        return tuple(channels)
+
+    def _check_inputs(self, x: torch.Tensor, context: torch.Tensor | None, class_labels: torch.Tensor | None) -> None:
+        owner = type(self).__name__
+        if x.ndim != 5 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"{owner}: x must be (B, {self.in_channels}, T, H, W) (in_channels counts concatenated references), "
+                f"got shape {tuple(x.shape)}."
+            )
+        d = self.spatial_divisor
+        if x.shape[-2] % d or x.shape[-1] % d:
+            raise ValueError(
+                f"{owner}: spatial size (H, W) = {tuple(x.shape[-2:])} of input shape {tuple(x.shape)} must be "
+                f"divisible by {d} (2 ** (levels - 1) for {len(self.block_channels)} levels), or the skip "
+                "connections do not line up; pad the latent (e.g. 14x14 -> 16x16)."
+            )
+        if self.with_conditioning:
+            if context is None or context.ndim != 3 or context.shape[-1] != self.cross_attention_dim:
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(
+                    f"{owner}: with_conditioning=True needs context of shape (B, N, {self.cross_attention_dim}), "
+                    f"got {got}."
+                )
+        elif context is not None:
+            raise ValueError(f"{owner}: context given but the network has with_conditioning=False.")
+        if self.class_embedding is not None and class_labels is None:
+            raise ValueError(f"{owner}: num_class_embeds={self.num_class_embeds} needs class_labels (B,).")
+        if self.class_embedding is None and class_labels is not None:
+            raise ValueError(f"{owner}: class_labels given but the network has num_class_embeds=None.")
+
+    def _apply_time_embedding(
+        self, x: torch.Tensor, timesteps: torch.Tensor | float, class_labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Steps 1 and 2: sinusoidal timestep embedding through ``time_embed``, plus the class embedding; (B, 4 C0)."""
+        t = torch.as_tensor(timesteps, device=x.device)
+        if t.ndim == 0:
+            t = t.expand(x.shape[0])
+        if t.shape != (x.shape[0],):
+            raise ValueError(
+                f"{type(self).__name__}: timesteps must be a scalar or ({x.shape[0]},), got shape {tuple(t.shape)}."
+            )
+        emb = self.time_embed(get_timestep_embedding(t, self.block_channels[0]).to(x.dtype))
+        if self.class_embedding is not None and class_labels is not None:
+            emb = emb + self.class_embedding(class_labels.reshape(-1).long()).to(emb.dtype)
+        return emb
+
+    def _apply_initial_convolution(self, x: torch.Tensor) -> torch.Tensor:
+        """Step 3: ``(B, in_channels, T, H, W)`` -> ``(B, C0, T, H, W)``, a 3x3 convolution per frame."""
+        return apply_per_frame(self.conv_in, x)
+
+    def _apply_down_blocks(
+        self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """Step 4: the encoder; returns the deepest features and the skips (``conv_in`` output first)."""
+        down_block_res_samples = [h]
+        for down_block in self.down_blocks:
+            h, res_samples = down_block(hidden_states=h, temb=emb, context=context)
+            down_block_res_samples += res_samples
+        return h, down_block_res_samples
+
+    def _apply_mid_block(self, h: torch.Tensor, emb: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
+        """Step 5: the middle block, ``(B, C_last, T, H_last, W_last)``."""
+        return self.middle_block(hidden_states=h, temb=emb, context=context)
 
 
-class SpatioTemporalUNet(nn.Module):
+class SpatioTemporalUNet(_SpatioTemporalEncoder):
     """Latent video denoiser ``net(x, timesteps, context=None, class_labels=None)`` on ``x`` (B, C, T, H, W).
 
     An encoder/decoder UNet over ``H, W`` (frames are down- and up-sampled spatially, ``T`` is kept) whose levels
@@ -46,7 +248,9 @@ class SpatioTemporalUNet(nn.Module):
     factorised attention (spatial self-attention per frame and temporal self-attention per pixel, each followed by
     cross-attention to ``context`` tokens). This is the architecture family of Stable Video Diffusion (Blattmann et
     al. 2023, arXiv:2311.15127), used for echocardiography by EchoNet-Synthetic (Reynaud et al., MICCAI 2024,
-    arXiv:2406.00808) and EchoFlow (Reynaud et al. 2025, arXiv:2503.22357).
+    arXiv:2406.00808) and EchoFlow (Reynaud et al. 2025, arXiv:2503.22357). It is assembled like MONAI's
+    ``DiffusionModelUNet``: ``conv_in``, ``down_blocks`` (:class:`SpatioTemporalDownBlock`), ``middle_block``
+    (:class:`SpatioTemporalMidBlock`), ``up_blocks`` (:class:`SpatioTemporalUpBlock`) and ``out``.
 
     **Initialisation.** Every temporal layer ends in a zero-initialised projection (the temporal convolution's second
     convolution, the temporal transformer's output projection), so at initialisation the network is exactly a
@@ -57,7 +261,10 @@ class SpatioTemporalUNet(nn.Module):
     **Conditioning.** Reference frames or latents are concatenated to ``x`` on channels by the caller
     (:class:`echo_monai.engines.Conditioning`), so ``in_channels`` counts them. ``context`` holds generic tokens
     ``(B, N, cross_attention_dim)`` (e.g. an ejection fraction as one token, motion features as many), shared by all
-    frames; ``class_labels`` ``(B,)`` (e.g. the view) are embedded and added to the timestep embedding.
+    frames; ``class_labels`` ``(B,)`` (e.g. the view) are embedded and added to the timestep embedding. A
+    ``SpatioTemporalControlNet`` (Zhang & Agrawala 2023, arXiv:2302.05543) adds its residuals to the skips
+    (``down_block_additional_residuals``, channels :attr:`down_block_residual_channels`) and to the middle block's
+    output (``mid_block_additional_residual``), exactly as in MONAI's ``DiffusionModelUNet``.
 
     The spatial size must divide by ``2 ** (len(channels) - 1)``: pad a 14x14 latent to 16x16 as EchoNet-Synthetic
     does. Any number of frames works.
@@ -105,133 +312,48 @@ class SpatioTemporalUNet(nn.Module):
         use_checkpointing: bool = False,
         dropout: float = 0.0,
     ) -> None:
-        super().__init__()
-        self._validate(in_channels, out_channels, channels, attention_levels, norm_num_groups, temporal_kernel_size)
-        levels = len(channels)
-        res_blocks = _per_level("num_res_blocks", num_res_blocks, levels)
-        head_channels = _per_level("num_head_channels", num_head_channels, levels)
-        for i, (ch, attn, hc) in enumerate(zip(channels, attention_levels, head_channels, strict=True)):
-            if (attn or i == levels - 1) and ch % hc != 0:
-                raise ValueError(
-                    f"SpatioTemporalUNet: num_head_channels ({hc}) must divide channels[{i}] ({ch}) at a level "
-                    "with attention."
-                )
-        if with_conditioning and (cross_attention_dim is None or cross_attention_dim <= 0):
+        if in_channels <= 0 or out_channels <= 0:
             raise ValueError(
-                f"SpatioTemporalUNet: with_conditioning=True needs a positive cross_attention_dim, "
-                f"got {cross_attention_dim}."
+                f"SpatioTemporalUNet: in_channels and out_channels must be positive, got {in_channels}, {out_channels}."
             )
-        if not with_conditioning and cross_attention_dim is not None:
-            raise ValueError(
-                f"SpatioTemporalUNet: cross_attention_dim ({cross_attention_dim}) is only used with "
-                "with_conditioning=True."
+        super().__init__(
+            in_channels=in_channels,
+            channels=channels,
+            attention_levels=attention_levels,
+            num_res_blocks=num_res_blocks,
+            num_head_channels=num_head_channels,
+            norm_num_groups=norm_num_groups,
+            norm_eps=norm_eps,
+            with_conditioning=with_conditioning,
+            cross_attention_dim=cross_attention_dim,
+            num_class_embeds=num_class_embeds,
+            temporal_kernel_size=temporal_kernel_size,
+            use_flash_attention=use_flash_attention,
+            use_checkpointing=use_checkpointing,
+            dropout=dropout,
+        )
+        self.out_channels = out_channels
+        # decoder, deepest level first: level i consumes num_res_blocks[i] + 1 skips (MONAI's channel convention)
+        top = len(channels) - 1
+        self.up_blocks = nn.ModuleList(
+            SpatioTemporalUpBlock(
+                channels[max(i - 1, 0)],
+                channels[min(i + 1, top)],
+                channels[i],
+                num_res_blocks=self.num_res_blocks[i] + 1,
+                add_upsample=i > 0,
+                with_attn=self.attention_levels[i],
+                num_head_channels=self.num_head_channels[i],
+                use_checkpointing=use_checkpointing,
+                **self._block_kwargs,
             )
-        if num_class_embeds is not None and num_class_embeds < 1:
-            raise ValueError(f"SpatioTemporalUNet: num_class_embeds must be None or >= 1, got {num_class_embeds}.")
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"SpatioTemporalUNet: dropout must be in [0, 1), got {dropout}.")
-
-        self.in_channels, self.out_channels = in_channels, out_channels
-        self.block_channels = tuple(channels)
-        self.attention_levels = tuple(bool(a) for a in attention_levels)
-        self.with_conditioning = with_conditioning
-        self.cross_attention_dim = cross_attention_dim
-        self.num_class_embeds = num_class_embeds
-        self.use_checkpointing = use_checkpointing
-        temb = channels[0] * 4
-        norm = {"norm_num_groups": norm_num_groups, "norm_eps": norm_eps}
-
-        def res(c_in: int, c_out: int) -> SpatioTemporalResBlock:
-            return SpatioTemporalResBlock(c_in, c_out, temb, temporal_kernel_size=temporal_kernel_size, **norm)
-
-        def attn(c: int, hc: int) -> FactorisedAttentionBlock:
-            return FactorisedAttentionBlock(
-                c, hc, cross_attention_dim=cross_attention_dim, use_flash_attention=use_flash_attention,
-                dropout=dropout, **norm,
-            )  # fmt: skip
-
-        self.time_embed = nn.Sequential(nn.Linear(channels[0], temb), nn.SiLU(), nn.Linear(temb, temb))
-        self.class_embedding = nn.Embedding(num_class_embeds, temb) if num_class_embeds is not None else None
-        self.conv_in = nn.Conv2d(in_channels, channels[0], 3, padding=1)
-
-        # encoder: skip_channels records the channels of every tensor pushed on the skip stack
-        skip_channels = [channels[0]]
-        self.down_res, self.down_attn, self.downsamplers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        c_prev = channels[0]
-        for i, ch in enumerate(channels):
-            self.down_res.append(nn.ModuleList([res(c_prev if j == 0 else ch, ch) for j in range(res_blocks[i])]))
-            use_attn = self.attention_levels[i]
-            self.down_attn.append(
-                nn.ModuleList([attn(ch, head_channels[i]) if use_attn else nn.Identity() for _ in range(res_blocks[i])])
-            )
-            skip_channels += [ch] * res_blocks[i]
-            last = i == levels - 1
-            self.downsamplers.append(nn.Identity() if last else DiffusionUnetDownsample(2, ch, use_conv=True))
-            if not last:
-                skip_channels.append(ch)
-            c_prev = ch
-
-        self.mid_res1 = res(channels[-1], channels[-1])
-        self.mid_attn = attn(channels[-1], head_channels[-1])
-        self.mid_res2 = res(channels[-1], channels[-1])
-
-        # decoder: level i (deepest first) consumes num_res_blocks[i] + 1 skips
-        self.up_res, self.up_attn, self.upsamplers = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
-        for i in reversed(range(levels)):
-            ch = channels[i]
-            blocks = []
-            for _ in range(res_blocks[i] + 1):
-                blocks.append(res(c_prev + skip_channels.pop(), ch))
-                c_prev = ch
-            self.up_res.append(nn.ModuleList(blocks))
-            use_attn = self.attention_levels[i]
-            self.up_attn.append(
-                nn.ModuleList([attn(ch, head_channels[i]) if use_attn else nn.Identity() for _ in blocks])
-            )
-            self.upsamplers.append(_Upsample(ch) if i > 0 else nn.Identity())
-
+            for i in reversed(range(len(channels)))
+        )
         self.out = nn.Sequential(
             nn.GroupNorm(norm_num_groups, channels[0], eps=norm_eps),
             nn.SiLU(),
             zero_module(nn.Conv2d(channels[0], out_channels, 3, padding=1)),
         )
-
-    @staticmethod
-    def _validate(
-        in_channels: int,
-        out_channels: int,
-        channels: Sequence[int],
-        attention_levels: Sequence[bool],
-        norm_num_groups: int,
-        temporal_kernel_size: int,
-    ) -> None:
-        if in_channels <= 0 or out_channels <= 0:
-            raise ValueError(
-                f"SpatioTemporalUNet: in_channels and out_channels must be positive, got {in_channels}, {out_channels}."
-            )
-        if len(channels) == 0 or any(int(c) <= 0 for c in channels):
-            raise ValueError(
-                f"SpatioTemporalUNet: channels must be a non-empty sequence of positive ints, got {channels}."
-            )
-        if len(attention_levels) != len(channels):
-            raise ValueError(
-                f"SpatioTemporalUNet: attention_levels ({len(attention_levels)} entries) must have one entry per "
-                f"level of channels ({len(channels)})."
-            )
-        if norm_num_groups <= 0 or any(int(c) % norm_num_groups != 0 for c in channels):
-            raise ValueError(
-                f"SpatioTemporalUNet: norm_num_groups ({norm_num_groups}) must divide every entry of channels "
-                f"{tuple(channels)}."
-            )
-        if temporal_kernel_size < 1 or temporal_kernel_size % 2 == 0:
-            raise ValueError(
-                f"SpatioTemporalUNet: temporal_kernel_size must be a positive odd integer, got {temporal_kernel_size}."
-            )
-
-    @property
-    def spatial_divisor(self) -> int:
-        """``H`` and ``W`` must be multiples of this (``2 ** (levels - 1)``)."""
-        return 2 ** (len(self.block_channels) - 1)
 
     def forward(
         self,
@@ -239,6 +361,8 @@ class SpatioTemporalUNet(nn.Module):
         timesteps: torch.Tensor | float,
         context: torch.Tensor | None = None,
         class_labels: torch.Tensor | None = None,
+        down_block_additional_residuals: Sequence[torch.Tensor] | None = None,
+        mid_block_additional_residual: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the denoising target.
 
@@ -247,77 +371,71 @@ class SpatioTemporalUNet(nn.Module):
             timesteps: ``(B,)`` or a scalar, int or float (e.g. RFlowScheduler's continuous times).
             context: tokens ``(B, N, cross_attention_dim)`` when ``with_conditioning``.
             class_labels: ``(B,)`` class indices when ``num_class_embeds`` is set.
+            down_block_additional_residuals: one tensor per skip ``(B, C_i, T, H_i, W_i)``
+                (``C_i = down_block_residual_channels[i]``), added to it (a ControlNet's output).
+            mid_block_additional_residual: ``(B, channels[-1], T, H_last, W_last)``, added to the middle block's
+                output.
 
         Returns:
             ``(B, out_channels, T, H, W)``.
+
+        Raises:
+            ValueError: on inputs of the wrong shape, missing or unexpected conditions, or residuals whose number or
+                shapes do not match the skips.
         """
         self._check_inputs(x, context, class_labels)
+        # 1. time and 2. class embedding
         emb = self._apply_time_embedding(x, timesteps, class_labels)
-        h = apply_per_frame(self.conv_in, x)
-        skips = [h]
-        for res_blocks, attn_blocks, down in zip(self.down_res, self.down_attn, self.downsamplers, strict=True):
-            for res, attn in zip(res_blocks, attn_blocks, strict=True):
-                h = self._apply_block(attn, self._apply_block(res, h, emb), context)
-                skips.append(h)
-            if not isinstance(down, nn.Identity):
-                h = apply_per_frame(down, h)
-                skips.append(h)
-        h = self._apply_block(self.mid_res1, h, emb)
-        h = self._apply_block(self.mid_attn, h, context)
-        h = self._apply_block(self.mid_res2, h, emb)
-        for res_blocks, attn_blocks, up in zip(self.up_res, self.up_attn, self.upsamplers, strict=True):
-            for res, attn in zip(res_blocks, attn_blocks, strict=True):
-                h = self._apply_block(res, torch.cat([h, skips.pop()], dim=1), emb)
-                h = self._apply_block(attn, h, context)
-            if not isinstance(up, nn.Identity):
-                h = apply_per_frame(up, h)
+        # 3. initial convolution
+        h = self._apply_initial_convolution(x)
+        # 4. down, then the ControlNet residuals on the skips
+        h, down_block_res_samples = self._apply_down_blocks(h, emb, context)
+        if down_block_additional_residuals is not None:
+            down_block_res_samples = self._add_down_residuals(down_block_res_samples, down_block_additional_residuals)
+        # 5. mid, then the ControlNet residual
+        h = self._apply_mid_block(h, emb, context)
+        if mid_block_additional_residual is not None:
+            h = self._add_mid_residual(h, mid_block_additional_residual)
+        # 6. up
+        h = self._apply_up_blocks(h, down_block_res_samples, emb, context)
+        # 7. output block
         return apply_per_frame(self.out, h)
 
-    def _check_inputs(self, x: torch.Tensor, context: torch.Tensor | None, class_labels: torch.Tensor | None) -> None:
-        if x.ndim != 5 or x.shape[1] != self.in_channels:
+    def _add_down_residuals(
+        self, down_block_res_samples: list[torch.Tensor], residuals: Sequence[torch.Tensor]
+    ) -> list[torch.Tensor]:
+        if len(residuals) != len(down_block_res_samples):
             raise ValueError(
-                f"SpatioTemporalUNet: x must be (B, {self.in_channels}, T, H, W) (in_channels counts concatenated "
-                f"references), got shape {tuple(x.shape)}."
+                f"SpatioTemporalUNet: down_block_additional_residuals has {len(residuals)} tensors, expected "
+                f"{len(down_block_res_samples)} (one per skip: conv_in, every residual block and every downsampling; "
+                f"channels {self.down_block_residual_channels})."
             )
-        d = self.spatial_divisor
-        if x.shape[-2] % d or x.shape[-1] % d:
-            raise ValueError(
-                f"SpatioTemporalUNet: spatial size (H, W) = {tuple(x.shape[-2:])} of input shape {tuple(x.shape)} "
-                f"must be divisible by {d} (2 ** (levels - 1) for {len(self.block_channels)} levels), or the skip "
-                "connections do not line up; pad the latent (e.g. 14x14 -> 16x16)."
-            )
-        if self.with_conditioning:
-            if context is None or context.ndim != 3 or context.shape[-1] != self.cross_attention_dim:
-                got = None if context is None else tuple(context.shape)
+        for i, (sample, residual) in enumerate(zip(down_block_res_samples, residuals, strict=True)):
+            if residual.shape != sample.shape:
                 raise ValueError(
-                    f"SpatioTemporalUNet: with_conditioning=True needs context of shape (B, N, "
-                    f"{self.cross_attention_dim}), got {got}."
+                    f"SpatioTemporalUNet: down_block_additional_residuals[{i}] must have the shape of skip {i}, "
+                    f"{tuple(sample.shape)}, got {tuple(residual.shape)}."
                 )
-        elif context is not None:
-            raise ValueError("SpatioTemporalUNet: context given but the network has with_conditioning=False.")
-        if self.class_embedding is not None and class_labels is None:
-            raise ValueError(f"SpatioTemporalUNet: num_class_embeds={self.num_class_embeds} needs class_labels (B,).")
-        if self.class_embedding is None and class_labels is not None:
-            raise ValueError("SpatioTemporalUNet: class_labels given but the network has num_class_embeds=None.")
+        return [sample + residual for sample, residual in zip(down_block_res_samples, residuals, strict=True)]
 
-    def _apply_time_embedding(
-        self, x: torch.Tensor, timesteps: torch.Tensor | float, class_labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        t = torch.as_tensor(timesteps, device=x.device)
-        if t.ndim == 0:
-            t = t.expand(x.shape[0])
-        if t.shape != (x.shape[0],):
+    def _add_mid_residual(self, h: torch.Tensor, residual: torch.Tensor) -> torch.Tensor:
+        if residual.shape != h.shape:
             raise ValueError(
-                f"SpatioTemporalUNet: timesteps must be a scalar or ({x.shape[0]},), got shape {tuple(t.shape)}."
+                f"SpatioTemporalUNet: mid_block_additional_residual must have the middle block's output shape "
+                f"{tuple(h.shape)}, got {tuple(residual.shape)}."
             )
-        emb = self.time_embed(get_timestep_embedding(t, self.block_channels[0]).to(x.dtype))
-        if self.class_embedding is not None and class_labels is not None:
-            emb = emb + self.class_embedding(class_labels.reshape(-1).long()).to(emb.dtype)
-        return emb
+        return h + residual
 
-    def _apply_block(self, block: nn.Module, h: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
-        if isinstance(block, nn.Identity):
-            return h
-        if self.use_checkpointing and self.training and torch.is_grad_enabled():
-            return checkpoint(block, h, extra, use_reentrant=False)
-        return block(h, extra)
+    def _apply_up_blocks(
+        self,
+        h: torch.Tensor,
+        down_block_res_samples: list[torch.Tensor],
+        emb: torch.Tensor,
+        context: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """Step 6: the decoder; each up block consumes the last ``len(up_block.resnets)`` skips."""
+        for up_block in self.up_blocks:
+            idx = -len(up_block.resnets)
+            res_samples, down_block_res_samples = down_block_res_samples[idx:], down_block_res_samples[:idx]
+            h = up_block(hidden_states=h, res_hidden_states_list=res_samples, temb=emb, context=context)
+        return h

@@ -209,3 +209,116 @@ def test_trains_with_flow_matching_and_samples_with_guidance():
     video = sampler(torch.randn(1, 1, 4, 8, 8), net.eval(), condition=condition)
     assert video.shape == (1, 1, 4, 8, 8) and torch.isfinite(video).all()
     assert isinstance(condition, Condition) and sampler.network_evaluations == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs, num_parameters, num_tensors",
+    [
+        ({}, 103369, 408),
+        ({"with_conditioning": True, "cross_attention_dim": 3, "num_class_embeds": 3}, 100137, 409),
+        ({"channels": (8, 8, 16), "attention_levels": (False, False, True), "num_res_blocks": (1, 1, 2)}, 155081, 630),
+    ],
+)
+def test_parameter_count_unchanged_by_per_level_modules(kwargs, num_parameters, num_tensors):
+    """Counts computed from the network before it was split into per-level modules: the architecture is the same."""
+    params = list(_net(**kwargs).parameters())
+    assert (sum(p.numel() for p in params), len(params)) == (num_parameters, num_tensors)
+
+
+def test_level_modules_and_skip_channels():
+    net = _net(channels=(8, 8, 16), attention_levels=(False, False, True), num_res_blocks=(1, 1, 2))
+    assert [len(b.resnets) for b in net.down_blocks] == [1, 1, 2]
+    assert [len(b.resnets) for b in net.up_blocks] == [3, 2, 2]  # deepest first, one more than the encoder's
+    assert [b.attentions is not None for b in net.down_blocks] == [False, False, True]
+    assert [b.downsampler is not None for b in net.down_blocks] == [True, True, False]
+    assert [b.upsampler is not None for b in net.up_blocks] == [True, True, False]
+    # conv_in, level 0 (1 block + downsampling), level 1 (1 + downsampling), level 2 (2 blocks)
+    assert net.down_block_residual_channels == (8, 8, 8, 8, 8, 16, 16)
+    assert tuple(shape[1] for shape in _skip_shapes(net, 1, 2, 16)) == net.down_block_residual_channels
+
+
+def test_use_checkpointing_reaches_every_level_module():
+    net = _net()
+    levels = [*net.down_blocks, net.middle_block, *net.up_blocks]
+    assert not any(b.use_checkpointing for b in levels)
+    net.use_checkpointing = True
+    assert net.use_checkpointing and all(b.use_checkpointing for b in levels)
+
+
+def _skip_shapes(net: SpatioTemporalUNet, batch: int, frames: int, size: int) -> list[tuple[int, ...]]:
+    """``(B, C_i, T, H_i, W_i)`` of every skip: ``conv_in``'s, then per level its blocks' and its downsampling's."""
+    shapes = [(batch, net.block_channels[0], frames, size, size)]
+    for level, (channels, block) in enumerate(zip(net.block_channels, net.down_blocks, strict=True)):
+        s = size // 2**level
+        shapes += [(batch, channels, frames, s, s)] * len(block.resnets)
+        if block.downsampler is not None:
+            shapes.append((batch, channels, frames, s // 2, s // 2))
+    return shapes
+
+
+def test_zero_residuals_give_exactly_the_output_without(conditional_net):
+    x, t = torch.randn(2, 2, 3, 16, 16), torch.tensor([100, 700])
+    kwargs = {"context": torch.randn(2, 1, 3), "class_labels": torch.tensor([0, 2])}
+    down = [torch.zeros(s) for s in _skip_shapes(conditional_net, 2, 3, 16)]
+    with torch.no_grad():
+        y = conditional_net(x, t, **kwargs)
+        y_zero = conditional_net(
+            x,
+            t,
+            **kwargs,
+            down_block_additional_residuals=down,
+            mid_block_additional_residual=torch.zeros(2, 16, 3, 8, 8),
+        )
+    torch.testing.assert_close(y_zero, y, atol=0.0, rtol=0.0)
+
+
+def test_mid_residual_is_added_to_the_middle_block_output(conditional_net):
+    """Passing the residual equals adding it to the middle block's output with a hook."""
+    x, t = torch.randn(1, 2, 3, 16, 16), torch.tensor([300])
+    kwargs = {"context": torch.randn(1, 1, 3), "class_labels": torch.tensor([1])}
+    mid = torch.randn(1, 16, 3, 8, 8)
+    with torch.no_grad():
+        y = conditional_net(x, t, **kwargs)
+        y_mid = conditional_net(x, t, **kwargs, mid_block_additional_residual=mid)
+        handle = conditional_net.middle_block.register_forward_hook(lambda module, args, out: out + mid)
+        y_hook = conditional_net(x, t, **kwargs)
+        handle.remove()
+    assert not torch.allclose(y_mid, y, atol=1e-4)
+    torch.testing.assert_close(y_mid, y_hook, atol=0.0, rtol=0.0)
+
+
+@pytest.mark.parametrize("index", [0, 2, 3])
+def test_down_residual_changes_only_the_frames_it_touches(conditional_net, index):
+    """Temporal layers are zero at initialisation: a residual on frame 1 of skip ``index`` changes output frame 1 only
+    (index 0 is the conv_in skip, 2 the downsampled one, 3 the deepest level's)."""
+    x, t = torch.randn(1, 2, 3, 16, 16), torch.tensor([300])
+    kwargs = {"context": torch.randn(1, 1, 3), "class_labels": torch.tensor([1])}
+    down = [torch.zeros(s) for s in _skip_shapes(conditional_net, 1, 3, 16)]
+    down[index][:, :, 1] = torch.randn_like(down[index][:, :, 1])
+    with torch.no_grad():
+        y = conditional_net(x, t, **kwargs)
+        y_res = conditional_net(x, t, **kwargs, down_block_additional_residuals=down)
+    assert not torch.allclose(y_res[:, :, 1], y[:, :, 1], atol=1e-4)
+    torch.testing.assert_close(y_res[:, :, [0, 2]], y[:, :, [0, 2]], atol=1e-5, rtol=1e-4)
+
+
+def test_wrong_number_of_down_residuals_raises():
+    net = _net()
+    down = [torch.zeros(s) for s in _skip_shapes(net, 1, 2, 16)]
+    with pytest.raises(ValueError, match=r"down_block_additional_residuals has 3 tensors, expected 4"):
+        net(torch.randn(1, 2, 2, 16, 16), torch.tensor([1]), down_block_additional_residuals=down[:-1])
+
+
+def test_wrong_shape_of_down_residual_names_index_and_shapes():
+    net = _net()
+    down = [torch.zeros(s) for s in _skip_shapes(net, 1, 2, 16)]
+    down[2] = torch.zeros(1, 8, 2, 16, 16)  # the downsampled skip is 8x8
+    with pytest.raises(ValueError, match=r"\[2\] must have the shape .*\(1, 8, 2, 8, 8\), got \(1, 8, 2, 16, 16\)"):
+        net(torch.randn(1, 2, 2, 16, 16), torch.tensor([1]), down_block_additional_residuals=down)
+
+
+def test_wrong_shape_of_mid_residual_raises():
+    with pytest.raises(ValueError, match=r"mid_block_additional_residual .*\(1, 16, 2, 8, 8\), got \(1, 16, 1, 8, 8\)"):
+        _net()(
+            torch.randn(1, 2, 2, 16, 16), torch.tensor([1]), mid_block_additional_residual=torch.zeros(1, 16, 1, 8, 8)
+        )

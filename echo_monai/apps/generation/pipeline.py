@@ -1,0 +1,184 @@
+"""The generation pipeline every bundle's export runs through: typed requests -> reference source -> conditioner ->
+sampler -> dataset writer, sharded across ``torchrun`` ranks, resumable per item, with one merged report.
+
+For each request of this rank (see :class:`GenerationPipeline`):
+
+1. check: the writer, the reference source and the conditioner refuse bad requests before anything is generated;
+2. reference: nothing, a sampled reference that passed the privacy gate, or a real image;
+3. condition: the request's conditions (and reference) through the conditioner's transform, placed for the network;
+4. sample: the sampler integrates from each request's own seeded noise;
+5. write: the writer puts the item's files and then its record on disk (temporary names, then rename).
+
+Requests are cut into fixed batches of ``batch_size`` in request order, and batches are dealt to ranks
+(``batches[rank::world_size]``): a batch, its noise and its seeds are the same whatever the number of ranks, and a
+resumed run regenerates a partly finished batch whole and writes only its missing items, so every item has the same
+bytes as in an uninterrupted run. Each rank then writes ``reports/<job>_rank<r>_of_<w>.json``; the rank that finishes
+last (it sees every report; no barrier is needed) recounts the items on disk into ``generation_report.json`` and
+lets the writer write its index (``FileList.csv``...).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from echo_monai.apps.generation.conditioner import RequestConditioner
+from echo_monai.apps.generation.references import NoReference, ReferenceSource, seeded_noise
+from echo_monai.apps.generation.requests import GenerationReport, GenerationRequest, RankReport, requests_fingerprint
+from echo_monai.apps.generation.writers import DatasetWriter
+from echo_monai.data.atomic import write_json
+from echo_monai.engines.utils import rank_and_world_size
+
+__all__ = ["GenerationPipeline"]
+
+logger = logging.getLogger(__name__)
+
+
+class GenerationPipeline:
+    """Generate a synthetic dataset: this rank's share of the requests, skipping finished items.
+
+    Args:
+        sampler: :class:`echo_monai.inferers.Sampler` or :class:`echo_monai.inferers.LatentSampler` (its
+            ``encode_concat`` must be False when the references are latents).
+        network: the (trained) denoiser or denoiser wrapper.
+        conditioner: turns requests and references into the network's condition.
+        writer: the output layout.
+        sample_shape: ``(C, H, W)`` or ``(C, T, H, W)`` of the initial noise of one item (the latent shape for a
+            latent sampler).
+        reference: where each item starts from; default none.
+        batch_size: requests sampled together.
+        device: where sampling runs.
+        progress: show a progress bar over this rank's batches.
+        rank: this process's rank (default from torch.distributed / ``$RANK``).
+        world_size: number of processes (default likewise / ``$WORLD_SIZE``).
+
+    Example:
+        >>> pipeline = GenerationPipeline(sampler, network, RequestConditioner(conditioning, transform),
+        ...                               CamusWriter("synthetic_camus"), (1, 112, 112), batch_size=16)
+        >>> report = pipeline.run(label_map_requests("CAMUS", copies=4, split="training"))
+    """
+
+    def __init__(
+        self,
+        sampler: Callable[..., torch.Tensor],
+        network: torch.nn.Module,
+        conditioner: RequestConditioner,
+        writer: DatasetWriter,
+        sample_shape: Sequence[int],
+        reference: ReferenceSource | None = None,
+        batch_size: int = 1,
+        device: str | torch.device = "cpu",
+        progress: bool = True,
+        rank: int | None = None,
+        world_size: int | None = None,
+    ) -> None:
+        if len(sample_shape) not in (3, 4):
+            raise ValueError(f"GenerationPipeline: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
+        if batch_size < 1:
+            raise ValueError(f"GenerationPipeline: batch_size must be >= 1, got {batch_size}.")
+        self.reference = reference if reference is not None else NoReference()
+        if self.reference.is_latent and getattr(sampler, "encode_concat", False):
+            raise ValueError(
+                "GenerationPipeline: the references are latents, so the latent sampler must have encode_concat=False."
+            )
+        self.sampler, self.network, self.conditioner, self.writer = sampler, network, conditioner, writer
+        self.sample_shape = tuple(int(s) for s in sample_shape)
+        self.batch_size, self.device, self.progress = int(batch_size), torch.device(device), progress
+        self.rank, self.world_size = rank, world_size
+
+    def run(self, requests: Sequence[GenerationRequest]) -> GenerationReport | None:
+        """Generate this rank's missing items; returns the merged report on the rank that writes it, else None.
+
+        Raises:
+            ValueError / FileNotFoundError / KeyError: naming the request, for a request that cannot be generated
+                or written (checked for every pending item of this rank before the first is generated).
+        """
+        requests = list(requests)
+        names = [r.name for r in requests]
+        if len(set(names)) != len(names):
+            raise ValueError("GenerationPipeline: request names must be unique (they name the output files).")
+        rank, world_size = rank_and_world_size(self.rank, self.world_size)
+        batches = [requests[i : i + self.batch_size] for i in range(0, len(requests), self.batch_size)]
+        mine = batches[rank::world_size]
+        todo = [batch for batch in mine if not all(self.writer.done(r) for r in batch)]
+        pending = [r for batch in todo for r in batch if not self.writer.done(r)]
+        # 1. refuse bad requests before anything is generated
+        for request in pending:
+            self.writer.check(request)
+            self.reference.check(request)
+            self.conditioner.check(request)
+        report = RankReport(rank, world_size, skipped_existing=sum(map(len, mine)) - len(pending))
+        self.network.eval()
+        for batch in self._progress(todo):
+            self._generate(batch, report)
+        return self._finish(requests, report)
+
+    @torch.no_grad()
+    def _generate(self, batch: list[GenerationRequest], report: RankReport) -> None:
+        # 2. references (redrawn until the gate lets them pass, or given up)
+        references = [self.reference(request, self.device) for request in batch]
+        kept = []
+        for request, reference in zip(batch, references, strict=True):
+            report.rejected_references += reference.attempts - (0 if reference.failed else min(1, reference.attempts))
+            if reference.failed:
+                logger.warning("generation: every reference for %s was re-identified; skipped.", request.name)
+                report.failed.append(request.name)
+            else:
+                kept.append((request, reference))
+        if not kept:
+            return
+        # 3. conditions of the batch
+        items, condition = self.conditioner([r for r, _ in kept], [ref.value for _, ref in kept], device=self.device)
+        # 4. sampling from each request's own noise (stochastic steps follow the batch's first seed)
+        noise = torch.stack([seeded_noise(self.sample_shape, r.seed) for r, _ in kept]).to(self.device)
+        generator = torch.Generator(device=self.device).manual_seed(kept[0][0].seed)
+        samples = self.sampler(noise, self.network, condition=condition, generator=generator)
+        # 5. the missing items of the batch, files first and the record last
+        for (request, reference), sample, item in zip(kept, samples, items, strict=True):
+            if self.writer.done(request):
+                continue
+            extra = {"reference_attempts": reference.attempts} if reference.attempts else {}
+            self.writer.write(request, sample, item, extra)
+            report.written.append(request.name)
+
+    def _finish(self, requests: list[GenerationRequest], report: RankReport) -> GenerationReport | None:
+        """Record this rank's report; the last rank to finish merges every rank's into the job's report."""
+        job = requests_fingerprint(requests)
+        folder = self.writer.root / "reports"
+        write_json(folder / f"{job}_rank{report.rank}_of_{report.world_size}.json", report.to_dict())
+        paths = [folder / f"{job}_rank{r}_of_{report.world_size}.json" for r in range(report.world_size)]
+        waiting = [p.name for p in paths if not p.is_file()]
+        if waiting:
+            logger.info("generation: rank %d done; waiting for %s to write the index.", report.rank, waiting)
+            return None
+        reports = [json.loads(Path(p).read_text()) for p in paths]
+        records = self.writer.records([r.name for r in requests if self.writer.done(r)])
+        failed = sorted({n for r in reports for n in r.get("failed", [])} - set(records))
+        attempts = [int(record.get("reference_attempts", 0)) for record in records.values()]
+        max_attempts = int(getattr(self.reference, "max_attempts", 0))
+        merged = GenerationReport(
+            job=job,
+            world_size=report.world_size,
+            requested=len(requests),
+            written=[r.name for r in requests if r.name in records],
+            failed=failed,
+            missing=[r.name for r in requests if r.name not in records and r.name not in failed],
+            skipped_existing=sum(int(r.get("skipped_existing", 0)) for r in reports),
+            accepted_references=sum(1 for a in attempts if a >= 1),
+            rejected_references=sum(max(0, a - 1) for a in attempts) + max_attempts * len(failed),
+        )
+        self.writer.finalize(requests)
+        write_json(self.writer.root / "generation_report.json", merged.to_dict())
+        return merged
+
+    def _progress(self, batches: list[Any]) -> Any:
+        if not self.progress or not batches:
+            return batches
+        from tqdm.auto import tqdm
+
+        return tqdm(batches, desc=f"generating ({len(batches)} batches)", unit="batch")

@@ -1,0 +1,212 @@
+"""Typed generation requests and reports, and the request lists bundles build from their settings.
+
+A :class:`GenerationRequest` is one synthetic item to make: its name, its position in the whole job, its seed (its
+noise, its condition augmentation and its reference draws all follow from it, so a resumed or re-sharded run makes
+the same item), the conditions the conditioner reads, the split it is written to, and where it came from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+from echo_monai.data.label_maps import label_map_datalist
+
+__all__ = [
+    "GenerationReport",
+    "GenerationRequest",
+    "RankReport",
+    "label_map_requests",
+    "make_requests",
+    "requests_fingerprint",
+]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """One item of a generation job.
+
+    Attributes:
+        name: the item's name in the output dataset (file stem, ``FileName``).
+        index: its position in the whole request list (the same on every rank and every rerun).
+        seed: the item's seed: initial noise, random condition augmentation and reference redraws.
+        conditions: what the conditioner turns into network inputs (``ejection_fraction`` in percent, ``view``
+            index, ``lv_mask`` map or path, ``label`` path of a label map...).
+        split: the split the item is written to (``TRAIN`` for a training set).
+        source: provenance kept with the item (source patient, view, phase, label map file, copy...).
+    """
+
+    name: str
+    index: int
+    seed: int
+    conditions: Mapping[str, Any] = field(default_factory=dict)
+    split: str = "TRAIN"
+    source: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name or os.sep in self.name:
+            raise ValueError(f"GenerationRequest: name must be a non-empty file stem, got {self.name!r}.")
+        if self.index < 0:
+            raise ValueError(f"GenerationRequest: {self.name}: index must be >= 0, got {self.index}.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-friendly view (array conditions are summarised by shape)."""
+        data = asdict(self)
+        data["conditions"] = {k: _describe(v) for k, v in self.conditions.items()}
+        return data
+
+
+def _describe(value: Any) -> Any:
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    shape = getattr(value, "shape", None)
+    return f"array{tuple(shape)}" if shape is not None else str(value)
+
+
+def make_requests(
+    conditions: Mapping[str, Any],
+    count: int | None = None,
+    prefix: str = "synthetic",
+    seed: int = 0,
+    split: str = "TRAIN",
+) -> list[GenerationRequest]:
+    """Requests from per-item condition lists, with scalar conditions shared by all items.
+
+    Item ``i`` is named ``<prefix>_<i:05d>`` and seeded ``seed + i``.
+
+    Args:
+        conditions: condition name -> a list (one value per item) or a scalar (the same for every item).
+        count: number of items when every condition is a scalar; otherwise the lists' common length.
+        prefix: name prefix.
+        seed: base seed.
+        split: split of every item.
+
+    Raises:
+        ValueError: lists of different lengths, or no length at all.
+
+    Example:
+        >>> make_requests({"ejection_fraction": [30.0, 60.0], "view": 0})[1].conditions
+        {'ejection_fraction': 60.0, 'view': 0}
+    """
+    lists = {k: list(v) for k, v in conditions.items() if isinstance(v, (list, tuple, np.ndarray))}
+    lengths = {len(v) for v in lists.values()}
+    if len(lengths) > 1:
+        raise ValueError(
+            f"make_requests: condition lists must have one value per item, got lengths "
+            f"{ {k: len(v) for k, v in lists.items()} }."
+        )
+    n = lengths.pop() if lengths else count
+    if n is None or (count is not None and n != count):
+        raise ValueError(f"make_requests: give count or condition lists of length count; got count={count}, {lengths}.")
+    return [
+        GenerationRequest(
+            name=f"{prefix}_{i:05d}",
+            index=i,
+            seed=int(seed) + i,
+            conditions={k: (lists[k][i] if k in lists else v) for k, v in conditions.items()},
+            split=split,
+        )
+        for i in range(int(n))
+    ]
+
+
+def label_map_requests(
+    root: str | os.PathLike,
+    copies: int = 1,
+    split: str | Sequence[str] | None = None,
+    limit: int | None = None,
+    seed: int = 0,
+) -> list[GenerationRequest]:
+    """One request per label map and copy (Echo from noise: each copy is a differently augmented label map).
+
+    The conditions are the label map file (``label``) and, for CAMUS, its image (``image``, which the sector
+    transform reads); ``source`` keeps the patient, view, phase, copy, the label map file and the split it came
+    from, which the CAMUS writer uses for the synthetic patient's name.
+
+    Args:
+        root: a CAMUS root, a folder of label maps or one file (see :func:`echo_monai.data.label_map_datalist`).
+        copies: requests per label map.
+        split: CAMUS split name or patient list; None for every label map.
+        limit: the first ``limit`` label maps.
+        seed: base seed; request ``i`` gets ``seed + i``.
+    """
+    requests = []
+    for i, item in enumerate(label_map_datalist(root, copies=copies, limit=limit, split=split)):
+        conditions = {k: item[k] for k in ("label", "image") if k in item}
+        source = {k: item[k] for k in ("patient", "view", "phase", "copy")}
+        source.update(label_map=item["label"], source_split=split if isinstance(split, str) else None)
+        requests.append(
+            GenerationRequest(f"{item['name']}_c{item['copy']:02d}", i, int(seed) + i, conditions, source=source)
+        )
+    return requests
+
+
+def requests_fingerprint(requests: Sequence[GenerationRequest]) -> str:
+    """A short hash of a request list (names, seeds, conditions, splits), tying per-rank reports to one job."""
+    text = json.dumps([r.to_dict() for r in requests], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+@dataclass
+class RankReport:
+    """What one rank did in one run.
+
+    Attributes:
+        rank: the rank.
+        world_size: the number of ranks.
+        written: names generated and written by this run.
+        skipped_existing: items of this rank already on disk.
+        failed: names given up (every reference the privacy gate rejected).
+        rejected_references: references drawn and rejected by the gate in this run.
+    """
+
+    rank: int
+    world_size: int
+    written: list[str] = field(default_factory=list)
+    skipped_existing: int = 0
+    failed: list[str] = field(default_factory=list)
+    rejected_references: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class GenerationReport:
+    """The merged report of a job, recounted from the items on disk (so a resumed job reports all of it).
+
+    Attributes:
+        job: :func:`requests_fingerprint` of the requests.
+        world_size: ranks of the last run.
+        requested: number of requests.
+        written: names with a finished item on disk, in request order.
+        failed: requests given up by every rank that tried them.
+        missing: requests neither written nor failed (a rank has not finished).
+        skipped_existing: items the last run found finished.
+        accepted_references: references that passed the gate (one per written item that drew a reference).
+        rejected_references: references the gate rejected (``max_attempts`` per failed request).
+    """
+
+    job: str
+    world_size: int
+    requested: int
+    written: list[str]
+    failed: list[str]
+    missing: list[str]
+    skipped_existing: int = 0
+    accepted_references: int = 0
+    rejected_references: int = 0
+
+    @property
+    def gate_rejection_rate(self) -> float:
+        """Rejected / drawn references: the share the re-identification filter flagged (memorisation before it)."""
+        return self.rejected_references / max(1, self.accepted_references + self.rejected_references)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "gate_rejection_rate": self.gate_rejection_rate}

@@ -1,0 +1,74 @@
+"""A request's map condition (an LV mask, say) as a tensor on the model grid, with a null map when it is absent."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Hashable, Mapping, Sequence
+from typing import Any
+
+import imageio.v3 as iio
+import numpy as np
+import torch
+from monai.transforms import MapTransform
+
+__all__ = ["ConditionMapd"]
+
+
+class ConditionMapd(MapTransform):
+    """Load and resample one map per key to ``(1, h, w)``; a missing or None value becomes the null map.
+
+    The value may be an ``(H, W)`` (or ``(1, H, W)``) array or tensor, a ``.npy`` file, or a binary image file
+    (``> 0`` is inside); it is resampled to ``spatial_size`` by area averaging (so a mask at image resolution
+    becomes the fraction of each latent cell inside it). A key that is absent or None gives the map filled with
+    ``null_value`` — the "no condition" input a model trained with condition dropout has learnt (EchoFlow's LV mask
+    is -1 everywhere when absent).
+
+    Args:
+        keys: the map keys.
+        spatial_size: ``(h, w)`` of the model grid.
+        null_value: fill of the null map.
+
+    Raises:
+        FileNotFoundError: a path that does not exist (naming the key and the file).
+        ValueError: a value that is not one map (naming the key and the shape).
+
+    Example:
+        >>> t = ConditionMapd("lv_mask", spatial_size=(8, 8), null_value=-1.0)
+        >>> t({"lv_mask": np.ones((32, 32))})["lv_mask"].shape, t({})["lv_mask"].unique()
+        (torch.Size([1, 8, 8]), tensor([-1.]))
+    """
+
+    def __init__(self, keys: str | Sequence[str], spatial_size: Sequence[int], null_value: float = 0.0) -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        if len(spatial_size) != 2 or any(int(s) < 1 for s in spatial_size):
+            raise ValueError(f"ConditionMapd: spatial_size must be (h, w) of positive ints, got {spatial_size}.")
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.null_value = float(null_value)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.keys:
+            value = d.get(key)
+            d[key] = (
+                torch.full((1, *self.spatial_size), self.null_value) if value is None else self._resample(key, value)
+            )
+        return d
+
+    def _resample(self, key: Hashable, value: Any) -> torch.Tensor:
+        if isinstance(value, (str, os.PathLike)):
+            path = os.fspath(value)
+            if not os.path.isfile(path):
+                raise FileNotFoundError(f"'{key}' file {path!r} does not exist.")
+            if path.endswith(".npy"):
+                value = np.load(path)
+            else:
+                image = np.asarray(iio.imread(path))
+                value = (image[..., 0] if image.ndim == 3 else image) > 0  # a binary mask image, 0 / 255
+        tensor = torch.as_tensor(np.asarray(value), dtype=torch.float32)
+        if tensor.ndim == 3 and tensor.shape[0] == 1:
+            tensor = tensor[0]
+        if tensor.ndim != 2:
+            raise ValueError(f"'{key}' must be one map (H, W), got shape {tuple(tensor.shape)}.")
+        if tuple(tensor.shape) != self.spatial_size:
+            tensor = torch.nn.functional.interpolate(tensor[None, None], size=self.spatial_size, mode="area")[0, 0]
+        return tensor[None]

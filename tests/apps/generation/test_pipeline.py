@@ -1,0 +1,249 @@
+"""GenerationPipeline with toy networks on both paths: image latent -> privacy gate -> EF-conditioned animation ->
+EchoNet export (echo_flow), and label maps -> guided images -> CAMUS layout (echo_seg_ddpm)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from monai.networks.schedulers import DDIMScheduler, RFlowScheduler
+from monai.transforms import Compose, Lambdad, RandGaussianNoised
+
+from echo_monai.apps.generation import (
+    CamusWriter,
+    EchoNetWriter,
+    GenerationPipeline,
+    GenerationRequest,
+    PngWriter,
+    RequestConditioner,
+    SampledReference,
+)
+from echo_monai.data import EchoNetDynamic
+from echo_monai.engines import Conditioning
+from echo_monai.inferers import LatentSampler, Sampler
+from echo_monai.metrics import PrivacyGate
+from echo_monai.networks.blocks import ScalarTokenEmbedding
+from echo_monai.networks.nets import ContextEmbeddingDenoiser, ReIdentificationNet
+from echo_monai.transforms import ConditionMapd
+
+EFS = [35.0, 55.0, 70.0]
+
+
+def _requests(efs=EFS, views=(0, 1, 0), extra=None) -> list[GenerationRequest]:
+    return [
+        GenerationRequest(
+            f"synthetic_{i}", i, i, {"ejection_fraction": ef, "view": v, **(extra or {})}, "TEST" if i == 2 else "TRAIN"
+        )
+        for i, (ef, v) in enumerate(zip(efs, views, strict=True))
+    ]
+
+
+REQUESTS = _requests()
+
+
+@pytest.fixture(scope="module")
+def parts():
+    from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
+
+    from echo_monai.networks.nets import SpatioTemporalUNet
+
+    torch.manual_seed(0)
+    tiny = {"channels": (8, 16), "num_res_blocks": 1, "attention_levels": (False, False)}
+    autoencoder = AutoencoderKL(2, 1, 1, latent_channels=4, norm_num_groups=8, **tiny).eval()
+    image_net = DiffusionModelUNet(2, 4, 4, norm_num_groups=8, num_class_embeds=2, **tiny)
+    video_net = ContextEmbeddingDenoiser(
+        SpatioTemporalUNet(8, 4, channels=(8, 16), attention_levels=(False, True), num_res_blocks=1,
+                           num_head_channels=8, norm_num_groups=4, with_conditioning=True, cross_attention_dim=8),
+        ScalarTokenEmbedding(8, scale=100.0),
+    )  # fmt: skip
+    reid = ReIdentificationNet(in_channels=4, channels=(8,), embedding_dim=8, norm_num_groups=4)
+    flow = RFlowScheduler(1000, use_discrete_timesteps=False)
+    return {
+        "image_sampler": Sampler(flow, 2),
+        "image_network": image_net,
+        "image_conditioner": RequestConditioner(Conditioning({"class_labels": "view"})),
+        "video_sampler": LatentSampler(
+            Sampler(RFlowScheduler(1000, use_discrete_timesteps=False), 2), autoencoder, encode_concat=False
+        ),  # fmt: skip
+        "video_network": video_net,
+        "video_conditioner": RequestConditioner(
+            Conditioning({"context": "ejection_fraction"}, concat_keys=["reference"])
+        ),
+        "gate": PrivacyGate(reid, torch.randn(10, 4, 8, 8), torch.randn(6, 4, 8, 8)),
+    }
+
+
+def _video_pipeline(parts, root, gate="default", max_attempts=10, **kwargs) -> GenerationPipeline:
+    reference = SampledReference(
+        parts["image_sampler"],
+        kwargs.pop("image_network", parts["image_network"]),
+        kwargs.pop("image_conditioner", parts["image_conditioner"]),
+        (4, 8, 8),
+        gate=parts["gate"] if gate == "default" else gate,
+        max_attempts=max_attempts,
+    )
+    return GenerationPipeline(
+        parts["video_sampler"], parts["video_network"], parts["video_conditioner"], EchoNetWriter(root, fps=32),
+        (4, 3, 8, 8), reference=reference, progress=False, **kwargs,
+    )  # fmt: skip
+
+
+def test_two_ranks_export_a_readable_dataset_and_resume(parts, tmp_path):
+    assert _video_pipeline(parts, tmp_path, rank=1, world_size=2).run(REQUESTS) is None  # rank 0 not done yet
+    assert not (tmp_path / "FileList.csv").exists()
+    report = _video_pipeline(parts, tmp_path, rank=0, world_size=2).run(REQUESTS)
+    assert report.failed == [] and report.written == [r.name for r in REQUESTS] and report.missing == []
+    data = EchoNetDynamic(tmp_path, split="ALL", require_tracings=False)
+    assert len(data) == 3 and sorted(round(data[i]["ejection_fraction"]) for i in range(3)) == [35, 55, 70]
+    assert data[0]["video"].shape == (1, 3, 16, 16)
+    assert len(EchoNetDynamic(tmp_path, split="TEST", require_tracings=False)) == 1
+    again = _video_pipeline(parts, tmp_path, rank=0, world_size=1).run(REQUESTS)
+    assert again.skipped_existing == 3 and again.written == report.written  # recounted from the records
+    assert again.rejected_references == report.rejected_references and again.accepted_references == 3
+    assert json.loads((tmp_path / "generation_report.json").read_text()) == again.to_dict()
+
+
+def test_same_seed_same_video_whatever_the_sharding(parts, tmp_path):
+    _video_pipeline(parts, tmp_path / "a", rank=0, world_size=1).run(REQUESTS)
+    for rank in range(3):  # every item once over three ranks
+        _video_pipeline(parts, tmp_path / "b", rank=rank, world_size=3).run(REQUESTS)
+    for request in REQUESTS:
+        a = (tmp_path / "a" / "Videos" / f"{request.name}.avi").read_bytes()
+        assert a == (tmp_path / "b" / "Videos" / f"{request.name}.avi").read_bytes()
+
+
+def test_references_the_gate_rejects_are_redrawn_then_given_up(parts, tmp_path):
+    calls = []
+
+    def reject_first(latents):
+        calls.append(1)
+        return torch.tensor([len(calls) > 1])
+
+    report = _video_pipeline(parts, tmp_path, gate=reject_first).run(REQUESTS[:1])
+    assert report.rejected_references == 1 and report.written == ["synthetic_0"]
+    never = _video_pipeline(parts, tmp_path / "never", gate=lambda latents: torch.tensor([False]), max_attempts=3)
+    report = never.run(REQUESTS[1:2])
+    assert report.failed == ["synthetic_1"] and report.rejected_references == 3 and report.gate_rejection_rate == 1
+    assert not (tmp_path / "never" / "Videos" / "synthetic_1.avi").exists()
+
+
+def test_privacy_gate_rejects_training_latents(parts):
+    train = torch.randn(10, 4, 8, 8)
+    gate = PrivacyGate(parts["gate"].audit.embed, train, torch.randn(6, 4, 8, 8) * 3)
+    assert not gate(train[:3]).any()
+
+
+def test_bad_requests_fail_before_generating(parts, tmp_path):
+    with pytest.raises(ValueError, match="'bad' asks for EF 120"):
+        _video_pipeline(parts, tmp_path).run([GenerationRequest("bad", 0, 0, {"ejection_fraction": 120.0})])
+    with pytest.raises(ValueError, match="'x' has no 'ejection_fraction'"):
+        _video_pipeline(parts, tmp_path).run([GenerationRequest("x", 0, 0, {"view": 0})])
+    with pytest.raises(ValueError, match="request names must be unique"):
+        _video_pipeline(parts, tmp_path).run([REQUESTS[0], REQUESTS[0]])
+    encoding = LatentSampler(parts["video_sampler"].sampler, parts["video_sampler"].autoencoder)
+    with pytest.raises(ValueError, match="encode_concat=False"):
+        GenerationPipeline(encoding, parts["video_network"], parts["video_conditioner"], EchoNetWriter(tmp_path),
+                           (4, 3, 8, 8), reference=SampledReference(None, None, None, (4, 8, 8)))  # fmt: skip
+    assert not (tmp_path / "Videos").exists()
+
+
+def test_mask_conditioned_image_model_generates_with_and_without_masks(parts, make_unet, tmp_path):
+    image_net = make_unet(seed=0, in_channels=5, out_channels=4, num_class_embeds=3)  # latent + LV mask; 2 views + null
+    conditioning = Conditioning(
+        {"class_labels": "view"}, concat_keys=["lv_mask"], null_values={"class_labels": 2, "lv_mask": -1.0}
+    )
+    conditioner = RequestConditioner(conditioning, ConditionMapd("lv_mask", (8, 8), null_value=-1.0))
+    requests = [
+        GenerationRequest("with_mask", 0, 0, {"ejection_fraction": 50.0, "view": 0, "lv_mask": np.ones((32, 32))}),
+        GenerationRequest("without", 1, 1, {"ejection_fraction": 60.0}),
+    ]
+    mine = {"image_network": image_net, "image_conditioner": conditioner, "gate": None}
+    report = _video_pipeline(parts, tmp_path, **mine).run(requests)
+    assert sorted(report.written) == ["with_mask", "without"]
+    bad = [GenerationRequest("bad", 0, 0, {"ejection_fraction": 50.0, "lv_mask": np.ones((2, 2, 4, 4))})]
+    with pytest.raises(ValueError, match="request 'bad': 'lv_mask' must be one map"):
+        _video_pipeline(parts, tmp_path / "bad", **mine).run(bad)
+    assert not (tmp_path / "bad" / "Videos").exists()
+
+
+class LabelEcho(torch.nn.Module):
+    """A stand-in label-guided denoiser: its output depends on the label map (``seg``) and on x."""
+
+    def forward(self, x, timesteps, seg=None):
+        return 0.5 * x + seg[:, 2:3] - seg[:, 0:1]
+
+
+def _label_requests(n: int = 5) -> list[GenerationRequest]:
+    g = torch.Generator().manual_seed(0)
+    requests = []
+    for i in range(n):
+        label = torch.randint(0, 5, (8, 8), generator=g)
+        source = {"patient": f"patient{i:04d}", "view": "4CH", "phase": "ED", "copy": 0}
+        requests.append(GenerationRequest(f"patient{i:04d}_4CH_ED_c00", i, 100 + i, {"label": label}, source=source))
+    return requests
+
+
+def _label_pipeline(root, batch_size=2, writer=None, **kwargs) -> GenerationPipeline:
+    transform = Compose(
+        [
+            Lambdad("label", lambda x: torch.nn.functional.one_hot(x.long(), 5).permute(2, 0, 1).float()),
+            RandGaussianNoised("label", prob=1.0, std=0.01),  # a random augmentation, seeded per request
+            Lambdad("label", lambda x: x, overwrite="label_map"),
+        ]
+    )
+    return GenerationPipeline(
+        Sampler(DDIMScheduler(10), 3, eta=1.0),  # stochastic steps: the batch's generator matters too
+        LabelEcho(),
+        RequestConditioner(Conditioning({"seg": "label_map"}), transform),
+        writer or CamusWriter(root),
+        (1, 8, 8),
+        batch_size=batch_size,
+        progress=False,
+        **kwargs,
+    )
+
+
+def test_label_map_batches_write_a_camus_dataset_and_resumed_items_are_identical(tmp_path):
+    from echo_monai.data import CAMUS
+
+    requests = _label_requests()
+    report = _label_pipeline(tmp_path / "full").run(requests)
+    assert report.written == [r.name for r in requests]
+    data = CAMUS(tmp_path / "full", views=("4CH",), phases=("ED",))
+    assert len(data) == 5 and data[3]["patient"] == "patient0003c00"
+    # interrupted run: item 3 (in the batch [2, 3]) and item 4 are missing; the rerun writes them identically
+    partial = tmp_path / "partial"
+    _label_pipeline(partial).run(requests)
+    victims = [p for p in partial.rglob("*.nii.gz") if "patient0003" in p.name or "patient0004" in p.name]
+    for victim in victims:
+        victim.unlink()
+    keep = next(partial.rglob("patient0002c00_4CH_ED.nii.gz"))
+    mtime = keep.stat().st_mtime_ns
+    resumed = _label_pipeline(partial).run(requests)
+    assert resumed.skipped_existing == 3 and keep.stat().st_mtime_ns == mtime
+    for path in (tmp_path / "full").rglob("*.nii.gz"):
+        assert path.read_bytes() == (partial / path.relative_to(tmp_path / "full")).read_bytes(), path.name
+
+
+def test_png_layout_from_two_ranks_equals_one_rank(tmp_path):
+    requests = _label_requests()
+    _label_pipeline(tmp_path / "one", writer=PngWriter(tmp_path / "one")).run(requests)
+    for rank in (0, 1):
+        _label_pipeline(tmp_path / "two", writer=PngWriter(tmp_path / "two"), rank=rank, world_size=2).run(requests)
+    for path in (tmp_path / "one" / "images").glob("*.png"):
+        assert path.read_bytes() == (tmp_path / "two" / "images" / path.name).read_bytes()
+    assert (tmp_path / "two" / "synthetic_sources.csv").is_file()
+
+
+def test_a_condition_that_cannot_be_read_names_the_request(tmp_path):
+    bad = [GenerationRequest("broken", 0, 0, {"label": "not a tensor"})]
+    with pytest.raises(ValueError, match="'broken' has no source"):
+        _label_pipeline(tmp_path).run(bad)  # the CAMUS layout names files by the source patient
+    with pytest.raises((ValueError, TypeError), match="request 'broken'"):
+        _label_pipeline(tmp_path, writer=PngWriter(tmp_path)).run(bad)
+    with pytest.raises(ValueError, match="sample_shape"):
+        GenerationPipeline(None, None, None, PngWriter(tmp_path), (8, 8))
+    with pytest.raises(ValueError, match="batch_size"):
+        GenerationPipeline(None, None, None, PngWriter(tmp_path), (1, 8, 8), batch_size=0)

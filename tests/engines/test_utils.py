@@ -1,0 +1,26 @@
+"""Batch and rank helpers of the engines."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from echo_monai.engines import first_batch, rank_and_world_size
+
+
+def test_first_batch():
+    data = [{"x": torch.tensor([float(i)])} for i in range(5)]
+    assert first_batch(data, 3)["x"].shape == (3, 1) and first_batch(data, 9)["x"].shape == (5, 1)
+    with pytest.raises(ValueError, match="empty"):
+        first_batch([], 2)
+    with pytest.raises(ValueError, match="size"):
+        first_batch(data, 0)
+
+
+def test_rank_and_world_size_from_arguments_and_environment(monkeypatch):
+    assert rank_and_world_size(1, 3) == (1, 3)
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.setenv("WORLD_SIZE", "4")
+    assert rank_and_world_size() == (2, 4)
+    with pytest.raises(ValueError, match="rank"):
+        rank_and_world_size(2, 2)

@@ -1,0 +1,22 @@
+from __future__ import annotations
+
+import imageio.v3 as iio
+import numpy as np
+import pytest
+import torch
+
+from echo_monai.transforms import ConditionMapd
+
+
+def test_maps_from_arrays_files_and_the_null_map(tmp_path):
+    t = ConditionMapd("lv_mask", (4, 4), null_value=-1.0)
+    assert torch.all(t({})["lv_mask"] == -1.0) and torch.all(t({"lv_mask": None})["lv_mask"] == -1.0)
+    mask = np.zeros((16, 16), np.uint8)
+    mask[:, :8] = 255
+    iio.imwrite(tmp_path / "mask.png", mask)
+    from_png = t({"lv_mask": str(tmp_path / "mask.png")})["lv_mask"]
+    assert from_png.shape == (1, 4, 4) and from_png[0, :, :2].eq(1).all() and from_png[0, :, 2:].eq(0).all()
+    same_size = t({"lv_mask": torch.ones(1, 4, 4) * 0.5})["lv_mask"]
+    assert torch.all(same_size == 0.5)
+    with pytest.raises(ValueError, match="spatial_size"):
+        ConditionMapd("lv_mask", (4,))
