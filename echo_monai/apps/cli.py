@@ -10,7 +10,7 @@ Usage::
     echo-monai demo [--out DIR] [--epochs N] ...
 
 ``--KEY VALUE`` overrides a config id exactly as ``python -m monai.bundle run --KEY VALUE`` does
-(``--epochs 2``, ``--train#trainer#max_epochs 2``). An unknown bundle, stage or override key, or a missing
+(``--epochs 2``, ``--train::trainer::max_epochs 2``). An unknown bundle, stage or override key, or a missing
 ``dataset_dir``, is reported on one line with exit code 2.
 """
 
@@ -85,7 +85,7 @@ def resolve_run(
     if unknown:
         raise CLIError(
             f"bundle '{bundle.name}' {command} has no config key {', '.join(repr(k) for k in unknown)} "
-            f"(keys are config ids such as 'epochs' or 'train#trainer#max_epochs')"
+            f"(keys are config ids such as 'epochs' or 'train::trainer::max_epochs')"
         )
     parser.update(overrides)
     if "dataset_dir" in parser:

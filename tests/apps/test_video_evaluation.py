@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from monai.networks.nets import AutoencoderKL
 
 from echo_monai.apps.video_evaluation import (
     LatentEmbeddingEncoder,
@@ -30,19 +29,9 @@ def _clips(efs, seed):
     return items
 
 
-@pytest.fixture(scope="module")
-def latent_encoder():
-    torch.manual_seed(0)
-    autoencoder = AutoencoderKL(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        latent_channels=4,
-        num_res_blocks=1,
-        norm_num_groups=8,
-        attention_levels=(False, False),
-    )
+@pytest.fixture
+def latent_encoder(make_autoencoder):
+    autoencoder = make_autoencoder(seed=0)
     reid = ReIdentificationNet(in_channels=4, channels=(8,), embedding_dim=8, norm_num_groups=4)
     return LatentEmbeddingEncoder(autoencoder, LatentScaler(), reid)
 

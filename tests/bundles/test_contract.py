@@ -135,3 +135,40 @@ def test_smoke_test_exists(bundle):
     module = _smoke_module(bundle)
     assert callable(getattr(module, "make_overrides", None)), f"{smoke.name} must define make_overrides(root)"
     assert [n for n in dir(module) if n.startswith("test_") and "train" in n], f"{smoke.name} has no training test"
+
+
+def _leaves(node, key=""):
+    """(id, value) of every scalar in a config tree, ids joined with '::'."""
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _leaves(v, f"{key}::{k}" if key else str(k))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _leaves(v, f"{key}::{i}")
+    else:
+        yield key, node
+
+
+def test_configs_declare_and_python_runs(bundle):
+    """The config limits: inference.yaml <= 150 lines; `$` expressions <= 100 characters; the `::` separator; imports
+    only in the base; every `run` entry a call (no entry evaluated only for a side effect)."""
+    import re
+
+    from monai.bundle import ConfigParser
+
+    inference = bundle / "configs" / "inference.yaml"
+    assert len(inference.read_text().splitlines()) <= 150, f"{inference.name} is longer than 150 lines"
+    for path in sorted((bundle / "configs").glob("*.yaml")):
+        config = ConfigParser.load_config_file(str(path))
+        if path.name != "inference.yaml":
+            assert "imports" not in config, f"{path.name} repeats the imports of inference.yaml"
+        for key in config:
+            assert "#" not in key, f"{path.name}: id {key!r} uses the old '#' separator; use '::'"
+        for key, value in _leaves(config):
+            if not isinstance(value, str):
+                continue
+            assert not re.search(r"@[\w:]+#", value), f"{path.name}: {key} uses the old '#' separator: {value}"
+            if value.startswith("$") and not value.startswith("$import"):
+                assert len(value) - 1 <= 100, f"{path.name}: {key} is a {len(value) - 1}-character expression"
+        for entry in config.get("run", []):
+            assert re.fullmatch(r"\$@[\w:]+(\.\w+)?\(.*\)", entry), f"{path.name}: run entry {entry!r} is not a call"

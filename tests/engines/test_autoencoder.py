@@ -281,7 +281,7 @@ def test_bundle_config_wires_the_trainer_by_target():
             }
         },
     }
-    trainer = ConfigParser(config).get_parsed_content("train#trainer")
+    trainer = ConfigParser(config).get_parsed_content("train::trainer")
     trainer.run()
     assert trainer.state.iteration == 1 and float(trainer.state.output["generator_loss"].detach()) > 0
 

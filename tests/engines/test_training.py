@@ -7,24 +7,10 @@ from ignite.engine import Events
 from monai.engines import SupervisedTrainer
 from monai.handlers import CheckpointLoader, CheckpointSaver
 from monai.inferers import SimpleInferer
-from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDPMScheduler, RFlowScheduler
 
 from echo_monai.engines import Conditioning, DDPMPrepareBatch, FlowMatchingPrepareBatch
 from echo_monai.handlers import EMA, ProgressBar, latest_checkpoint
-
-
-def _unet(num_class_embeds=None):
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=num_class_embeds,
-    )
 
 
 def _data(n=16):
@@ -52,20 +38,20 @@ def _trainer(network, prepare_batch, data, max_epochs, handlers=()):
     return trainer, losses
 
 
-def test_flow_matching_loss_falls_with_class_conditioning():
+def test_flow_matching_loss_falls_with_class_conditioning(make_unet):
     torch.manual_seed(0)
     cond = Conditioning({"class_labels": "view"})
     prep = FlowMatchingPrepareBatch(
         RFlowScheduler(1000, use_discrete_timesteps=False, sample_method="logit-normal"), cond
     )
-    trainer, losses = _trainer(_unet(num_class_embeds=2), prep, _data(), max_epochs=15)
+    trainer, losses = _trainer(make_unet(num_class_embeds=2), prep, _data(), max_epochs=15)
     trainer.run()
     assert sum(losses[-8:]) / 8 < 0.5 * sum(losses[:4]) / 4
 
 
-def test_ddpm_training_with_ema_and_progress_bar(capsys):
+def test_ddpm_training_with_ema_and_progress_bar(capsys, make_unet):
     torch.manual_seed(0)
-    net = _unet()
+    net = make_unet()
     ema = EMA(net, decay=0.9)
     trainer, losses = _trainer(net, DDPMPrepareBatch(DDPMScheduler(10)), _data(), 2, [ema, ProgressBar(persist=True)])
     trainer.run()
@@ -73,10 +59,10 @@ def test_ddpm_training_with_ema_and_progress_bar(capsys):
     assert any(not torch.equal(a, b) for a, b in zip(ema.ema_model.parameters(), net.parameters(), strict=True))
 
 
-def test_resume_after_interrupt_continues_at_the_same_iteration(tmp_path):
+def test_resume_after_interrupt_continues_at_the_same_iteration(tmp_path, make_unet):
     torch.manual_seed(0)
     prep = DDPMPrepareBatch(DDPMScheduler(10))
-    net = _unet()
+    net = make_unet()
     trainer, _ = _trainer(net, prep, _data(), max_epochs=3)
     opt = trainer.optimizer
     saver = CheckpointSaver(
@@ -99,7 +85,7 @@ def test_resume_after_interrupt_continues_at_the_same_iteration(tmp_path):
     resume = latest_checkpoint(tmp_path)
     assert resume is not None and resume.endswith("iteration=7.pt")  # final checkpoint written on the exception
 
-    net2 = _unet()
+    net2 = make_unet()
     trainer2, _ = _trainer(net2, prep, _data(), max_epochs=3)
     started = []
     trainer2.add_event_handler(Events.ITERATION_STARTED, lambda e: started.append(e.state.iteration))

@@ -4,7 +4,6 @@ import warnings
 
 import pytest
 import torch
-from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
 from echo_monai.engines import Condition, Conditioning
@@ -12,18 +11,8 @@ from echo_monai.inferers import STEP_RULES, Sampler, SchedulerKind, double_batch
 
 
 @pytest.fixture
-def tiny_unet():
-    torch.manual_seed(0)
-    return DiffusionModelUNet(
-        spatial_dims=2,
-        in_channels=1,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, False),
-        num_res_blocks=1,
-        norm_num_groups=8,
-        num_class_embeds=3,
-    ).eval()
+def tiny_unet(make_unet):
+    return make_unet(seed=0, num_class_embeds=3).eval()
 
 
 SCHEDULERS = {

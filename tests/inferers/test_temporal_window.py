@@ -58,17 +58,8 @@ def framewise_net() -> FramewiseNet:
 
 
 @pytest.fixture
-def tiny_video_unet() -> SpatioTemporalUNet:
-    torch.manual_seed(0)
-    net = SpatioTemporalUNet(
-        in_channels=2,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=4,
-    )
+def tiny_video_unet(make_video_unet) -> SpatioTemporalUNet:
+    net = make_video_unet(seed=0)
     with torch.no_grad():  # randomise the zero-initialised branches so that the output is not trivially zero
         for p in net.parameters():
             p.add_(0.1 * torch.randn_like(p))

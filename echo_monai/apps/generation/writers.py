@@ -214,24 +214,30 @@ def _label_indices(item: Mapping[str, Any], key: str) -> np.ndarray:
 
 
 class PngWriter(DatasetWriter):
-    """``images/<name>.png`` (grey, 0-255) and ``labels/<name>.png`` (CAMUS values 0-3) per generated image.
+    """``images/<name>.png`` (grey, 0-255) per generated image, and ``labels/<name>.png`` (CAMUS values 0-3) when the
+    images were guided by label maps.
 
     Args:
         root: dataset folder.
-        label_key: the conditioned item's one-hot label map ``(K, H, W)`` (Echo-from-noise classes).
+        label_key: the conditioned item's one-hot label map ``(K, H, W)`` (Echo-from-noise classes); None for
+            unconditional or non-label-guided images (no ``labels/``).
     """
 
-    def __init__(self, root: str | os.PathLike, label_key: str = "label_map") -> None:
+    def __init__(self, root: str | os.PathLike, label_key: str | None = "label_map") -> None:
         super().__init__(root)
         self.label_key = label_key
 
     def item_paths(self, request: GenerationRequest) -> dict[str, Path]:
         stem = f"{request.name}.png"
-        return {"label": self.root / "labels" / stem, "image": self.root / "images" / stem}
+        paths = {"image": self.root / "images" / stem}
+        if self.label_key is not None:
+            paths = {"label": self.root / "labels" / stem, **paths}
+        return paths
 
     def write_item(self, request: GenerationRequest, sample: torch.Tensor, item: Mapping[str, Any]) -> None:
         paths = self.item_paths(request)
-        write_png(paths["label"], _label_indices(item, self.label_key))
+        if self.label_key is not None:
+            write_png(paths["label"], _label_indices(item, self.label_key))
         write_png(paths["image"], to_uint8(sample)[0])
 
 

@@ -43,21 +43,12 @@ def _requests(efs=EFS, views=(0, 1, 0), extra=None) -> list[GenerationRequest]:
 REQUESTS = _requests()
 
 
-@pytest.fixture(scope="module")
-def parts():
-    from monai.networks.nets import AutoencoderKL, DiffusionModelUNet
-
-    from echo_monai.networks.nets import SpatioTemporalUNet
-
-    torch.manual_seed(0)
-    tiny = {"channels": (8, 16), "num_res_blocks": 1, "attention_levels": (False, False)}
-    autoencoder = AutoencoderKL(2, 1, 1, latent_channels=4, norm_num_groups=8, **tiny).eval()
-    image_net = DiffusionModelUNet(2, 4, 4, norm_num_groups=8, num_class_embeds=2, **tiny)
-    video_net = ContextEmbeddingDenoiser(
-        SpatioTemporalUNet(8, 4, channels=(8, 16), attention_levels=(False, True), num_res_blocks=1,
-                           num_head_channels=8, norm_num_groups=4, with_conditioning=True, cross_attention_dim=8),
-        ScalarTokenEmbedding(8, scale=100.0),
-    )  # fmt: skip
+@pytest.fixture
+def parts(make_autoencoder, make_unet, make_video_unet):
+    autoencoder = make_autoencoder(seed=0).eval()
+    image_net = make_unet(in_channels=4, out_channels=4, num_class_embeds=2)
+    video_unet = make_video_unet(in_channels=8, out_channels=4, with_conditioning=True, cross_attention_dim=8)
+    video_net = ContextEmbeddingDenoiser(video_unet, ScalarTokenEmbedding(8, scale=100.0))
     reid = ReIdentificationNet(in_channels=4, channels=(8,), embedding_dim=8, norm_num_groups=4)
     flow = RFlowScheduler(1000, use_discrete_timesteps=False)
     return {

@@ -93,6 +93,9 @@ def test_png_layout(tmp_path):
     assert writer.pending([request]) == []
     with pytest.raises(KeyError, match="no 'label_map'"):
         writer.write(_request("x", ef=None), torch.ones(1, 8, 8), {})
+    unlabelled = PngWriter(tmp_path / "plain", label_key=None)
+    unlabelled.write(_request("y", ef=None), torch.zeros(1, 8, 8))
+    assert (tmp_path / "plain" / "images" / "y.png").is_file() and not (tmp_path / "plain" / "labels").exists()
 
 
 def test_camus_layout_reads_back_with_its_sources(tmp_path):

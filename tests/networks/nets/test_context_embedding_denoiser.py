@@ -12,7 +12,7 @@ from monai.networks.schedulers import RFlowScheduler
 from echo_monai.engines import Conditioning, FlowMatchingPrepareBatch
 from echo_monai.inferers import Sampler
 from echo_monai.networks.blocks import ScalarTokenEmbedding
-from echo_monai.networks.nets import ContextEmbeddingDenoiser, SpatioTemporalUNet
+from echo_monai.networks.nets import ContextEmbeddingDenoiser
 
 
 @pytest.fixture(autouse=True)
@@ -23,19 +23,15 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-def _net() -> ContextEmbeddingDenoiser:
-    unet = SpatioTemporalUNet(
-        in_channels=2,
-        out_channels=1,
-        channels=(8, 16),
-        attention_levels=(False, True),
-        num_res_blocks=1,
-        num_head_channels=8,
-        norm_num_groups=4,
-        with_conditioning=True,
-        cross_attention_dim=16,
-    )
-    return ContextEmbeddingDenoiser(unet, ScalarTokenEmbedding(16, scale=100.0, null_value=-1.0))
+@pytest.fixture
+def make_net(make_video_unet):
+    """Builder of the tiny EF-token video denoiser."""
+
+    def build() -> ContextEmbeddingDenoiser:
+        unet = make_video_unet(with_conditioning=True, cross_attention_dim=16)
+        return ContextEmbeddingDenoiser(unet, ScalarTokenEmbedding(16, scale=100.0, null_value=-1.0))
+
+    return build
 
 
 def _batches():
@@ -50,7 +46,7 @@ def _batches():
     return batches
 
 
-def test_ef_conditioned_flow_matching_trains_and_samples_with_guidance():
+def test_ef_conditioned_flow_matching_trains_and_samples_with_guidance(make_net):
     torch.manual_seed(0)
     conditioning = Conditioning(
         {"context": "ejection_fraction"},
@@ -59,7 +55,7 @@ def test_ef_conditioned_flow_matching_trains_and_samples_with_guidance():
         droppable=["context"],
         null_values={"context": -1.0},
     )
-    net = _net()
+    net = make_net()
     prepare = FlowMatchingPrepareBatch(RFlowScheduler(1000, use_discrete_timesteps=False), conditioning, "latent")
     trainer = SupervisedTrainer(
         device=torch.device("cpu"),
@@ -85,8 +81,8 @@ def test_ef_conditioned_flow_matching_trains_and_samples_with_guidance():
     assert video.shape == (1, 1, 4, 8, 8) and torch.isfinite(video).all()
 
 
-def test_context_reaches_the_denoiser_as_tokens():
-    net = _net().eval()
+def test_context_reaches_the_denoiser_as_tokens(make_net):
+    net = make_net().eval()
     with torch.no_grad():  # the output layers start at zero: randomise them so the output depends on the input
         for p in net.parameters():
             if not p.any():
