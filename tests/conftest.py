@@ -26,7 +26,20 @@ def _seed_everything():
 
 
 # The tiny networks of the test suite (STYLE.md: channels (8, 16), 8 norm groups, 16-32 px), built in one place.
-# Each fixture is a builder: call it with keyword overrides, e.g. ``make_unet(num_class_embeds=3)``.
+# Each fixture is a builder: call it with keyword overrides and a seed, e.g. ``make_unet(seed=0, num_class_embeds=3)``.
+
+
+def _builder(network_class, settings: dict):
+    def build(seed: int | None = None, **overrides):
+        if seed is not None:
+            torch.manual_seed(seed)
+        return network_class(**{**settings, **overrides})
+
+    return build
+
+
+_TINY_2D = {"spatial_dims": 2, "in_channels": 1, "out_channels": 1, "channels": (8, 16), "num_res_blocks": 1,
+            "norm_num_groups": 8, "attention_levels": (False, False)}  # fmt: skip
 
 
 @pytest.fixture
@@ -34,24 +47,9 @@ def make_autoencoder():
     """Builder of a tiny 2D ``AutoencoderKL``: 1 channel, 4 latent channels, 2x down-sampling, no attention."""
     from monai.networks.nets import AutoencoderKL
 
-    def build(seed: int | None = None, **overrides) -> AutoencoderKL:
-        if seed is not None:
-            torch.manual_seed(seed)
-        settings = {
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": 1,
-            "channels": (8, 16),
-            "latent_channels": 4,
-            "num_res_blocks": 1,
-            "norm_num_groups": 8,
-            "attention_levels": (False, False),
-            "with_encoder_nonlocal_attn": False,
-            "with_decoder_nonlocal_attn": False,
-        }
-        return AutoencoderKL(**{**settings, **overrides})
-
-    return build
+    settings = {**_TINY_2D, "latent_channels": 4, "with_encoder_nonlocal_attn": False,
+                "with_decoder_nonlocal_attn": False}  # fmt: skip
+    return _builder(AutoencoderKL, settings)
 
 
 @pytest.fixture
@@ -59,21 +57,7 @@ def make_unet():
     """Builder of a tiny 2D ``DiffusionModelUNet`` (1 channel in and out unless overridden)."""
     from monai.networks.nets import DiffusionModelUNet
 
-    def build(seed: int | None = None, **overrides) -> DiffusionModelUNet:
-        if seed is not None:
-            torch.manual_seed(seed)
-        settings = {
-            "spatial_dims": 2,
-            "in_channels": 1,
-            "out_channels": 1,
-            "channels": (8, 16),
-            "attention_levels": (False, False),
-            "num_res_blocks": 1,
-            "norm_num_groups": 8,
-        }
-        return DiffusionModelUNet(**{**settings, **overrides})
-
-    return build
+    return _builder(DiffusionModelUNet, _TINY_2D)
 
 
 @pytest.fixture
@@ -81,18 +65,6 @@ def make_video_unet():
     """Builder of a tiny ``SpatioTemporalUNet`` (2 channels in: noisy + reference, 1 out unless overridden)."""
     from echo_monai.networks.nets import SpatioTemporalUNet
 
-    def build(seed: int | None = None, **overrides) -> SpatioTemporalUNet:
-        if seed is not None:
-            torch.manual_seed(seed)
-        settings = {
-            "in_channels": 2,
-            "out_channels": 1,
-            "channels": (8, 16),
-            "attention_levels": (False, True),
-            "num_res_blocks": 1,
-            "num_head_channels": 8,
-            "norm_num_groups": 4,
-        }
-        return SpatioTemporalUNet(**{**settings, **overrides})
-
-    return build
+    settings = {"in_channels": 2, "out_channels": 1, "channels": (8, 16), "attention_levels": (False, True),
+                "num_res_blocks": 1, "num_head_channels": 8, "norm_num_groups": 4}  # fmt: skip
+    return _builder(SpatioTemporalUNet, settings)
