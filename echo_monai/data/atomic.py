@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import os
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -14,12 +15,30 @@ from typing import Any
 import cv2
 import numpy as np
 
-__all__ = ["atomic_path", "write_avi", "write_csv", "write_json", "write_png", "write_text"]
+__all__ = [
+    "atomic_path",
+    "remove_stale_temporaries",
+    "write_avi",
+    "write_csv",
+    "write_json",
+    "write_png",
+    "write_text",
+]
+
+
+_TEMPORARY = re.compile(r"^\.tmp-(\d+)-")
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary sibling of ``path`` (same suffixes, hidden name); rename it to ``path`` on success.
+def atomic_path(path: str | os.PathLike, fsync: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path`` (same suffixes, hidden name ``.tmp-<pid>-<name>``); rename it to
+    ``path`` on success, remove it on failure.
+
+    Args:
+        path: the final file.
+        fsync: flush the temporary file and, after the rename, its folder to the disk, so the file survives a
+            power loss or a killed machine whole (checkpoints); the rename alone already protects from a killed
+            process.
 
     Example:
         >>> with atomic_path("out/video.avi") as tmp:
@@ -32,10 +51,50 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         yield tmp
         if not tmp.exists():
             raise OSError(f"atomic_path: nothing was written to {str(tmp)!r} for {str(path)!r}.")
+        if fsync:
+            with open(tmp, "rb+") as handle:
+                os.fsync(handle.fileno())
         os.replace(tmp, path)
+        if fsync and hasattr(os, "O_DIRECTORY"):
+            folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+            try:
+                os.fsync(folder)
+            finally:
+                os.close(folder)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # someone else's live process
+    return True
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files (``.tmp-<pid>-*``, see :func:`atomic_path`) that processes no longer running left
+    under ``folder`` (a killed export or training); live processes' files are kept.
+
+    Returns:
+        the removed paths.
+    """
+    root = Path(folder)
+    if not root.is_dir():
+        return []
+    removed = []
+    for path in root.rglob(".tmp-*"):
+        match = _TEMPORARY.match(path.name)
+        if match and path.is_file() and not _alive(int(match.group(1))):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def write_text(path: str | os.PathLike, text: str) -> Path:

@@ -18,8 +18,12 @@ Checkpoint files in ``ckpt_dir`` (``<prefix>_`` is left out for an empty prefix)
     <prefix>_checkpoint_final_iteration=N.pt  at the end, or when training stops on an exception
     <final_filename>                          the weights to sample from (the EMA weights when there is an EMA)
 
-Resume loads the newest of the first two kinds (see :func:`echo_monai.handlers.latest_checkpoint`), restoring the
-network, optimiser, EMA and the trainer's iteration, so a rerun continues where the last one stopped.
+Every file is written to a temporary name, flushed and renamed (:class:`echo_monai.handlers.AtomicCheckpointSaver`),
+so a kill during a save leaves the previous checkpoints intact; temporary files of killed runs are removed at the next
+start, and after training only the ``n_saved`` newest checkpoints of the stage are kept (over every run). Resume loads
+the newest of the first two kinds that can be read (see :func:`echo_monai.handlers.latest_checkpoint`, which names
+any file it skips and why), restoring the network, optimiser, EMA and the trainer's iteration, so a rerun continues
+where the last one stopped.
 """
 
 from __future__ import annotations
@@ -30,12 +34,11 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from monai.data import DataLoader
 from monai.engines import SupervisedEvaluator, SupervisedTrainer
 from monai.handlers import (
     CheckpointLoader,
-    CheckpointSaver,
     IgniteMetricHandler,
     StatsHandler,
     TensorBoardStatsHandler,
@@ -45,12 +48,13 @@ from monai.handlers import (
 from monai.inferers import Inferer, SimpleInferer
 from torch.utils.data import Dataset, Sampler
 
+from echo_monai.data.atomic import remove_stale_temporaries
 from echo_monai.engines.utils import rank_and_world_size
-from echo_monai.handlers.checkpoint import latest_checkpoint
+from echo_monai.handlers.checkpoint import AtomicCheckpointSaver, latest_checkpoint, rotate_checkpoints
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.progress import ProgressBar
 
-__all__ = ["attach_stage_handlers", "checkpoint_prefix", "make_training_stage", "scalar_output"]
+__all__ = ["ResumeLoader", "attach_stage_handlers", "checkpoint_prefix", "make_training_stage", "scalar_output"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,13 +121,16 @@ def attach_stage_handlers(
     if save_interval < 0:
         raise ValueError(f"attach_stage_handlers: save_interval must be >= 0, got {save_interval}.")
     rank = rank_and_world_size()[0] if rank is None else int(rank)
+    if rank == 0:
+        for path in remove_stale_temporaries(ckpt_dir):
+            logger.info("removed %s, left by a process that was killed while saving", path)
     resume_path = latest_checkpoint(ckpt_dir, checkpoint_prefix(prefix)) if resume else None
     if resume_path is not None:
         logger.info("resuming from %s", resume_path)
-        CheckpointLoader(load_path=resume_path, load_dict=dict(save_dict), map_location=map_location).attach(trainer)
+        ResumeLoader(load_path=resume_path, load_dict=dict(save_dict), map_location=map_location).attach(trainer)
     # every rank builds the savers (Ignite's DiskSaver synchronises the ranks when it is built); rank 0 attaches them
     savers = [
-        CheckpointSaver(
+        AtomicCheckpointSaver(
             str(ckpt_dir),
             dict(save_dict),
             file_prefix=prefix,
@@ -134,11 +141,18 @@ def attach_stage_handlers(
         )
     ]
     if final_dict:
-        savers.append(CheckpointSaver(str(ckpt_dir), dict(final_dict), save_final=True, final_filename=final_filename))
+        savers.append(
+            AtomicCheckpointSaver(str(ckpt_dir), dict(final_dict), save_final=True, final_filename=final_filename)
+        )
     if rank != 0:
         return resume_path
     for saver in savers:
         saver.attach(trainer)
+    # after the final save: keep the n_saved newest of this stage's checkpoints, over every run (a resumed run's
+    # Ignite saver only knows its own files)
+    trainer.add_event_handler(
+        Events.COMPLETED, lambda _: rotate_checkpoints(ckpt_dir, checkpoint_prefix(prefix), n_saved)
+    )
     for key in loss_keys:
         StatsHandler(tag_name=f"train_{key}", output_transform=scalar_output(key)).attach(trainer)
         if summary_writer is not None:
@@ -148,6 +162,22 @@ def attach_stage_handlers(
     if progress:
         ProgressBar(persist=True).attach(trainer)
     return resume_path
+
+
+class ResumeLoader(CheckpointLoader):
+    """MONAI's ``CheckpointLoader`` for resuming a stage: a checkpoint that does not fit the stage's networks or
+    optimisers gets one line naming the file and what to do, instead of a state-dict dump."""
+
+    def __call__(self, engine: Engine) -> None:
+        try:
+            super().__call__(engine)
+        except (RuntimeError, KeyError, ValueError) as error:
+            first = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+            raise ValueError(
+                f"cannot resume from '{self.load_path}': it does not fit this stage's {sorted(self.load_dict)} (made "
+                f"with other settings?): {first}. Use another ckpt_dir, or delete this stage's checkpoints to start "
+                "again."
+            ) from error
 
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None, **kwargs: Any) -> DataLoader:

@@ -1,11 +1,27 @@
 from __future__ import annotations
 
-from echo_monai.handlers.checkpoint import StageCheckpointLoader, latest_checkpoint, load_stage_checkpoint
+from echo_monai.handlers.checkpoint import (
+    AtomicCheckpointSaver,
+    AtomicDiskSaver,
+    CheckpointReadError,
+    StageCheckpointLoader,
+    latest_checkpoint,
+    load_stage_checkpoint,
+    read_checkpoint,
+    rotate_checkpoints,
+    stage_checkpoints,
+)
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
 
 __all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "CheckpointReadError",
+    "read_checkpoint",
+    "rotate_checkpoints",
+    "stage_checkpoints",
     "EMA",
     "ProgressBar",
     "SamplePreviewWriter",

@@ -9,21 +9,80 @@ interrupted run continues at the iteration it reached.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from ignite.engine import Engine, Events
+from ignite.handlers import DiskSaver
+from monai.handlers import CheckpointSaver
 
-__all__ = ["latest_checkpoint", "load_stage_checkpoint", "StageCheckpointLoader"]
+from echo_monai.data.atomic import atomic_path
+
+__all__ = [
+    "AtomicCheckpointSaver",
+    "AtomicDiskSaver",
+    "CheckpointReadError",
+    "StageCheckpointLoader",
+    "latest_checkpoint",
+    "load_stage_checkpoint",
+    "read_checkpoint",
+    "rotate_checkpoints",
+    "stage_checkpoints",
+]
+
+logger = logging.getLogger(__name__)
 
 _ITERATION = re.compile(r"iteration=(\d+)")
 
 
+class CheckpointReadError(ValueError):
+    """A checkpoint file that cannot be read (empty, truncated, not a PyTorch file); the message names it."""
+
+
+def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
+    """``torch.load(path, weights_only=True)`` with one clear error for an unreadable file.
+
+    Raises:
+        FileNotFoundError: the file does not exist.
+        CheckpointReadError: the file is empty, truncated or not a PyTorch checkpoint (names it and the cause).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint '{path}' does not exist.")
+    size = path.stat().st_size
+    if size == 0:
+        raise CheckpointReadError(f"checkpoint '{path}' is empty (0 bytes; a save was interrupted?).")
+    try:
+        return torch.load(str(path), map_location=map_location, weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch's unpickler raises anything on corrupt bytes
+        cause = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
+        raise CheckpointReadError(
+            f"checkpoint '{path}' ({size} bytes) is not a readable PyTorch checkpoint (truncated or corrupt): {cause}"
+        ) from error
+
+
+def stage_checkpoints(directory: str | os.PathLike, prefix: str = "") -> list[Path]:
+    """The resumable checkpoints (``<prefix>*iteration=N.pt``) in ``directory``, newest first (by iteration, then
+    modification time)."""
+    folder = Path(directory)
+    if not folder.is_dir():
+        return []
+    candidates = [p for p in folder.glob(f"{prefix}*.pt") if p.is_file() and _ITERATION.search(p.name)]
+
+    def _key(path: Path) -> tuple[int, float]:
+        return int(_ITERATION.search(path.name).group(1)), path.stat().st_mtime  # type: ignore[union-attr]
+
+    return sorted(candidates, key=_key, reverse=True)
+
+
 def latest_checkpoint(directory: str | os.PathLike, prefix: str = "") -> str | None:
-    """The checkpoint with the highest iteration in ``directory`` (by name, then modification time), or None.
+    """The newest checkpoint in ``directory`` that can be read, or None; unreadable newer ones are skipped, each
+    with a warning naming the file and why (a checkpoint cut short by a killed save, say).
 
     Args:
         directory: where ``CheckpointSaver`` writes; a missing directory means a fresh run.
@@ -31,19 +90,78 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "") -> str | N
 
     Returns:
         the path as a string (what ``CheckpointLoader(load_path=...)`` takes), or None when there is nothing to
-        resume, so a config can write ``_disabled_: "$@resume_path is None"``.
+        resume.
     """
-    folder = Path(directory)
-    if not folder.is_dir():
-        return None
-    candidates = [p for p in folder.glob(f"{prefix}*.pt") if p.is_file() and _ITERATION.search(p.name)]
-    if not candidates:
-        return None
+    for path in stage_checkpoints(directory, prefix):
+        try:
+            read_checkpoint(path)
+        except CheckpointReadError as error:
+            logger.warning("resume: skipping %s: %s", path.name, error)
+            continue
+        return str(path)
+    return None
 
-    def _key(path: Path) -> tuple[int, float]:
-        return int(_ITERATION.search(path.name).group(1)), path.stat().st_mtime  # type: ignore[union-attr]
 
-    return str(max(candidates, key=_key))
+def rotate_checkpoints(directory: str | os.PathLike, prefix: str = "", keep: int | None = 2) -> list[Path]:
+    """Delete all but the ``keep`` newest readable resumable checkpoints of a stage (periodic and final ones of every
+    run); unreadable ones among the newest are deleted too.
+
+    Returns:
+        the deleted paths.
+    """
+    if keep is None:
+        return []
+    if keep < 1:
+        raise ValueError(f"rotate_checkpoints: keep must be >= 1 or None, got {keep}.")
+    removed, kept = [], 0
+    for path in stage_checkpoints(directory, prefix):
+        if kept < keep:
+            try:
+                read_checkpoint(path)
+            except CheckpointReadError as error:  # cut short by a killed save: resume skips it, so it goes
+                logger.warning("removing %s: %s", path.name, error)
+            else:
+                kept += 1
+                continue
+        path.unlink(missing_ok=True)
+        removed.append(path)
+    return removed
+
+
+class AtomicDiskSaver(DiskSaver):
+    """Ignite's ``DiskSaver`` writing through :func:`echo_monai.data.atomic.atomic_path`: a temporary sibling,
+    flushed to the disk, then renamed, so a kill during a save never leaves a partial checkpoint under the real name.
+
+    Args:
+        dirname: checkpoint folder.
+        filename: a fixed file name (MONAI's ``final_filename``), or None for Ignite's names.
+    """
+
+    def __init__(self, dirname: str | os.PathLike, filename: str | None = None) -> None:
+        super().__init__(dirname=str(dirname), atomic=True, create_dir=True, require_empty=False)
+        self.filename = filename
+
+    def __call__(self, checkpoint: Mapping, filename: str, metadata: Mapping | None = None) -> None:
+        super().__call__(checkpoint, self.filename or filename, metadata)
+
+    def _save_func(self, checkpoint: Mapping, path: Path, func: Callable) -> None:
+        with atomic_path(path, fsync=True) as tmp:
+            func(checkpoint, str(tmp), **self.kwargs)
+
+
+class AtomicCheckpointSaver(CheckpointSaver):
+    """MONAI's ``CheckpointSaver`` whose files are written atomically (:class:`AtomicDiskSaver`).
+
+    Takes MONAI's arguments unchanged; the periodic, final and key-metric checkpoints all go through the atomic
+    writer. Used for every checkpoint and weights file of the stage recipes.
+    """
+
+    def __init__(self, save_dir: str, save_dict: dict, **kwargs: Any) -> None:
+        super().__init__(save_dir, save_dict, **kwargs)
+        for checkpoint in (self._final_checkpoint, self._interval_checkpoint, self._key_metric_checkpoint):
+            if checkpoint is not None:
+                fixed = getattr(checkpoint.save_handler, "filename", None)
+                checkpoint.save_handler = AtomicDiskSaver(save_dir, fixed)
 
 
 class StageCheckpointLoader:
@@ -123,7 +241,13 @@ def load_stage_checkpoint(
             f"checkpoint '{load_path}' does not exist: run the {stage} stage first, "
             "or point the checkpoint path at a trained checkpoint."
         )
-    checkpoint = torch.load(str(load_path), map_location=map_location, weights_only=True)
+    try:
+        checkpoint = read_checkpoint(load_path, map_location)
+    except CheckpointReadError as error:
+        message = f"{error}; re-run the {stage} stage, or point the checkpoint path at another file."
+        raise CheckpointReadError(message) from error
+    if not isinstance(checkpoint, Mapping):
+        raise ValueError(f"checkpoint '{load_path}' holds a {type(checkpoint).__name__}, not state dicts.")
     first_name = next(iter(load_dict))
     if len(load_dict) == 1 and first_name not in checkpoint:
         checkpoint = {first_name: checkpoint}  # CheckpointSaver stores a single object's state dict unwrapped

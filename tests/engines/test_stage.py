@@ -112,3 +112,28 @@ def test_scalar_output_and_bad_arguments(make_unet, tmp_path):
     net = make_unet()
     with pytest.raises(ValueError, match="validation dataset is empty"):
         _stage(net, tmp_path, val_dataset=[])
+
+
+def test_a_kill_during_a_save_does_not_break_the_next_run(make_unet, tmp_path, caplog):
+    """A 0-byte newest checkpoint (the old non-atomic saver's leftover) is skipped with its name; the run resumes
+    from the previous one, rewrites the iterations after it and rotates the stage's files."""
+    trainer = _stage(make_unet(seed=0), tmp_path, max_epochs=2, save_interval=1, n_saved=2)
+    trainer.run()  # 6 iterations: checkpoint_iteration=5, =6 and the final one are kept
+    models = tmp_path / "models"
+    (models / "checkpoint_iteration=80.pt").write_bytes(b"")
+    (models / ".tmp-999999-checkpoint_iteration=7.pt").write_bytes(b"partial")  # a killed process's temporary
+    with caplog.at_level("WARNING"):
+        resumed = _stage(make_unet(seed=1), tmp_path, max_epochs=3, save_interval=1, n_saved=2)
+    assert resumed.resumed_from.endswith("iteration=6.pt") and "checkpoint_iteration=80.pt" in caplog.text
+    assert not (models / ".tmp-999999-checkpoint_iteration=7.pt").exists()
+    resumed.run()
+    assert resumed.state.iteration == 9
+    names = sorted(p.name for p in models.glob("checkpoint*.pt"))
+    assert names == ["checkpoint_final_iteration=9.pt", "checkpoint_iteration=9.pt"], names  # the 0-byte one too
+
+
+def test_resuming_from_a_checkpoint_of_other_settings_says_so(make_unet, tmp_path):
+    _stage(make_unet(seed=0), tmp_path, max_epochs=1).run()
+    other = _stage(make_unet(channels=(8, 8)), tmp_path, max_epochs=2)
+    with pytest.raises(ValueError, match=r"cannot resume from .*checkpoint_final_iteration=3.pt'.*other settings"):
+        other.run()
