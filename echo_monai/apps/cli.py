@@ -18,20 +18,26 @@ from __future__ import annotations
 
 import argparse
 import ast
+import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from echo_monai.apps.bundles import COMMAND_FILES, Bundle, BundleError, find_bundle, list_bundles
+from echo_monai.apps.errors import one_line, write_traceback
 
-__all__ = ["main", "parse_overrides", "resolve_run"]
+__all__ = ["check_override", "main", "parse_overrides", "resolve_run"]
 
 SIMULATE_KINDS = ("echonet", "pediatric", "camus", "busi", "busv", "dicom")
 
 
 class CLIError(Exception):
     """A user error reported on one line with exit code 2."""
+
+
+class RunError(Exception):
+    """A bundle run that failed: its first project error on one line, exit code 1."""
 
 
 def _value(text: str) -> Any:
@@ -81,12 +87,14 @@ def resolve_run(
     parser = ConfigParser()
     parser.read_config(config_files)
     overrides = {"bundle_root": str(bundle.root), **overrides}
-    unknown = [key for key in overrides if key not in parser]
+    unknown = [key for key in overrides if key not in parser and not _component_argument(parser, key)]
     if unknown:
         raise CLIError(
             f"bundle '{bundle.name}' {command} has no config key {', '.join(repr(k) for k in unknown)} "
             f"(keys are config ids such as 'epochs' or 'train::trainer::max_epochs')"
         )
+    for key, value in overrides.items():
+        check_override(parser, key, value)
     parser.update(overrides)
     if "dataset_dir" in parser:
         dataset_dir = parser.get_parsed_content("dataset_dir")
@@ -98,6 +106,66 @@ def resolve_run(
     if Path(bundle.logging_file).is_file():
         run_args["logging_file"] = bundle.logging_file
     return run_args
+
+
+_KINDS = ((bool, "True or False"), (int, "an integer"), (float, "a number"), (list, "a list"), (dict, "a mapping"))
+_INDEXED = re.compile(r"@([\w:]+)\[@([\w:]+)\]")
+
+
+def _kind(value: Any) -> tuple[type, str] | None:
+    for kind, words in _KINDS:
+        if isinstance(value, kind):
+            return kind, words
+    return None
+
+
+def _config_strings(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        return [s for v in node.values() for s in _config_strings(v)]
+    if isinstance(node, list):
+        return [s for v in node for s in _config_strings(v)]
+    return [node] if isinstance(node, str) else []
+
+
+def _component_argument(parser: Any, key: str) -> bool:
+    """``generation::overwrite``: an argument of a ``_target_`` component that the config leaves at its default."""
+    parent, _, name = key.rpartition("::")
+    return (
+        bool(parent)
+        and parent in parser
+        and isinstance(parser.get(parent), dict)
+        and "_target_" in parser.get(parent)
+        and not name.startswith("_")
+    )
+
+
+def check_override(parser: Any, key: str, value: Any) -> None:
+    """Refuse an override whose value does not fit the config before anything runs.
+
+    The value must have the type of the config's literal default (an integer for ``epochs: 100``, a number for
+    ``learning_rate: 0.0001``, a list for a list; string defaults, which readers often also take as lists, and
+    defaults that are expressions, references or None accept anything), and a key used to
+    pick an entry of a mapping (``$@schedulers[@sampler_name]``) must name one of its entries.
+
+    Raises:
+        CLIError: naming the key, what it expects and the value given.
+    """
+    default = parser.get(key)
+    if key == "bundle_root" or default is None or (isinstance(default, str) and default[:1] in "$@%"):
+        kind = None
+    else:
+        kind = _kind(default)
+    if kind is not None:
+        expected, words = kind
+        fits = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+        fits = fits or (expected is float and isinstance(value, int) and not isinstance(value, bool))
+        fits = fits or (expected is list and isinstance(value, tuple))
+        if not fits:
+            raise CLIError(f"--{key} expects {words} (its default is {default!r}), got {value!r}")
+    for mapping, index in _INDEXED.findall("\n".join(_config_strings(parser.config))):
+        options = parser.get(mapping)
+        if index == key and isinstance(options, dict) and value not in options:
+            raise CLIError(f"--{key} must be one of {sorted(options)}, got {value!r}")
 
 
 def _cmd_list(_: argparse.Namespace) -> int:
@@ -118,7 +186,13 @@ def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
     run_args = resolve_run(bundle, args.command, args.stage, parse_overrides(extra), getattr(args, "multi_gpu", False))
     from monai.bundle import run
 
-    run(**run_args)
+    try:
+        run(**run_args)
+    except Exception as error:  # noqa: BLE001 - reported on one line, the traceback goes to a log (or --debug)
+        if args.debug:
+            raise
+        path = write_traceback(error, Path(run_args["bundle_root"]) / "logs")
+        raise RunError(f"{one_line(error)}\n(the full traceback is in {path}; --debug prints it)") from error
     return 0
 
 
@@ -167,6 +241,7 @@ def _parser() -> argparse.ArgumentParser:
             p.add_argument(
                 "--multi-gpu", dest="multi_gpu", action="store_true", help="layer multi_gpu_train.yaml (torchrun)"
             )
+        p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
     p = sub.add_parser("simulate", help="write a phantom dataset in a public dataset's layout")
     p.add_argument("kind", choices=SIMULATE_KINDS)
     p.add_argument("out", help="output folder")
@@ -203,6 +278,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CLIError as e:
         print(f"echo-monai: error: {e}", file=sys.stderr)
         return 2
+    except RunError as e:
+        print(f"echo-monai: error: {e}", file=sys.stderr)
+        return 1
     return code
 
 

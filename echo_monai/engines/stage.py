@@ -49,7 +49,7 @@ from monai.inferers import Inferer, SimpleInferer
 from torch.utils.data import Dataset, Sampler
 
 from echo_monai.data.atomic import remove_stale_temporaries
-from echo_monai.engines.utils import rank_and_world_size
+from echo_monai.engines.utils import dataset_name, rank_and_world_size
 from echo_monai.handlers.checkpoint import AtomicCheckpointSaver, latest_checkpoint, rotate_checkpoints
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.progress import ProgressBar
@@ -182,7 +182,8 @@ class ResumeLoader(CheckpointLoader):
 
 def _loader(dataset: Dataset, batch_size: int, shuffle: bool, sampler: Sampler | None, **kwargs: Any) -> DataLoader:
     if len(dataset) == 0:  # type: ignore[arg-type]
-        raise ValueError(f"make_training_stage: the {'training' if shuffle else 'validation'} dataset is empty.")
+        role = "training" if shuffle else "validation"
+        raise ValueError(f"make_training_stage: the {role} set, {dataset_name(dataset)}, is empty; check its split.")
     return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle and sampler is None, sampler=sampler, **kwargs)
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import imageio.v3 as iio
 import numpy as np
 import torch
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, Resize
 
-__all__ = ["ConditionMapd"]
+__all__ = ["ConditionMapd", "ModelSized"]
 
 
 class ConditionMapd(MapTransform):
@@ -72,3 +72,49 @@ class ConditionMapd(MapTransform):
         if tuple(tensor.shape) != self.spatial_size:
             tensor = torch.nn.functional.interpolate(tensor[None, None], size=self.spatial_size, mode="area")[0, 0]
         return tensor[None]
+
+
+class ModelSized(MapTransform):
+    """Refuse maps of a spatial size other than the network's, or resample them when asked.
+
+    A label map drawn at another size or aspect ratio would otherwise be stretched to the model grid without a word
+    (and the synthetic image would show another heart than the one drawn). With ``resize=True`` the map is resampled
+    with MONAI's ``Resize`` (``mode``, nearest for label maps).
+
+    Args:
+        keys: map keys ``(C, H, W)``.
+        spatial_size: ``(H, W)`` the network takes.
+        resize: resample a map of another size instead of refusing it.
+        mode: interpolation of the resampling.
+
+    Raises:
+        ValueError: a map of another size when ``resize`` is False (naming the key, both sizes and the option).
+
+    Example:
+        >>> ModelSized("label_map", (112, 112), resize=True)({"label_map": torch.zeros(1, 96, 96)})["label_map"].shape
+        torch.Size([1, 112, 112])
+    """
+
+    def __init__(
+        self, keys: str | Sequence[str], spatial_size: Sequence[int], resize: bool = False, mode: str = "nearest"
+    ) -> None:
+        super().__init__(keys)
+        self.spatial_size = tuple(int(s) for s in spatial_size)
+        self.resize = bool(resize)
+        self.resizer = Resize(self.spatial_size, mode=mode)
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            size = tuple(int(s) for s in d[key].shape[1:])
+            if size == self.spatial_size:
+                continue
+            if not self.resize:
+                shown = "x".join(map(str, size))
+                expected = "x".join(map(str, self.spatial_size))
+                raise ValueError(
+                    f"'{key}' is {shown} but the network takes {expected}; give maps of that size, or ask for "
+                    "resampling (resize=True; in the bundles: resize_label_maps: true)."
+                )
+            d[key] = self.resizer(d[key])
+        return d

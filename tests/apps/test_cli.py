@@ -20,7 +20,16 @@ message: inference
 """
 TRAIN = """
 epochs: 1
+learning_rate: 0.001
+sizes: [8, 16]
+choice: one
+options: {one: 1, two: 2}
+picked: "$@options[@choice]"
 message: "$'train ' + str(@epochs)"
+"""
+FAILING = """
+run: ["$@broken.run()"]
+broken: {_target_: echo_monai.apps.generation.make_requests, conditions: {a: [1, 2], b: [1]}}
 """
 
 
@@ -34,6 +43,7 @@ def bundles(tmp_path, monkeypatch):
     (configs / "inference.yaml").write_text(INFERENCE)
     (configs / "train.yaml").write_text(TRAIN)
     (configs / "train_extra.yaml").write_text(TRAIN)
+    (configs / "inference_failing.yaml").write_text(FAILING)
     (root / "not_a_bundle").mkdir()
     monkeypatch.setenv("ECHO_MONAI_BUNDLES", str(root))
     return root
@@ -72,6 +82,11 @@ def test_config_files_compose_on_inference(bundles):
         (["train", "toy", "--dataset_dir", "/does/not/exist"], "dataset_dir '/does/not/exist' does not exist"),
         (["train", "toy", "stray"], "unexpected argument 'stray'"),
         (["train", "toy", "--multi-gpu"], "no configs/multi_gpu_train.yaml"),
+        (["train", "toy", "--epochs", "abc"], "--epochs expects an integer (its default is 1), got 'abc'"),
+        (["train", "toy", "--epochs", "1.5"], "--epochs expects an integer"),
+        (["train", "toy", "--learning_rate", "fast"], "--learning_rate expects a number (its default is 0.001)"),
+        (["train", "toy", "--sizes", "8"], "--sizes expects a list"),
+        (["train", "toy", "--choice", "three"], "--choice must be one of ['one', 'two'], got 'three'"),
     ],
 )
 def test_user_errors_exit_2_with_one_line(bundles, capsys, argv, message):
@@ -103,3 +118,53 @@ def test_repository_bundles_are_listed():
         assert json.loads(
             (Path(__file__).resolve().parents[2] / "bundles" / name / "configs" / "metadata.json").read_text()
         )
+
+
+def test_a_failed_run_prints_its_project_error_on_one_line(bundles, capsys):
+    """The error echo_monai raised, not MONAI's "Failed to instantiate" wrapper; the traceback goes to a log."""
+    assert cli.main(["infer", "toy", "--stage", "failing"]) == 1
+    err = capsys.readouterr().err
+    first, second = err[err.index("echo-monai: error:") :].strip().splitlines()
+    assert first.startswith("echo-monai: error: make_requests: condition lists must have one value per item")
+    log = Path(second.split("traceback is in ")[1].split(";")[0])
+    assert log == bundles / "toy" / "logs" / "last_error.log" and "Traceback" in log.read_text()
+    assert "Traceback" not in err
+    with pytest.raises(RuntimeError, match="Failed to"):
+        cli.main(["infer", "toy", "--stage", "failing", "--debug"])
+
+
+def test_project_error_and_one_line():
+    from echo_monai.apps.errors import one_line, project_error
+    from echo_monai.apps.generation import make_requests
+
+    try:
+        try:
+            make_requests({"a": [1], "b": [1, 2]})
+        except ValueError as inner:
+            raise RuntimeError("Failed to instantiate component") from inner
+    except RuntimeError as outer:
+        assert isinstance(project_error(outer), ValueError)
+        assert one_line(outer).startswith("make_requests: condition lists")
+    assert one_line(RuntimeError("plain")) == "RuntimeError: plain"
+    assert one_line(KeyError("missing key")) == "missing key"
+
+
+def test_monai_runner_ends_with_the_one_line_error(tmp_path):
+    """`python -m monai.bundle run` on a bundle whose checkpoint is missing: the bundle's excepthook prints one line."""
+    import os
+    import subprocess
+    import sys
+
+    from echo_monai.apps.simulate import simulate
+
+    simulate("camus", tmp_path / "camus", n=3, seed=0, image_size=(32, 32))
+    bundle = Path(__file__).resolve().parents[2] / "bundles" / "echo_seg_ddpm"
+    command = [sys.executable, "-m", "monai.bundle", "run", "--config_file", str(bundle / "configs" / "inference.yaml"),
+               "--bundle_root", str(tmp_path / "bundle"), "--dataset_dir", str(tmp_path / "camus"),
+               "--device", "$torch.device('cpu')"]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if k != "ECHO_MONAI_DEBUG"}
+    done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode != 0
+    lines = done.stderr.strip().splitlines()
+    assert lines[-2].startswith("error: checkpoint '") and "run the echo_seg_ddpm train stage first" in lines[-2]
+    assert "Traceback" not in done.stderr and (tmp_path / "bundle" / "logs" / "last_error.log").is_file()

@@ -26,6 +26,20 @@ def error_chain(error: BaseException | None) -> str:
     return "\n".join(messages)
 
 
+def cli_error(argv: list[str], capsys) -> str:
+    """Run the CLI expecting a failed bundle run: exit code 1, the error on one ``echo-monai: error:`` line (then
+    where the traceback went), no traceback printed. Returns what it printed on stderr."""
+    from echo_monai.apps import cli
+
+    code = cli.main(argv)
+    err = capsys.readouterr().err
+    assert code == 1, err
+    assert "Traceback" not in err, err
+    report = err[err.index("echo-monai: error: ") :]  # after any progress bars
+    assert "last_error.log; --debug prints it)" in report.splitlines()[-1], report
+    return report
+
+
 def torchrun_train(bundle: Path, overrides: dict, processes: int = 2) -> subprocess.CompletedProcess:
     """``echo-monai train BUNDLE --multi-gpu`` under torchrun: one CPU process per rank (Gloo)."""
     script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
-from bundle_helpers import cli_args, error_chain, torchrun_train
+from bundle_helpers import cli_args, cli_error, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -186,42 +186,40 @@ def test_the_evaluator_id_animates_held_out_references(trained):
     assert outputs and outputs[0].shape[1:] == (1, 4, 32, 32)  # (B, 1, num_frames, H, W) decoded pixels
 
 
-def test_ef_outside_0_100_is_refused(trained):
+def test_ef_outside_0_100_is_refused(trained, capsys):
     root, o = trained
     args = {**o["infer"], "ejection_fractions": [120.0], "output_dir": str(root / "bad_ef")}
-    with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *cli_args(args)])
-    assert "EF 120" in error_chain(info.value)
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "EF 120" in message
 
 
-def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path):
+def test_latent_cache_of_another_vae_names_the_encode_stage(trained, tmp_path, capsys):
     root, o = trained
     bundle = Path(o["train"]["bundle_root"])
     # another autoencoder: same architecture, other weights
     other = {**o["train_vae"], "bundle_root": str(tmp_path / "other"), "seed": 1}
     assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(other)]) == 0
+    models = tmp_path / "other" / "models"
+    first = [int(p.stem.split("=")[1]) for p in models.glob("vae_checkpoint_final_iteration=*.pt")]
     # a second run with more epochs resumes from the stage's last checkpoint instead of starting again
     assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args({**other, "epochs": 2})]) == 0
-    models = tmp_path / "other" / "models"
     finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("vae_checkpoint_final_iteration=*.pt"))
-    assert finals[-1] == 2 * finals[0]
+    assert finals[-1] == 2 * first[0]
     args = {
         **o["train"],
         "vae_ckpt": str(tmp_path / "other" / "models" / "autoencoder.pt"),
         "cache_dir": str(bundle / "latents"),
         "ckpt_dir": str(tmp_path / "models"),
     }
-    with pytest.raises(Exception) as info:
-        cli.main(["train", str(BUNDLE), *cli_args(args)])
-    assert "echo_flow infer --stage encode" in error_chain(info.value) and "fingerprint" in error_chain(info.value)
+    message = cli_error(["train", str(BUNDLE), *cli_args(args)], capsys)
+    assert "echo_flow infer --stage encode" in message and "fingerprint" in message
 
 
-def test_missing_stage_checkpoint_names_the_stage(trained, tmp_path):
+def test_missing_stage_checkpoint_names_the_stage(trained, tmp_path, capsys):
     root, o = trained
     args = {**o["infer"], "reid_ckpt": str(tmp_path / "missing.pt"), "output_dir": str(tmp_path / "out")}
-    with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *cli_args(args)])
-    assert "echo_flow train --stage reid" in error_chain(info.value)
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "echo_flow train --stage reid" in message
 
 
 def test_multi_gpu_overlay_trains_the_video_stage_with_torchrun_on_cpu(tmp_path):
@@ -232,3 +230,19 @@ def test_multi_gpu_overlay_trains_the_video_stage_with_torchrun_on_cpu(tmp_path)
     models = Path(overrides["bundle_root"]) / "models"
     # 6 training videos, 2 ranks x batch 2 -> 3 videos and 2 iterations per rank
     assert (models / "model.pt").is_file() and (models / "video_checkpoint_final_iteration=2.pt").is_file()
+
+
+def test_a_rerun_with_other_requests_is_refused_then_overwritten(trained, tmp_path, capsys):
+    root, o = trained
+    out = tmp_path / "export"
+    args = {**o["infer"], "output_dir": str(out), "ejection_fractions": [40.0, 60.0]}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    other = {**args, "ejection_fractions": [30.0]}
+    message = cli_error(["infer", str(BUNDLE), *cli_args(other)], capsys)
+    assert "made by another job (it differs in requests)" in message and "--generation::overwrite True" in message
+    assert cli.main(["infer", str(BUNDLE), *cli_args({**other, "generation::overwrite": True})]) == 0
+    with open(out / "FileList.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [round(float(r["EF"])) for r in rows] == [30] and len(list((out / "Videos").glob("*.avi"))) == 1
+    report = json.loads((out / "generation_report.json").read_text())
+    assert report["requested"] == 1 and len(report["written"]) == 1

@@ -9,7 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, error_chain, torchrun_train
+from bundle_helpers import cli_args, cli_error, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -45,7 +45,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
         "save_interval": 2,
         "ema_start": 0,
     }
-    infer = {**common, "num_inference_steps": 2, "batch_size": 4}
+    infer = {**common, "num_inference_steps": 2, "batch_size": 4, "resize_label_maps": True}  # 64 px phantom
     evaluate = {
         **infer,
         "train_split": ["patient0001", "patient0002"],
@@ -74,9 +74,11 @@ def test_train_writes_resumable_checkpoints_and_previews(trained):
     assert any(p.name.startswith("checkpoint_final_iteration=") for p in models.iterdir())
     assert list((Path(overrides["train"]["bundle_root"]) / "runs" / "previews").glob("samples_epoch=1.png"))
     # a second run with more epochs resumes from the last checkpoint instead of starting again
+    first = [int(p.stem.split("=")[1]) for p in models.glob("checkpoint_final_iteration=*.pt")]
     assert cli.main(["train", str(BUNDLE), *cli_args({**overrides["train"], "epochs": 2})]) == 0
     finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("checkpoint_final_iteration=*.pt"))
-    assert finals[-1] == 2 * finals[0]
+    assert finals[-1] == 2 * first[0]
+    assert len(list(models.glob("checkpoint*.pt"))) == 2  # rotated over both runs (n_saved = 2)
 
 
 @pytest.mark.parametrize("sampler_name", ["ddim", "dpm_solver"])
@@ -115,29 +117,26 @@ def test_generate_camus_layout_resumes_then_evaluate(trained):
     assert (report / "report.md").is_file() and (report / "label_synthetic_real.png").is_file()
 
 
-def test_label_values_outside_the_classes_name_the_file(trained, tmp_path):
+def test_label_values_outside_the_classes_name_the_file(trained, tmp_path, capsys):
     root, overrides = trained
     bad = tmp_path / "labels" / "bad_map.nii.gz"
     bad.parent.mkdir()
     nib.save(nib.Nifti1Image(np.full((32, 32), 7, np.uint8), np.eye(4)), str(bad))
     args = {**overrides["infer"], "dataset_dir": str(bad.parent), "output_dir": str(tmp_path / "out")}
-    with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *cli_args(args)])
-    assert "bad_map.nii.gz" in error_chain(info.value) and "outside the classes" in error_chain(info.value)
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "bad_map.nii.gz" in message and "outside the classes" in message
 
 
-def test_checkpoint_of_another_network_is_refused(trained, tmp_path):
+def test_checkpoint_of_another_network_is_refused(trained, tmp_path, capsys):
     root, overrides = trained
     other = tmp_path / "other.pt"
     torch.save({"model": torch.nn.Linear(2, 2).state_dict()}, other)
     args = {**overrides["infer"], "ckpt_path": str(other), "output_dir": str(tmp_path / "out")}
-    with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *cli_args(args)])
-    assert "does not fit the network" in error_chain(info.value)
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "does not fit the network" in message
     missing = {**args, "ckpt_path": str(tmp_path / "missing.pt")}
-    with pytest.raises(Exception) as info:
-        cli.main(["infer", str(BUNDLE), *cli_args(missing)])
-    assert "echo_seg_ddpm train" in error_chain(info.value)
+    message = cli_error(["infer", str(BUNDLE), *cli_args(missing)], capsys)
+    assert "echo_seg_ddpm train" in message
 
 
 def test_multi_gpu_overlay_trains_with_torchrun_on_cpu(tmp_path):
@@ -148,3 +147,11 @@ def test_multi_gpu_overlay_trains_with_torchrun_on_cpu(tmp_path):
     models = Path(overrides["bundle_root"]) / "models"
     # 3 patients x 2 views x 2 phases = 12 images, 2 ranks x batch 4 -> 2 iterations for the epoch
     assert (models / "model.pt").is_file() and (models / "checkpoint_final_iteration=2.pt").is_file()
+
+
+def test_label_maps_of_another_size_are_refused_unless_resampling_is_asked(trained, capsys):
+    root, overrides = trained
+    args = {**overrides["infer"], "resize_label_maps": False, "output_dir": str(root / "refused")}
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "'label_map' is 64x64 but the network takes 32x32" in message and "resize_label_maps: true" in message
+    assert len(message.strip().splitlines()) == 2  # the error on one line, then where the traceback is

@@ -110,7 +110,7 @@ def test_scalar_output_and_bad_arguments(make_unet, tmp_path):
     with pytest.raises(ValueError, match="max_epochs"):
         _stage(make_unet(), tmp_path, max_epochs=0)
     net = make_unet()
-    with pytest.raises(ValueError, match="validation dataset is empty"):
+    with pytest.raises(ValueError, match="validation set, the dataset list.*is empty; check its split"):
         _stage(net, tmp_path, val_dataset=[])
 
 

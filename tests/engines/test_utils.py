@@ -13,6 +13,12 @@ def test_first_batch():
     assert first_batch(data, 3)["x"].shape == (3, 1) and first_batch(data, 9)["x"].shape == (5, 1)
     with pytest.raises(ValueError, match="empty"):
         first_batch([], 2)
+
+    class Reader(list):
+        root, split = "/data/CAMUS", "validation"
+
+    with pytest.raises(ValueError, match=r"Reader\(root='/data/CAMUS', split='validation'\) is empty"):
+        first_batch(Reader(), 2)
     with pytest.raises(ValueError, match="size"):
         first_batch(data, 0)
 

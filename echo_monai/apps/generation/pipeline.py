@@ -14,7 +14,11 @@ Requests are cut into fixed batches of ``batch_size`` in request order, and batc
 resumed run regenerates a partly finished batch whole and writes only its missing items, so every item has the same
 bytes as in an uninterrupted run. Each rank then writes ``reports/<job>_rank<r>_of_<w>.json``; the rank that finishes
 last (it sees every report; no barrier is needed) recounts the items on disk into ``generation_report.json`` and
-lets the writer write its index (``FileList.csv``...).
+lets the writer write its index (``FileList.csv``...), which lists exactly the finished items of the requests.
+
+The job's fingerprint (requests, sampler settings, network weights, reference source, layout; see
+:meth:`GenerationPipeline.fingerprint`) is kept in ``generation_fingerprint.json``: a rerun resumes only into a
+folder its own job made, and refuses (or, with ``overwrite=True``, clears) one made by another job.
 """
 
 from __future__ import annotations
@@ -28,13 +32,16 @@ from typing import Any
 import torch
 
 from echo_monai.apps.generation.conditioner import RequestConditioner
+from echo_monai.apps.generation.fingerprint import describe, digest
 from echo_monai.apps.generation.references import NoReference, ReferenceSource, seeded_noise
 from echo_monai.apps.generation.requests import GenerationReport, GenerationRequest, RankReport, requests_fingerprint
 from echo_monai.apps.generation.writers import DatasetWriter
-from echo_monai.data.atomic import write_json
+from echo_monai.data.atomic import remove_stale_temporaries, write_json
 from echo_monai.engines.utils import rank_and_world_size
 
-__all__ = ["GenerationPipeline"]
+__all__ = ["FINGERPRINT_FILE", "GenerationPipeline"]
+
+FINGERPRINT_FILE = "generation_fingerprint.json"
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +63,8 @@ class GenerationPipeline:
         progress: show a progress bar over this rank's batches.
         rank: this process's rank (default from torch.distributed / ``$RANK``).
         world_size: number of processes (default likewise / ``$WORLD_SIZE``).
+        overwrite: replace a dataset in the writer's folder that another job (other requests, sampler, networks,
+            reference or layout) made; by default such a folder is refused, and only the same job resumes.
 
     Example:
         >>> pipeline = GenerationPipeline(sampler, network, RequestConditioner(conditioning, transform),
@@ -76,6 +85,7 @@ class GenerationPipeline:
         progress: bool = True,
         rank: int | None = None,
         world_size: int | None = None,
+        overwrite: bool = False,
     ) -> None:
         if len(sample_shape) not in (3, 4):
             raise ValueError(f"GenerationPipeline: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
@@ -90,13 +100,15 @@ class GenerationPipeline:
         self.sample_shape = tuple(int(s) for s in sample_shape)
         self.batch_size, self.device, self.progress = int(batch_size), torch.device(device), progress
         self.rank, self.world_size = rank, world_size
+        self.overwrite = bool(overwrite)
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationReport | None:
         """Generate this rank's missing items; returns the merged report on the rank that writes it, else None.
 
         Raises:
             ValueError / FileNotFoundError / KeyError: naming the request, for a request that cannot be generated
-                or written (checked for every pending item of this rank before the first is generated).
+                or written (checked for every item of this rank before the first is generated), or a folder that
+                holds another job's items (unless ``overwrite``).
         """
         requests = list(requests)
         names = [r.name for r in requests]
@@ -105,13 +117,16 @@ class GenerationPipeline:
         rank, world_size = rank_and_world_size(self.rank, self.world_size)
         batches = [requests[i : i + self.batch_size] for i in range(0, len(requests), self.batch_size)]
         mine = batches[rank::world_size]
-        todo = [batch for batch in mine if not all(self.writer.done(r) for r in batch)]
-        pending = [r for batch in todo for r in batch if not self.writer.done(r)]
-        # 1. refuse bad requests before anything is generated
-        for request in pending:
+        for path in remove_stale_temporaries(self.writer.root) if rank == 0 else []:
+            logger.info("generation: removed %s, left by a killed run", path)
+        # 1. refuse bad requests before anything is generated, then a folder another job made
+        for request in (r for batch in mine for r in batch):
             self.writer.check(request)
             self.reference.check(request)
             self.conditioner.check(request)
+        self._claim(requests)
+        todo = [batch for batch in mine if not all(self.writer.done(r) for r in batch)]
+        pending = [r for batch in todo for r in batch if not self.writer.done(r)]
         report = RankReport(rank, world_size, skipped_existing=sum(map(len, mine)) - len(pending))
         self.network.eval()
         for batch in self._progress(todo):
@@ -146,6 +161,51 @@ class GenerationPipeline:
             self.writer.write(request, sample, item, extra)
             report.written.append(request.name)
 
+    def fingerprint(self, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
+        """What makes this job's items what they are: a hash per part (requests, sampler, network, reference,
+        layout, noise shape and batching) and of all of them (``job``)."""
+        parts = {
+            "requests": requests_fingerprint(requests),
+            "sampler": digest(describe(self.sampler)),
+            "network": digest(describe(self.network)),
+            "reference": digest(describe(self.reference)),
+            "writer": digest(describe(self.writer)),
+            "noise": digest([self.sample_shape, self.batch_size]),
+        }
+        return {"job": digest(parts), "parts": parts}
+
+    def _claim(self, requests: Sequence[GenerationRequest]) -> None:
+        """Record this job's fingerprint in the output folder, or refuse a folder another job made."""
+        path = self.writer.root / FINGERPRINT_FILE
+        mine = self.fingerprint(requests)
+        if path.is_file():
+            try:
+                theirs = json.loads(path.read_text())
+            except json.JSONDecodeError:
+                theirs = {"job": None, "parts": {}}
+            if theirs.get("job") == mine["job"]:
+                return
+            if not self.writer.records() and not self.overwrite:  # nothing generated yet: not another job's data
+                write_json(path, mine)
+                return
+            differ = sorted(k for k, v in mine["parts"].items() if theirs.get("parts", {}).get(k) != v)
+            if not self.overwrite:
+                raise ValueError(
+                    f"'{self.writer.root}' holds a synthetic dataset made by another job (it differs in "
+                    f"{', '.join(differ)}); use another output folder, or overwrite it (--generation::overwrite "
+                    "True) to replace what is there."
+                )
+            logger.warning("generation: replacing the dataset in %s (it differed in %s)", self.writer.root, differ)
+            self.writer.clear()
+        elif self.writer.records() and not self.overwrite:
+            raise ValueError(
+                f"'{self.writer.root}' already holds generated items but no {FINGERPRINT_FILE}, so it cannot be "
+                "resumed safely; use another output folder, or overwrite it (--generation::overwrite True)."
+            )
+        elif self.overwrite:
+            self.writer.clear()
+        write_json(path, mine)
+
     def _finish(self, requests: list[GenerationRequest], report: RankReport) -> GenerationReport | None:
         """Record this rank's report; the last rank to finish merges every rank's into the job's report."""
         job = requests_fingerprint(requests)
@@ -172,7 +232,7 @@ class GenerationPipeline:
             accepted_references=sum(1 for a in attempts if a >= 1),
             rejected_references=sum(max(0, a - 1) for a in attempts) + max_attempts * len(failed),
         )
-        self.writer.finalize(requests)
+        self.writer.finalize(requests)  # the index lists exactly the finished items of these requests
         write_json(self.writer.root / "generation_report.json", merged.to_dict())
         return merged
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -119,9 +120,28 @@ class DatasetWriter(ABC):
                 ) from error
         return out
 
+    #: top-level entries of ``root`` a writer owns (removed by :meth:`clear`)
+    managed: tuple[str, ...] = ("rows", "reports", "generation_report.json", "generation_fingerprint.json")
+
+    def clear(self) -> None:
+        """Remove everything this writer (and the pipeline) wrote under ``root``; other files are left alone."""
+        for name in self.managed:
+            path = self.root / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+
+    def _finished(self, requests: Sequence[GenerationRequest] | None) -> dict[str, dict]:
+        """Records of the finished items of ``requests`` (of every record when None), in request order."""
+        if requests is None:
+            return self.records()
+        return self.records([r.name for r in requests if self.done(r)])
+
     def finalize(self, requests: Sequence[GenerationRequest] | None = None) -> Path:
-        """Gather the records into ``synthetic_sources.csv``; returns the root (EchoNet writes its own index)."""
-        rows = [[record.get(c, "") for c in SOURCE_COLUMNS] for record in self.records().values()]
+        """Gather the records of the finished ``requests`` (every record when None) into ``synthetic_sources.csv``;
+        returns the root."""
+        rows = [[record.get(c, "") for c in SOURCE_COLUMNS] for record in self._finished(requests).values()]
         write_csv(self.root / "synthetic_sources.csv", SOURCE_COLUMNS, rows)
         return self.root
 
@@ -187,14 +207,17 @@ class EchoNetWriter(DatasetWriter):
         }
         return {**row, **super().record(request, sample, item)}
 
+    managed = (*DatasetWriter.managed, "Videos", "FileList.csv", "VolumeTracings.csv")
+
     def finalize(self, requests: Sequence[GenerationRequest] | None = None) -> Path:
-        """Gather every row into ``FileList.csv`` (and an empty ``VolumeTracings.csv``).
+        """Gather the rows of the finished ``requests`` (every row when None) into ``FileList.csv`` (and an empty
+        ``VolumeTracings.csv``).
 
         Raises:
             ValueError: naming the file of a row that is not valid JSON or lacks a column.
         """
         rows = []
-        for name, row in self.records().items():
+        for name, row in self._finished(requests).items():
             missing = [c for c in FILELIST_COLUMNS if c not in row]
             if missing:
                 raise ValueError(f"EchoNetWriter: row file of {name!r} lacks {missing}; delete it and rerun.")
@@ -222,6 +245,8 @@ class PngWriter(DatasetWriter):
         label_key: the conditioned item's one-hot label map ``(K, H, W)`` (Echo-from-noise classes); None for
             unconditional or non-label-guided images (no ``labels/``).
     """
+
+    managed = (*DatasetWriter.managed, "images", "labels", "synthetic_sources.csv")
 
     def __init__(self, root: str | os.PathLike, label_key: str | None = "label_map") -> None:
         super().__init__(root)
@@ -253,6 +278,8 @@ class CamusWriter(DatasetWriter):
         label_key: the conditioned item's one-hot label map ``(K, H, W)``.
         spacing: pixel size written to the NIfTI headers, mm.
     """
+
+    managed = (*DatasetWriter.managed, "database_nifti", "synthetic_sources.csv")
 
     def __init__(self, root: str | os.PathLike, label_key: str = "label_map", spacing: float = 1.0) -> None:
         super().__init__(root)

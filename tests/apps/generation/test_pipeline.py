@@ -176,7 +176,7 @@ def _label_requests(n: int = 5) -> list[GenerationRequest]:
     return requests
 
 
-def _label_pipeline(root, batch_size=2, writer=None, **kwargs) -> GenerationPipeline:
+def _label_pipeline(root, batch_size=2, writer=None, **kwargs) -> GenerationPipeline:  # noqa: D103
     transform = Compose(
         [
             Lambdad("label", lambda x: torch.nn.functional.one_hot(x.long(), 5).permute(2, 0, 1).float()),
@@ -233,8 +233,35 @@ def test_a_condition_that_cannot_be_read_names_the_request(tmp_path):
     with pytest.raises(ValueError, match="'broken' has no source"):
         _label_pipeline(tmp_path).run(bad)  # the CAMUS layout names files by the source patient
     with pytest.raises((ValueError, TypeError), match="request 'broken'"):
-        _label_pipeline(tmp_path, writer=PngWriter(tmp_path)).run(bad)
+        _label_pipeline(tmp_path / "png", writer=PngWriter(tmp_path / "png")).run(bad)
     with pytest.raises(ValueError, match="sample_shape"):
         GenerationPipeline(None, None, None, PngWriter(tmp_path), (8, 8))
     with pytest.raises(ValueError, match="batch_size"):
         GenerationPipeline(None, None, None, PngWriter(tmp_path), (1, 8, 8), batch_size=0)
+
+
+def test_a_folder_made_by_another_job_is_refused_or_overwritten(tmp_path):
+    requests = _label_requests(3)
+    _label_pipeline(tmp_path).run(requests)
+    assert json.loads((tmp_path / "generation_fingerprint.json").read_text())["job"]
+    _label_pipeline(tmp_path).run(requests)  # the same job resumes (nothing to do)
+    reseeded = [GenerationRequest(r.name, r.index, r.seed + 1, r.conditions, source=r.source) for r in requests]
+    with pytest.raises(ValueError, match=r"made by another job \(it differs in requests\).*overwrite"):
+        _label_pipeline(tmp_path).run(reseeded)
+    with pytest.raises(ValueError, match="differs in requests"):
+        _label_pipeline(tmp_path).run(requests[:2])  # fewer items is another job too
+    with pytest.raises(ValueError, match="differs in noise"):
+        _label_pipeline(tmp_path, batch_size=1).run(requests)
+    report = _label_pipeline(tmp_path, overwrite=True).run(requests[:2])
+    assert report.written == [r.name for r in requests[:2]] and report.requested == 2
+    sources = (tmp_path / "synthetic_sources.csv").read_text().splitlines()
+    assert len(sources) == 3 and not list((tmp_path / "rows").glob(f"{requests[2].name}.json"))
+    assert not list(tmp_path.rglob(f"{requests[2].source['patient']}c00*"))  # the old item is gone from disk
+
+
+def test_another_network_is_another_job(parts, tmp_path):
+    _video_pipeline(parts, tmp_path, gate=None).run(REQUESTS[:1])
+    with torch.no_grad():
+        next(parts["video_network"].parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="differs in network"):
+        _video_pipeline(parts, tmp_path, gate=None).run(REQUESTS[:1])
