@@ -16,7 +16,7 @@ from echo_monai.data.latent_cache import (
 )
 from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.data.pediatric import EchoNetPediatric
-from echo_monai.data.reader_base import InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
+from echo_monai.data.reader_base import FieldChecker, InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
@@ -37,6 +37,7 @@ __all__ = [
     "DicomCine",
     "EchoNetDynamic",
     "EchoNetPediatric",
+    "FieldChecker",
     "InvalidItemError",
     "MissingFilesError",
     "OnInvalid",

@@ -20,6 +20,7 @@ from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 __all__ = ["BUSI", "read_grey_png"]
 
 _MASK = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<index>\d+))?$")
+_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
 def read_grey_png(path: str | os.PathLike) -> np.ndarray:
@@ -38,7 +39,9 @@ class BUSI(ReaderDataset):
 
     Some images have several lesion masks (``_mask``, ``_mask_1``, ``_mask_2``); they are merged by union.
     Normal images come with an all-zero mask. Every image must have at least one mask and every mask the size
-    of its image.
+    of its image. The class is the folder: a folder of images beside the class folders whose name is not one of
+    :attr:`CLASSES` is reported (with the allowed names), and so is an image named after another class than its
+    folder's (``malignant (3).png`` in ``benign/``).
 
     Each item is a dict:
 
@@ -80,12 +83,20 @@ class BUSI(ReaderDataset):
         missing_folders = [str(self.root / c) for c in classes if not (self.root / c).is_dir()]
         if missing_folders:
             raise FileNotFoundError(f"BUSI: class folder(s) {missing_folders} do not exist; expected {classes}.")
+        for folder in sorted(p for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+            count = sum(1 for p in folder.iterdir() if p.suffix.lower() in _IMAGE_SUFFIXES)
+            if folder.name not in self.CLASSES and count:
+                self.reject(
+                    f"{folder.name}/",
+                    f"folder {str(folder)!r} holds {count} image(s) but {folder.name!r} is not a BUSI class; "
+                    f"expected class folders {list(self.CLASSES)}.",
+                )
         records = []
         for label in classes:
             images: dict[str, Path] = {}
             masks: dict[str, list[Path]] = {}
             for path in sorted((self.root / label).iterdir()):
-                if path.suffix.lower() not in (".png", ".jpg", ".jpeg", ".bmp"):
+                if path.suffix.lower() not in _IMAGE_SUFFIXES:
                     continue
                 match = _MASK.match(path.stem)
                 if match:
@@ -94,6 +105,15 @@ class BUSI(ReaderDataset):
                     images[path.stem] = path
             for stem, path in images.items():
                 name = f"{label}/{path.name}"
+                named = next((c for c in self.CLASSES if stem.lower().startswith(f"{c} (")), label)
+                if named != label:
+                    masks.pop(stem, None)
+                    self.reject(
+                        name,
+                        f"image {str(path)!r} is named as class {named!r} but lies in folder {label!r}; expected "
+                        f"'{label} (k)' names in {label}/.",
+                    )
+                    continue
                 if stem not in masks:
                     self.reject(name, f"mask {str(path.with_name(stem + '_mask.png'))!r} is missing.", missing=True)
                     continue

@@ -6,6 +6,7 @@ Lin et al., "A New Dataset and a Baseline Model for Breast Lesion Detection in U
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections import Counter
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -29,6 +30,11 @@ class BUSV(ReaderDataset):
     ``categories`` (``benign``/``malignant``) and optionally ``videos`` (``id``, ``name``). Frames are grouped by
     ``video_id`` (else by folder) and ordered by ``frame_id`` (else by file name). The video's class is the most
     frequent category among its boxes, or the ``benign``/``malignant`` folder in its path when it has none.
+
+    At construction a video is reported when one of its boxes has a ``category_id`` missing from ``categories`` or
+    naming another class than :attr:`CLASSES`, or a ``bbox`` that is not four finite numbers with ``x, y >= 0``
+    and ``w, h > 0``; on access, when a box leaves its frame by more than one pixel or a frame's size differs from
+    the ``height``/``width`` its JSON entry gives.
 
     Each item is a dict:
 
@@ -95,9 +101,15 @@ class BUSV(ReaderDataset):
             raise ValueError(f"BUSV: {str(path)!r} is not COCO JSON with 'images' and 'categories': {error}") from error
         names = {v["id"]: v.get("name", str(v["id"])) for v in coco.get("videos", [])}
         boxes_of: dict[Any, list[tuple[list[float], str]]] = {}
+        box_problems: dict[Any, list[str]] = {}
         for annotation in coco.get("annotations", []):
-            boxes_of.setdefault(annotation["image_id"], []).append(
-                ([float(v) for v in annotation["bbox"]], categories.get(annotation.get("category_id"), ""))
+            image_id = annotation.get("image_id")
+            problem = self._box_problem(annotation, categories)
+            if problem:
+                box_problems.setdefault(image_id, []).append(problem)
+                continue
+            boxes_of.setdefault(image_id, []).append(
+                ([float(v) for v in annotation["bbox"]], categories[annotation["category_id"]])
             )
         videos: dict[str, list[dict[str, Any]]] = {}
         for image in images:
@@ -113,7 +125,12 @@ class BUSV(ReaderDataset):
                 shown = absent[:5] + ([f"... {len(absent) - 5} more"] if len(absent) > 5 else [])
                 self.reject(name, f"{len(absent)} frame file(s) listed in {path.name} are missing: {shown}", True)
                 continue
-            votes = Counter(cat for im in frames for _, cat in boxes_of.get(im["id"], []) if cat in self.CLASSES)
+            problems = [problem for im in frames for problem in box_problems.get(im["id"], [])]
+            if problems:
+                shown = problems[:3] + ([f"... {len(problems) - 3} more"] if len(problems) > 3 else [])
+                self.reject(name, f"{str(path)!r}: {len(problems)} invalid annotation(s): {'; '.join(shown)}")
+                continue
+            votes = Counter(cat for im in frames for _, cat in boxes_of.get(im["id"], []))
             parts = set(PurePosixPath(frames[0]["file_name"]).parts)
             label = votes.most_common(1)[0][0] if votes else next((c for c in self.CLASSES if c in parts), None)
             if label is None:
@@ -126,9 +143,29 @@ class BUSV(ReaderDataset):
                     boxes[t] = max(candidates, key=lambda b: b[2] * b[3])
             if self.box_format == "xyxy":
                 boxes[:, 2:] += boxes[:, :2]
+            sizes = [(im.get("height"), im.get("width")) for im in frames]
             records.append({"video_name": name, "frame_paths": [str(p) for p in paths], "boxes": boxes,
-                            "label": label})
+                            "label": label, "frame_sizes": sizes, "annotation_file": str(path)})
         return records
+
+    def _box_problem(self, annotation: Mapping[str, Any], categories: Mapping[Any, str]) -> str | None:
+        """What is wrong with one COCO annotation (its category and box), ``None`` when it is valid."""
+        where = f"annotation {annotation.get('id', '?')} of image {annotation.get('image_id')!r}"
+        category = annotation.get("category_id")
+        if category not in categories:
+            return f"{where}: category_id {category!r} is not in 'categories' (ids {sorted(categories, key=str)})"
+        if categories[category] not in self.CLASSES:
+            return f"{where}: unknown category {categories[category]!r}; expected one of {list(self.CLASSES)}"
+        box = annotation.get("bbox")
+        try:
+            values = [float(v) for v in box]
+        except (TypeError, ValueError):
+            values = []
+        if len(values) != 4 or not all(math.isfinite(v) for v in values):
+            return f"{where}: bbox {box!r}; expected four finite numbers [x, y, w, h]"
+        if values[0] < 0 or values[1] < 0 or values[2] <= 0 or values[3] <= 0:
+            return f"{where}: bbox {box!r}; expected x, y >= 0 and w, h > 0 pixels"
+        return None
 
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
         frames = [read_grey_png(p) for p in record["frame_paths"]]
@@ -137,6 +174,23 @@ class BUSV(ReaderDataset):
             raise ValueError(
                 f"BUSV: frames of video {record['video_name']!r} have sizes {sorted(shapes)}; expected one size "
                 f"(first frame {record['frame_paths'][0]!r})."
+            )
+        height, width = frames[0].shape
+        for path, size in zip(record["frame_paths"], record.get("frame_sizes") or [], strict=False):
+            if all(v is not None for v in size) and tuple(str(v).strip() for v in size) != (str(height), str(width)):
+                raise ValueError(
+                    f"BUSV: frame {path!r} is {height} x {width} but {record['annotation_file']!r} gives height x "
+                    f"width {size[0]} x {size[1]}; expected equal sizes."
+                )
+        boxes = record["boxes"]
+        ends = boxes[:, 2:] if self.box_format == "xyxy" else boxes[:, :2] + boxes[:, 2:]
+        outside = np.flatnonzero(np.any(ends > np.array([width, height]) + 1.0, axis=1))  # NaN rows compare False
+        if outside.size:
+            t = int(outside[0])
+            raise ValueError(
+                f"BUSV: video {record['video_name']!r} frame {t} ({record['frame_paths'][t]!r}) has box "
+                f"{boxes[t].tolist()} ({self.box_format}) reaching {ends[t].tolist()}, beyond its {width} x {height} "
+                "frame; expected boxes inside the frame (1 pixel tolerance)."
             )
         video = np.stack(frames).astype(np.float32)[None]
         return {

@@ -15,6 +15,7 @@ Both store frames in ITK order, so nibabel returns ``(W, H[, T])``; the reader t
 
 from __future__ import annotations
 
+import math
 import os
 import zlib
 from collections.abc import Callable, Hashable, Mapping, Sequence
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 
 from echo_monai.data.atomic import atomic_path
-from echo_monai.data.reader_base import OnInvalid, ReaderDataset
+from echo_monai.data.reader_base import FieldChecker, OnInvalid, ReaderDataset
 
 __all__ = ["CAMUS", "read_metaimage", "read_camus_image", "read_info_cfg", "save_camus_nifti"]
 
@@ -134,14 +135,38 @@ def read_info_cfg(path: str | os.PathLike) -> dict[str, str]:
     return info
 
 
-def _float(info: Mapping[str, str], *keys: str) -> float:
-    """First of ``keys`` present in ``info`` as a float (NaN when none is)."""
-    for key in keys:
-        try:
-            return float(info[key])
-        except (KeyError, ValueError):
-            continue
-    return float("nan")
+IMAGE_QUALITIES = ("Good", "Medium", "Poor")
+SEXES = ("M", "F")
+
+
+def _check_info(info: Mapping[str, str], source: str) -> tuple[dict[str, Any], int, FieldChecker]:
+    """The item metadata of one ``Info_*.cfg``, every field range-checked (see :class:`CAMUS` for which are optional).
+
+    Returns:
+        ``(meta, num_frames, fields)``: the parsed values (valid only when ``fields.problems`` is empty), ``NbFrame``
+        and the checker holding the problems found.
+    """
+    fields = FieldChecker(source)
+    ed, es, num_frames = (fields.number(info, key, minimum=1, integer=True) for key in ("ED", "ES", "NbFrame"))
+    for key, frame in (("ED", ed), ("ES", es)):
+        if not (math.isnan(frame) or math.isnan(num_frames)):
+            fields.check(frame <= num_frames, f"{key} {frame:g} > NbFrame {num_frames:g}; expected {key} <= NbFrame")
+    # the NIfTI release names the EF "EF", the MetaImage one "LVef"; a present field must be valid either way
+    ef, lvef = (fields.number(info, key, minimum=0, maximum=100, required=False, unit="%") for key in ("EF", "LVef"))
+    edv, esv = (fields.number(info, key, minimum=0, required=False, unit="mL") for key in ("LVedv", "LVesv"))
+    fields.volumes(edv, esv, "LVedv", "LVesv")
+    meta = {
+        "ejection_fraction": lvef if math.isnan(ef) else ef,
+        "edv": edv,
+        "esv": esv,
+        "image_quality": fields.choice(info, "ImageQuality", IMAGE_QUALITIES),
+        "ed_frame": -1 if math.isnan(ed) else int(ed) - 1,
+        "es_frame": -1 if math.isnan(es) else int(es) - 1,
+        "sex": fields.choice(info, "Sex", SEXES),
+        "age": fields.number(info, "Age", minimum=0, required=False, unit="years"),
+        "fps": fields.number(info, "FrameRate", above=0, required=False, unit="frames/s"),
+    }
+    return meta, -1 if math.isnan(num_frames) else int(num_frames), fields
 
 
 class CAMUS(ReaderDataset):
@@ -161,13 +186,20 @@ class CAMUS(ReaderDataset):
 
     * ``view``: str, ``"2CH"`` or ``"4CH"``; ``phase``: str, ``"ED"``, ``"ES"`` or ``"half_sequence"``.
     * ``patient``: str, e.g. ``"patient0001"``.
-    * ``ejection_fraction``: float, EF in percent (``EF`` in the NIfTI release's cfg, ``LVef`` in the MetaImage
-      one; NaN when absent); ``edv``, ``esv``: float, mL (``LVedv``/``LVesv``, MetaImage release only, else NaN).
-    * ``fps``: float, ``FrameRate`` of the cine (NIfTI release; NaN when absent).
+    * ``ejection_fraction``: float, EF in percent, 0-100 (``EF`` in the NIfTI release's cfg, ``LVef`` in the
+      MetaImage one; NaN when absent); ``edv``, ``esv``: float, mL, >= 0 with ``edv >= esv`` (``LVedv``/``LVesv``,
+      MetaImage release only, else NaN).
+    * ``fps``: float, ``FrameRate`` of the cine, > 0 (NIfTI release; NaN when absent).
     * ``image_quality``: str, ``Good``/``Medium``/``Poor`` (empty when absent).
-    * ``ed_frame``, ``es_frame``: int, 0-based ED/ES index in the half-sequence (-1 when absent).
+    * ``ed_frame``, ``es_frame``: int, 0-based ED/ES index in the half-sequence, in ``[0, NbFrame)``.
     * ``spacing``: ``(dy, dx)`` pixel size in mm from the file header.
-    * ``sex``: str; ``age``: float (NaN when absent).
+    * ``sex``: str, ``M``/``F`` (empty when absent); ``age``: float, years >= 0 (NaN when absent).
+
+    ``Info_{view}.cfg`` is checked at construction, one problem per view listing every bad field: ``ED``, ``ES``
+    and ``NbFrame`` are required (both releases have them), integers >= 1 with ``ED, ES <= NbFrame``; ``EF``,
+    ``LVef``, ``LVedv``, ``LVesv``, ``FrameRate``, ``ImageQuality``, ``Sex`` and ``Age`` are optional (absent:
+    NaN or empty as above) but must be valid when present (a value that does not parse is a problem, never NaN).
+    On access a half-sequence must have ``NbFrame`` frames.
 
     Args:
         root: folder holding ``database_nifti/`` (and ``database_split/``), or ``training/``/``testing/`` of
@@ -270,20 +302,11 @@ class CAMUS(ReaderDataset):
         if not cfg.is_file():
             self.reject(f"{patient}_{view}", f"info file {str(cfg)!r} is missing.", missing=True)
             return []
-        info = read_info_cfg(cfg)
-        meta = {
-            "view": view,
-            "patient": patient,
-            "ejection_fraction": _float(info, "EF", "LVef"),
-            "edv": _float(info, "LVedv"),
-            "esv": _float(info, "LVesv"),
-            "image_quality": info.get("ImageQuality", ""),
-            "ed_frame": int(_float(info, "ED")) - 1 if info.get("ED", "").isdigit() else -1,
-            "es_frame": int(_float(info, "ES")) - 1 if info.get("ES", "").isdigit() else -1,
-            "sex": info.get("Sex", ""),
-            "age": _float(info, "Age"),
-            "fps": _float(info, "FrameRate"),
-        }
+        info, num_frames, fields = _check_info(read_info_cfg(cfg), repr(str(cfg)))
+        if fields.problems:
+            self.reject(f"{patient}_{view}", fields.reason)
+            return []
+        meta = {"view": view, "patient": patient, **info}
         records = []
         for phase in self.phases:
             item = f"{patient}_{view}_{phase}"
@@ -299,7 +322,7 @@ class CAMUS(ReaderDataset):
                 self.reject(item, f"missing file(s) {missing}.", missing=True)
                 continue
             records.append({"item": item, "image_path": str(image), "label_path": label and str(label),
-                            "phase": phase, "meta": meta})
+                            "phase": phase, "info_path": str(cfg), "num_frames": num_frames, "meta": meta})
         return records
 
     # --- loading --------------------------------------------------------------------------------------------------
@@ -311,6 +334,12 @@ class CAMUS(ReaderDataset):
             raise ValueError(
                 f"CAMUS: {record['image_path']!r} has shape {image.shape}; expected a {expected_ndim}-D "
                 f"{'(T, H, W) sequence' if sequence else '(H, W) image'}."
+            )
+        expected_frames = record.get("num_frames", -1)
+        if sequence and expected_frames > 0 and image.shape[0] != expected_frames:
+            raise ValueError(
+                f"CAMUS: sequence {record['image_path']!r} has {image.shape[0]} frames but "
+                f"{record.get('info_path', 'Info_*.cfg')!r} gives NbFrame {expected_frames}; expected equal counts."
             )
         item: dict[str, Any] = {"video" if sequence else "image": torch.from_numpy(image.astype(np.float32)[None])}
         if record["label_path"] is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import pydicom
 import torch
 from pydicom.misc import is_dicom
+from pydicom.multival import MultiValue
 
 from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 
@@ -24,21 +25,48 @@ __all__ = ["DicomCine", "dicom_fps", "dicom_pixel_spacing"]
 
 _CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+_TIMING = ("FrameTime", "FrameTimeVector", "CineRate", "RecommendedDisplayFrameRate")
+
+
+def _values(value: Any) -> list[Any]:
+    """A (multi-)value element's values; ``[]`` when absent or empty."""
+    if value is None:
+        return []
+    values = list(value) if isinstance(value, (list, tuple, MultiValue)) else [value]
+    return [v for v in values if str(v).strip() != ""]
+
+
+def _rate(keyword: str, values: list[Any]) -> float:
+    if keyword == "FrameTime":
+        return 1000.0 / float(values[0])
+    if keyword == "FrameTimeVector":  # its first entry is the 0 ms of the first frame
+        return 1000.0 / float(np.mean([float(v) for v in values[1:]]))
+    return float(values[0])
 
 
 def dicom_fps(ds: pydicom.Dataset) -> float:
-    """Frame rate of a cine: ``1000 / FrameTime``, else the mean ``FrameTimeVector``, else ``CineRate``, else
-    ``RecommendedDisplayFrameRate``; NaN when none is present."""
-    frame_time = ds.get("FrameTime")
-    if frame_time:
-        return 1000.0 / float(frame_time)
-    vector = ds.get("FrameTimeVector")
-    if vector and len(vector) > 1 and float(np.mean([float(v) for v in vector[1:]])) > 0:
-        return 1000.0 / float(np.mean([float(v) for v in vector[1:]]))
-    for keyword in ("CineRate", "RecommendedDisplayFrameRate"):
-        if ds.get(keyword):
-            return float(ds.get(keyword))
-    return float("nan")
+    """Frame rate of a cine from the first of its timing elements present: ``1000 / FrameTime`` (ms), the mean
+    ``FrameTimeVector`` interval (used with two values or more), ``CineRate``, ``RecommendedDisplayFrameRate``.
+
+    Returns:
+        Frames per second, finite and > 0; NaN when no timing element is present.
+
+    Raises:
+        ValueError: the element used is present but gives no finite, positive rate (names it and its value).
+    """
+    for keyword in _TIMING:
+        values = _values(ds.get(keyword))
+        if len(values) < (2 if keyword == "FrameTimeVector" else 1):
+            continue
+        try:
+            fps = _rate(keyword, values)
+        except (ValueError, TypeError, ZeroDivisionError):
+            fps = math.nan
+        if not (math.isfinite(fps) and fps > 0):
+            shown = values if keyword == "FrameTimeVector" else values[0]
+            raise ValueError(f"{keyword} {str(shown)!r} gives {fps:g} frames/s; expected a frame rate > 0.")
+        return fps
+    return math.nan
 
 
 def dicom_pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
@@ -54,6 +82,19 @@ def dicom_pixel_spacing(ds: pydicom.Dataset) -> tuple[float, float]:
     return math.nan, math.nan
 
 
+def _number_of_frames(ds: pydicom.Dataset) -> int | None:
+    """``NumberOfFrames`` (1 when absent), ``None`` when it is not an integer >= 1."""
+    values = _values(ds.get("NumberOfFrames"))
+    if not values:
+        return 1
+    value = values[0]
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() and number >= 1 else None
+
+
 class DicomCine(ReaderDataset):
     """Ultrasound DICOM files, one item per file; multi-frame files are videos, single-frame ones images.
 
@@ -63,18 +104,24 @@ class DicomCine(ReaderDataset):
       ``as_video=True``), in the source range ([0, 255] for 8-bit); ``C`` is 1 with ``grayscale=True`` (colour is
       converted to BT.601 luminance, ``MONOCHROME1`` inverted), else 1 for grey sources and 3 (RGB) for colour.
     * ``image``: ``(C, H, W)`` float32 torch tensor instead of ``video`` for single-frame files.
-    * ``fps``: float, from ``FrameTime`` (ms), ``FrameTimeVector``, ``CineRate`` or
-      ``RecommendedDisplayFrameRate``; NaN when absent.
-    * ``pixel_spacing``: ``(dy, dx)`` in mm from ``SequenceOfUltrasoundRegions`` (cm in the file), else
+    * ``fps``: float, > 0, from ``FrameTime`` (ms), ``FrameTimeVector``, ``CineRate`` or
+      ``RecommendedDisplayFrameRate`` (see :func:`dicom_fps`); NaN when absent.
+    * ``pixel_spacing``: ``(dy, dx)`` in mm, > 0, from ``SequenceOfUltrasoundRegions`` (cm in the file), else
       ``PixelSpacing``; NaN when absent.
     * ``patient_id``: str, ``PatientID`` (empty when absent).
     * ``filename``: str, path of the file.
+
+    At construction each file's header is checked: ``Modality`` in ``allowed_modalities``, ``NumberOfFrames`` an
+    integer >= 1 (absent: 1), a present timing element giving a finite frame rate > 0 and a present pixel spacing
+    > 0. On access the decoded pixel data must hold ``NumberOfFrames`` frames.
 
     Args:
         paths: a file, a folder (searched recursively for DICOM files) or a sequence of files.
         transform: MONAI transform applied to each item dict.
         grayscale: convert colour to one luminance channel.
         as_video: return single-frame files as ``video`` with ``T = 1`` too.
+        allowed_modalities: ``Modality`` values accepted (``("US",)``: ultrasound only, so that a CT or MR file in
+            the folder is reported instead of read); ``None`` accepts any modality.
         on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad files (``self.invalid``).
         validate: decode every file at construction (default: when skipping).
 
@@ -90,9 +137,20 @@ class DicomCine(ReaderDataset):
         transform: Sequence[Callable] | Callable | None = None,
         grayscale: bool = True,
         as_video: bool = False,
+        allowed_modalities: Sequence[str] | None = ("US",),
         on_invalid: OnInvalid | str = OnInvalid.RAISE,
         validate: bool | None = None,
     ) -> None:
+        if allowed_modalities is not None:
+            if isinstance(allowed_modalities, str):
+                allowed_modalities = (allowed_modalities,)
+            if not allowed_modalities or not all(isinstance(m, str) and m for m in allowed_modalities):
+                raise ValueError(
+                    "DicomCine: allowed_modalities must be None or a non-empty sequence of Modality codes such as "
+                    f"('US',), got {allowed_modalities!r}."
+                )
+            allowed_modalities = tuple(m.upper() for m in allowed_modalities)
+        self.allowed_modalities = allowed_modalities
         super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
         self.grayscale, self.as_video = bool(grayscale), bool(as_video)
         if isinstance(paths, (str, os.PathLike)):
@@ -124,12 +182,38 @@ class DicomCine(ReaderDataset):
         if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
             self.reject(str(path), "DICOM file has no PixelData element; expected an ultrasound image or cine loop.")
             return None
+        problems = []
+        modality = str(ds.get("Modality", "") or "").strip()
+        if self.allowed_modalities is not None and modality.upper() not in self.allowed_modalities:
+            problems.append(
+                f"Modality {modality or '(absent)'!r} is not one of {list(self.allowed_modalities)} "
+                "(pass allowed_modalities=None to read any modality)"
+            )
+        num_frames = _number_of_frames(ds)
+        if num_frames is None:
+            problems.append(f"NumberOfFrames {ds.get('NumberOfFrames')!r} is not an integer >= 1")
+        try:
+            fps = dicom_fps(ds)
+        except ValueError as error:
+            fps = math.nan
+            problems.append(str(error).rstrip("."))
+        try:
+            spacing = dicom_pixel_spacing(ds)
+        except (TypeError, ValueError) as error:
+            spacing = (math.nan, math.nan)
+            problems.append(f"unreadable pixel spacing: {error}")
+        if not all(math.isnan(v) or (math.isfinite(v) and v > 0) for v in spacing):
+            problems.append(f"pixel spacing {spacing} mm; expected finite values > 0")
+        if problems:
+            self.reject(str(path), "; ".join(problems) + ".")
+            return None
         return {
             "filename": str(path),
-            "fps": dicom_fps(ds),
-            "pixel_spacing": dicom_pixel_spacing(ds),
+            "fps": fps,
+            "pixel_spacing": spacing,
             "patient_id": str(ds.get("PatientID", "")),
-            "multi_frame": int(ds.get("NumberOfFrames", 1) or 1) > 1,
+            "num_frames": num_frames,
+            "multi_frame": num_frames > 1,
         }
 
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
@@ -143,15 +227,22 @@ class DicomCine(ReaderDataset):
                 f"DicomCine: {path!r} has no PixelData element; expected an ultrasound image or cine loop."
             )
         syntax = ds.file_meta.get("TransferSyntaxUID", "unknown") if hasattr(ds, "file_meta") else "unknown"
+        frames = _number_of_frames(ds) or 1
         try:
             pixels = np.asarray(ds.pixel_array)
         except Exception as error:
             raise ValueError(
-                f"DicomCine: cannot decode the pixel data of {path!r} (transfer syntax {syntax}): {error}"
+                f"DicomCine: cannot decode the pixel data of {path!r} (transfer syntax {syntax}, NumberOfFrames "
+                f"{frames}): {error or type(error).__name__}"
             ) from error
         samples = int(ds.get("SamplesPerPixel", 1))
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
         colour = samples == 3
+        decoded = pixels.shape[0] if pixels.ndim == (4 if colour else 3) else 1
+        if decoded != frames:
+            raise ValueError(
+                f"DicomCine: the pixel data of {path!r} hold {decoded} frame(s) but NumberOfFrames is {frames}; "
+                "expected equal counts."
+            )
         # to (T, H, W, C)
         pixels = pixels.reshape((frames, *pixels.shape[-3 if colour else -2 :]))
         pixels = pixels.astype(np.float32)

@@ -5,6 +5,7 @@ Ouyang et al., "Video-based AI for beat-to-beat assessment of cardiac function",
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from echo_monai.data.reader_base import OnInvalid, ReaderDataset
+from echo_monai.data.reader_base import FieldChecker, OnInvalid, ReaderDataset
 from echo_monai.data.tracings import (
     outline_mask,
     read_chord_tracings,
@@ -28,16 +29,23 @@ from echo_monai.data.video_io import probe_video, read_video
 __all__ = ["TracedVideoReader", "EchoNetDynamic"]
 
 
+def _count(value: float) -> int | None:
+    """A checked FileList count (NaN when the cell is empty) as an int, ``None`` when empty."""
+    return None if math.isnan(value) else int(value)
 
-def _optional_float(text: str | None) -> float:
-    """A FileList number, NaN for an empty cell; ``ValueError`` for text that is not a number."""
-    return float("nan") if text is None or not str(text).strip() else float(text)
 
 class TracedVideoReader(ReaderDataset):
     """Base of the EchoNet readers: AVI videos plus two traced frames (ED and ES) per video.
 
     Records hold ``filename``, ``video_path``, ``tracings`` (``{frame: points}`` or ``None``), ``ed_frame``,
-    ``es_frame``, ``fps`` (``None`` to read it from the video header) and ``meta`` (extra scalar keys).
+    ``es_frame``, ``fps`` (``None`` to read it from the video header), ``num_frames`` and ``frame_size`` (the
+    index's ``NumberOfFrames`` and ``(FrameHeight, FrameWidth)``, ``None`` when it has none), ``index_file`` (the
+    CSV they come from, for messages) and ``meta`` (extra scalar keys).
+
+    On access the decoded video must have ``num_frames`` frames of ``frame_size`` when the index gives them (a
+    truncated AVI also fails in :func:`~echo_monai.data.video_io.read_video`, which checks the decoded count against
+    the AVI header), and the frame rate (index or AVI header) must be finite and > 0; else ``ValueError`` names the
+    video, which ``validate=True`` turns into a rejection at construction.
 
     Args:
         transform: MONAI transform applied to each item dict.
@@ -75,6 +83,8 @@ class TracedVideoReader(ReaderDataset):
         required: bool,
         fps: float | None,
         meta: dict[str, Any],
+        index_file: str = "FileList.csv",
+        frame_size: tuple[int, int] | None = None,
     ) -> dict[str, Any] | None:
         """The index record of one video with its checked tracings, or ``None`` after rejecting it."""
         checked = self._index_tracings(filename, tracings, num_frames, required)
@@ -82,7 +92,8 @@ class TracedVideoReader(ReaderDataset):
             return None
         frames, ed, es = checked
         return {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
-                "es_frame": es, "fps": fps, "meta": meta}
+                "es_frame": es, "fps": fps, "num_frames": num_frames, "frame_size": frame_size,
+                "index_file": index_file, "meta": meta}
 
     def _index_tracings(
         self, filename: str, tracings: dict[str, dict[int, np.ndarray]], num_frames: int | None, required: bool
@@ -110,14 +121,40 @@ class TracedVideoReader(ReaderDataset):
             return None
         return frames, ed, es
 
+    def _check_video(self, record: Mapping[Hashable, Any], frames: np.ndarray) -> float:
+        """Check the decoded frames against the index; returns the frame rate (index, else AVI header)."""
+        path, name, index_file = record["video_path"], type(self).__name__, record.get("index_file", "FileList.csv")
+        num_frames, height, width = frames.shape
+        expected = record.get("num_frames")
+        if expected and num_frames != expected:
+            raise ValueError(
+                f"{name}: video {str(path)!r} decodes to {num_frames} frames but {index_file!r} gives NumberOfFrames "
+                f"{expected} for {record['filename']!r}; expected equal counts (truncated or replaced video?)."
+            )
+        size = record.get("frame_size")
+        if size and (height, width) != tuple(size):
+            raise ValueError(
+                f"{name}: video {str(path)!r} has {height} x {width} frames but {index_file!r} gives FrameHeight x "
+                f"FrameWidth {size[0]} x {size[1]} for {record['filename']!r}; expected equal sizes."
+            )
+        if record.get("fps"):
+            return float(record["fps"])
+        fps = probe_video(path).fps
+        if not (math.isfinite(fps) and fps > 0):
+            raise ValueError(
+                f"{name}: the AVI header of {str(path)!r} gives {fps:g} frames/s and {index_file!r} has no FPS for "
+                f"{record['filename']!r}; expected a frame rate > 0."
+            )
+        return fps
+
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
         path = record["video_path"]
         frames = self.read_frames(path)
         num_frames, height, width = frames.shape
         item: dict[str, Any] = {"filename": record["filename"]}
         video = frames[None]
+        item["fps"] = self._check_video(record, frames)
         item["video"] = video if self.lazy else torch.from_numpy(np.asarray(video, dtype=np.float32))
-        item["fps"] = float(record["fps"]) if record.get("fps") else probe_video(path).fps
         tracings = record["tracings"]
         for phase in ("ed", "es"):
             frame = int(record[f"{phase}_frame"])
@@ -141,15 +178,21 @@ class EchoNetDynamic(TracedVideoReader):
     ``FileList.csv`` has ``FileName,EF,ESV,EDV,FrameHeight,FrameWidth,FPS,NumberOfFrames,Split`` (``FileName``
     with or without ``.avi``); ``VolumeTracings.csv`` has ``FileName,X1,Y1,X2,Y2,Frame`` with, per traced frame,
     the long axis then the disc chords (see :mod:`echo_monai.data.tracings`). At construction every listed video
-    is checked to exist (all missing ones reported together) and every traced frame against ``NumberOfFrames``.
+    is checked to exist (all missing ones reported together), every traced frame against ``NumberOfFrames``, and
+    every ``FileList.csv`` field: ``EF`` finite in 0-100, ``EDV``/``ESV`` >= 0 (empty: NaN) with ``EDV >= ESV``,
+    ``FPS`` > 0, ``NumberOfFrames``/``FrameHeight``/``FrameWidth`` integers >= 1 (each optional: empty cells are
+    not checked) and ``Split`` one of ``TRAIN``/``VAL``/``TEST`` (checked on every row, whatever ``split`` is
+    read). On access the decoded video must match ``NumberOfFrames`` and the frame size (see
+    :class:`TracedVideoReader`).
 
     Each item is a dict:
 
     * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (112 x 112 in the release);
       with ``lazy=True`` a read-only ``uint8`` numpy memory map of the same shape.
     * ``ejection_fraction``: float, EF in percent (0-100), ``EF`` column.
-    * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL (``EDV``, ``ESV``; NaN when empty).
-    * ``fps``: float, frames per second (``FPS`` column, else the AVI header).
+    * ``edv``, ``esv``: float, end-diastolic / end-systolic LV volume in mL, >= 0 (``EDV``, ``ESV``; NaN when
+      empty, as in synthetic exports).
+    * ``fps``: float, frames per second, > 0 (``FPS`` column, else the AVI header).
     * ``ed_frame``, ``es_frame``: int, index in [0, T) of the traced frame with the largest / smallest cavity
       (-1 when the video has no tracings and ``require_tracings=False``).
     * ``ed_mask``, ``es_mask``: ``(H, W)`` uint8 torch tensor in {0, 1}, LV cavity filled from the tracings
@@ -191,30 +234,42 @@ class EchoNetDynamic(TracedVideoReader):
         super().__init__(transform, cache_dir, lazy, on_invalid, validate)
         self.root = Path(root)
         self.split = str(split).upper()
-        rows = read_csv_rows(self.root / "FileList.csv", ("FileName", "EF", "ESV", "EDV", "Split"))
+        filelist = self.root / "FileList.csv"
+        rows = read_csv_rows(filelist, ("FileName", "EF", "ESV", "EDV", "Split"))
         tracings = read_chord_tracings(self.root / "VolumeTracings.csv")
         records = []
-        for row in rows:
-            if self.split != "ALL" and row["Split"].upper() != self.split:
-                continue
+        for line, row in enumerate(rows, start=2):
             filename = video_key(row["FileName"]) + ".avi"
+            fields = FieldChecker(f"{str(filelist)!r} line {line}")
+            split = fields.choice(row, "Split", self.SPLITS[:-1], required=True, upper=True)
+            if fields.problems:  # a row of no known split: reported whatever split is read
+                self.reject(filename, fields.reason)
+                continue
+            if self.split != "ALL" and split != self.split:
+                continue
             video_path = self.root / "Videos" / filename
             if not video_path.is_file():
                 self.reject(filename, f"listed in FileList.csv but video {str(video_path)!r} is missing.", True)
                 continue
-            try:
-                meta = {
-                    "ejection_fraction": float(row["EF"]),
-                    "edv": _optional_float(row["EDV"]),  # empty in synthetic exports: NaN
-                    "esv": _optional_float(row["ESV"]),
-                    "split": row["Split"].upper(),
-                }
-                fps = float(row["FPS"]) if row.get("FPS") else None
-                num_frames = int(float(row["NumberOfFrames"])) if row.get("NumberOfFrames") else None
-            except ValueError:
-                self.reject(filename, f"FileList.csv row {row} has a non-numeric EF/EDV/ESV/FPS/NumberOfFrames.")
+            meta = {
+                "ejection_fraction": fields.number(row, "EF", minimum=0, maximum=100, unit="%"),
+                # empty in synthetic exports: NaN
+                "edv": fields.number(row, "EDV", minimum=0, required=False, unit="mL"),
+                "esv": fields.number(row, "ESV", minimum=0, required=False, unit="mL"),
+                "split": split,
+            }
+            fields.volumes(meta["edv"], meta["esv"])
+            fps = fields.number(row, "FPS", above=0, required=False, unit="frames/s")
+            counts = [fields.number(row, key, minimum=1, integer=True, required=False)
+                      for key in ("NumberOfFrames", "FrameHeight", "FrameWidth")]
+            if fields.problems:
+                self.reject(filename, fields.reason)
                 continue
-            record = self._traced_record(filename, video_path, tracings, num_frames, require_tracings, fps, meta)
+            num_frames, height, width = (_count(value) for value in counts)
+            record = self._traced_record(
+                filename, video_path, tracings, num_frames, require_tracings, None if math.isnan(fps) else fps, meta,
+                str(filelist), (height, width) if height and width else None,
+            )
             if record is not None:
                 records.append(record)
         self._finalize(records, key="filename")

@@ -11,7 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from echo_monai.data.echonet import TracedVideoReader
-from echo_monai.data.reader_base import OnInvalid
+from echo_monai.data.reader_base import FieldChecker, OnInvalid
 from echo_monai.data.tracings import read_csv_rows, read_polygon_tracings, video_key
 
 __all__ = ["EchoNetPediatric"]
@@ -41,21 +41,25 @@ class EchoNetPediatric(TracedVideoReader):
     ``FileList.csv`` has ``FileName,EF,Sex,Age,Weight,Height,Split`` with ``Split`` the fold 0-9;
     ``VolumeTracings.csv`` has ``FileName,X,Y,Frame``, the LV outline of each traced frame as polygon vertices.
     ``root`` may also be the view folder itself. Videos are checked to exist at construction (all missing ones
-    reported together), traced frames against the decoded length on access.
+    reported together), traced frames against the decoded length on access, and every ``FileList.csv`` field at
+    construction: ``EF`` finite in 0-100, ``Split`` an integer fold 0-9 (checked on every row, whatever ``split``
+    is read), ``Sex`` ``M``/``F``, ``Age`` >= 0, ``Weight`` and ``Height`` > 0 (these four optional: empty cells
+    read as ``""``/NaN). On access the AVI header's frame rate must be > 0 and the video must decode every frame
+    its header announces (a truncated file fails).
 
     Each item is a dict:
 
     * ``video``: ``(1, T, H, W)`` float32 torch tensor, grey levels in [0, 255] (``uint8`` memory map with
       ``lazy=True``).
     * ``ejection_fraction``: float, EF in percent (0-100).
-    * ``fps``: float, frames per second from the AVI header (the FileList has no FPS column).
+    * ``fps``: float, frames per second (> 0) from the AVI header (the FileList has no FPS column).
     * ``ed_frame``, ``es_frame``: int, traced frame with the largest / smallest cavity (-1 without tracings).
     * ``ed_mask``, ``es_mask``: ``(H, W)`` uint8 torch tensor in {0, 1}, the filled LV outline.
     * ``filename``: str, video file name with ``.avi``.
     * ``view``: str, ``A4C`` or ``PSAX``.
     * ``fold``: int, the ``Split`` fold 0-9.
-    * ``sex``: str as in the file (``M``/``F``, empty when absent).
-    * ``age``, ``weight``, ``height``: float, years, kg and cm (NaN when absent).
+    * ``sex``: str, ``M`` or ``F`` (empty when absent).
+    * ``age``, ``weight``, ``height``: float, years (>= 0), kg and cm (> 0); NaN when absent.
 
     Args:
         root: dataset folder holding ``A4C/`` and ``PSAX/`` (or one view folder).
@@ -96,31 +100,38 @@ class EchoNetPediatric(TracedVideoReader):
         super().__init__(transform, cache_dir, lazy, on_invalid, validate)
         root = Path(root)
         self.root = root / self.view if (root / self.view / "FileList.csv").is_file() else root
-        rows = read_csv_rows(self.root / "FileList.csv", ("FileName", "EF", "Split"))
+        filelist = self.root / "FileList.csv"
+        rows = read_csv_rows(filelist, ("FileName", "EF", "Split"))
         tracings = read_polygon_tracings(self.root / "VolumeTracings.csv")
         records = []
-        for row in rows:
+        for line, row in enumerate(rows, start=2):
             filename = video_key(row["FileName"]) + ".avi"
-            try:
-                fold = int(float(row["Split"]))
-                meta = {
-                    "ejection_fraction": float(row["EF"]),
-                    "view": self.view,
-                    "fold": fold,
-                    "sex": row.get("Sex", ""),
-                    **{key.lower(): float(row[key]) if row.get(key) else float("nan") for key in
-                       ("Age", "Weight", "Height")},
-                }
-            except ValueError:
-                self.reject(filename, f"FileList.csv row {row} has a non-numeric EF/Split/Age/Weight/Height.")
+            fields = FieldChecker(f"{str(filelist)!r} line {line}")
+            fold = fields.number(row, "Split", minimum=0, maximum=9, integer=True)
+            if fields.problems:  # a row of no known fold: reported whatever split is read
+                self.reject(filename, fields.reason)
                 continue
-            if fold not in self.folds:
+            if int(fold) not in self.folds:
+                continue
+            meta = {
+                "ejection_fraction": fields.number(row, "EF", minimum=0, maximum=100, unit="%"),
+                "view": self.view,
+                "fold": int(fold),
+                "sex": fields.choice(row, "Sex", ("M", "F")),
+                "age": fields.number(row, "Age", minimum=0, required=False, unit="years"),
+                "weight": fields.number(row, "Weight", above=0, required=False, unit="kg"),
+                "height": fields.number(row, "Height", above=0, required=False, unit="cm"),
+            }
+            if fields.problems:
+                self.reject(filename, fields.reason)
                 continue
             video_path = self.root / "Videos" / filename
             if not video_path.is_file():
                 self.reject(filename, f"listed in FileList.csv but video {str(video_path)!r} is missing.", True)
                 continue
-            record = self._traced_record(filename, video_path, tracings, None, require_tracings, None, meta)
+            record = self._traced_record(
+                filename, video_path, tracings, None, require_tracings, None, meta, str(filelist)
+            )
             if record is not None:
                 records.append(record)
         self._finalize(records, key="filename")

@@ -9,11 +9,15 @@ Problems are never raised one at a time: with ``on_invalid="raise"`` the reader 
 one error listing them all (:class:`MissingFilesError` when files are missing, :class:`InvalidItemError`
 otherwise); with ``on_invalid="skip"`` the items are dropped, each one logged, and ``dataset.invalid`` keeps the
 ``(item, reason)`` report.
+
+Index metadata (CSV rows, cfg files) is parsed with :class:`FieldChecker`, which range-checks every field and
+gathers every problem of a row into one reason naming the file, the field, its value and what was expected.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Mapping, Sequence
 from typing import Any
@@ -21,7 +25,7 @@ from typing import Any
 from monai.data import Dataset
 from monai.utils import StrEnum
 
-__all__ = ["OnInvalid", "InvalidItemError", "MissingFilesError", "ReaderDataset"]
+__all__ = ["OnInvalid", "InvalidItemError", "MissingFilesError", "FieldChecker", "ReaderDataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,133 @@ def _format_problems(dataset: str, problems: Sequence[tuple[str, str]], limit: i
     if len(problems) > limit:
         lines.append(f"  ... and {len(problems) - limit} more")
     return f"{dataset}: {len(problems)} invalid item(s):\n" + "\n".join(lines)
+
+
+def _text(fields: Mapping[str, Any], key: str) -> str:
+    value = fields.get(key)
+    return "" if value is None else str(value).strip()
+
+
+def _expected_number(minimum: float | None, maximum: float | None, above: float | None, integer: bool) -> str:
+    kind = "an integer" if integer else "a finite number"
+    if minimum is not None and maximum is not None:
+        return f"{kind} in [{minimum:g}, {maximum:g}]"
+    if above is not None:
+        return f"{kind} > {above:g}"
+    if minimum is not None:
+        return f"{kind} >= {minimum:g}"
+    if maximum is not None:
+        return f"{kind} <= {maximum:g}"
+    return kind
+
+
+class FieldChecker:
+    """Parse and range-check the fields of one index entry (a CSV row, a cfg file), gathering every problem.
+
+    Each method returns the parsed value, or the absent value (NaN, ``""``) for a field that is absent, empty or
+    invalid, so that parsing goes on; a problem is recorded for an invalid field and for an absent one that is
+    ``required``. The reader rejects the item with :attr:`reason` when :attr:`problems` is not empty.
+
+    Args:
+        source: where the fields come from, e.g. ``"'root/FileList.csv' line 3"``; :attr:`reason` starts with it.
+
+    Example:
+        >>> fields = FieldChecker("'FileList.csv' line 2")
+        >>> ef = fields.number({"EF": "150"}, "EF", minimum=0, maximum=100)   # NaN, problem recorded
+        >>> fields.reason   # "'FileList.csv' line 2: EF '150' is out of range; expected a finite number in [0, 100]"
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.problems: list[str] = []
+
+    @property
+    def reason(self) -> str:
+        """The source followed by every problem found, ``"; "``-separated."""
+        return f"{self.source}: " + "; ".join(self.problems)
+
+    def check(self, condition: bool, problem: str) -> bool:
+        """Record ``problem`` unless ``condition`` holds; returns ``condition``."""
+        if not condition:
+            self.problems.append(problem)
+        return bool(condition)
+
+    def number(
+        self,
+        fields: Mapping[str, Any],
+        key: str,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        above: float | None = None,
+        integer: bool = False,
+        required: bool = True,
+        unit: str = "",
+    ) -> float:
+        """A numeric field, checked to be finite and in range.
+
+        Args:
+            fields: the entry's ``{field: text}``.
+            key: field name.
+            minimum: smallest allowed value (inclusive).
+            maximum: largest allowed value (inclusive).
+            above: exclusive lower bound (e.g. 0 for a frame rate).
+            integer: the value must be a whole number.
+            required: an absent or empty field is a problem; else it reads as NaN.
+            unit: unit of the value, shown in the expectation (``"%"``, ``"mL"``).
+
+        Returns:
+            The value, NaN when absent, empty or invalid.
+        """
+        text = _text(fields, key)
+        expected = _expected_number(minimum, maximum, above, integer) + (f" {unit}" if unit else "")
+        if not text:
+            self.check(not required, f"no {key}; expected {expected}")
+            return math.nan
+        try:
+            value = float(text)
+        except ValueError:
+            self.problems.append(f"non-numeric {key} {text!r}; expected {expected}")
+            return math.nan
+        valid = (
+            math.isfinite(value)
+            and (minimum is None or value >= minimum)
+            and (maximum is None or value <= maximum)
+            and (above is None or value > above)
+            and (not integer or value.is_integer())
+        )
+        if not valid:
+            self.problems.append(f"{key} {text!r} is out of range; expected {expected}")
+            return math.nan
+        return value
+
+    def choice(
+        self, fields: Mapping[str, Any], key: str, allowed: Sequence[str], required: bool = False, upper: bool = False
+    ) -> str:
+        """An enumerated text field, checked against the allowed values.
+
+        Args:
+            fields: the entry's ``{field: text}``.
+            key: field name.
+            allowed: the known values.
+            required: an absent or empty field is a problem; else it reads as ``""``.
+            upper: compare (and return) the value upper-cased.
+
+        Returns:
+            The value, ``""`` when absent, empty or unknown.
+        """
+        text = _text(fields, key)
+        value = text.upper() if upper else text
+        if not text:
+            self.check(not required, f"no {key}; expected one of {list(allowed)}")
+            return ""
+        if not self.check(value in allowed, f"unknown {key} {text!r}; expected one of {list(allowed)}"):
+            return ""
+        return value
+
+    def volumes(self, edv: float, esv: float, edv_key: str = "EDV", esv_key: str = "ESV") -> None:
+        """Check that an end-diastolic volume is not below the end-systolic one when both are known."""
+        if math.isfinite(edv) and math.isfinite(esv):
+            self.check(edv >= esv, f"{edv_key} {edv:g} < {esv_key} {esv:g}; expected {edv_key} >= {esv_key}")
 
 
 class ReaderDataset(Dataset, ABC):

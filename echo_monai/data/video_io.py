@@ -84,21 +84,27 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
 
 
 def read_video(
-    path: str | os.PathLike, grayscale: bool = True, max_frames: int | None = None
+    path: str | os.PathLike, grayscale: bool = True, max_frames: int | None = None, check_length: bool = True
 ) -> np.ndarray:
     """Decode every frame of a video file.
+
+    A truncated AVI keeps its header (OpenCV still opens it and announces the full frame count) but decodes fewer
+    frames; with ``check_length`` that is an error, as in EchoNet's own loader, rather than a shorter video.
 
     Args:
         path: video file (AVI as written by EchoNet, or anything OpenCV's FFmpeg backend reads).
         grayscale: return ``(T, H, W)`` luminance when True, ``(T, H, W, 3)`` RGB otherwise.
         max_frames: stop after this many frames (``None`` reads all).
+        check_length: raise when fewer frames decode than the container announces (``min(count, max_frames)``);
+            False for containers whose announced count is only an estimate.
 
     Returns:
         ``uint8`` array ``(T, H, W)`` or ``(T, H, W, 3)`` with values in [0, 255].
 
     Raises:
         FileNotFoundError: the file does not exist.
-        VideoReadError: the file cannot be opened, has zero decodable frames, or changes frame size mid-stream.
+        VideoReadError: the file cannot be opened, has zero decodable frames, changes frame size mid-stream, or
+            (``check_length``) decodes fewer frames than its header announces.
     """
     path = Path(path)
     if max_frames is not None and max_frames < 1:
@@ -106,6 +112,7 @@ def read_video(
     capture = _open(path)
     frames: list[np.ndarray] = []
     try:
+        announced = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))  # 0 or less when the container does not say
         while max_frames is None or len(frames) < max_frames:
             ok, frame = capture.read()
             if not ok or frame is None:
@@ -124,6 +131,12 @@ def read_video(
         capture.release()
     if not frames:
         raise VideoReadError(f"video file {str(path)!r} has zero decodable frames; expected at least one frame.")
+    expected = announced if max_frames is None else min(announced, max_frames)
+    if check_length and len(frames) < expected:
+        raise VideoReadError(
+            f"video file {str(path)!r} decodes to {len(frames)} frames but its header announces {announced}; "
+            "expected every announced frame (the file is truncated or corrupt)."
+        )
     return np.ascontiguousarray(np.stack(frames, axis=0), dtype=np.uint8)
 
 

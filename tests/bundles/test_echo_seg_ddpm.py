@@ -155,3 +155,18 @@ def test_label_maps_of_another_size_are_refused_unless_resampling_is_asked(train
     message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
     assert "'label_map' is 64x64 but the network takes 32x32" in message and "resize_label_maps: true" in message
     assert len(message.strip().splitlines()) == 2  # the error on one line, then where the traceback is
+
+
+def test_a_resumed_generate_writes_the_same_bytes_as_an_uninterrupted_one(trained):
+    root, overrides = trained
+    args = {**overrides["infer"], "copies": 2}
+    whole, resumed = root / "gen_whole", root / "gen_resumed"
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args({**args, "output_dir": str(whole)})]) == 0
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args({**args, "output_dir": str(resumed)})]) == 0
+    images = sorted(resumed.rglob("*.nii.gz"))
+    for victim in images[::5]:  # an interrupted run: some items lost their files, their records stay
+        victim.unlink()
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args({**args, "output_dir": str(resumed)})]) == 0
+    for path in sorted(whole.rglob("*.nii.gz")):
+        assert path.read_bytes() == (resumed / path.relative_to(whole)).read_bytes(), path.name
+    assert (whole / "synthetic_sources.csv").read_text() == (resumed / "synthetic_sources.csv").read_text()

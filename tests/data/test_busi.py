@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import cv2
@@ -87,3 +88,39 @@ def test_undecodable_image(tmp_path):
     (root / "Dataset_BUSI_with_GT" / "benign" / "benign (1).png").write_bytes(b"nope")
     with pytest.raises(ValueError, match=r"benign \(1\).png.*could not be decoded"):
         BUSI(root)[0]
+
+
+# --- class checks, on a simulated dataset ------------------------------------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> Path:
+    """One simulated image per class (32 x 40): ``benign (1)``, ``malignant (1)``, ``normal (1)``."""
+    from echo_monai.apps.simulate import simulate
+
+    return simulate("busi", tmp_path / "busi", n=3, seed=0, image_size=(32, 40)) / "Dataset_BUSI_with_GT"
+
+
+def test_folder_of_unknown_class(tmp_path):
+    base = _simulated(tmp_path)
+    (base / "cyst").mkdir()
+    for suffix in ("", "_mask"):
+        source = base / "benign" / f"benign (1){suffix}.png"
+        (base / "cyst" / f"cyst (1){suffix}.png").write_bytes(source.read_bytes())
+    expected = re.escape(f"cyst/: folder {str(base / 'cyst')!r} holds 2 image(s) but 'cyst' is not a BUSI class; "
+                         "expected class folders ['benign', 'malignant', 'normal']")
+    with pytest.raises(InvalidItemError, match=expected):
+        BUSI(base)
+    dataset = BUSI(base, on_invalid="skip")
+    assert len(dataset) == 3 and [name for name, _ in dataset.invalid] == ["cyst/"]
+
+
+def test_image_named_after_another_class(tmp_path):
+    base = _simulated(tmp_path)
+    for suffix in ("", "_mask"):
+        (base / "benign" / f"benign (1){suffix}.png").rename(base / "malignant" / f"benign (1){suffix}.png")
+    expected = re.escape(f"malignant/benign (1).png: image {str(base / 'malignant' / 'benign (1).png')!r} is named as "
+                         "class 'benign' but lies in folder 'malignant'")
+    with pytest.raises(InvalidItemError, match=expected):
+        BUSI(base)
+    dataset = BUSI(base, on_invalid="skip")
+    assert len(dataset) == 2 and [name for name, _ in dataset.invalid] == ["malignant/benign (1).png"]

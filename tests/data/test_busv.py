@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -91,3 +92,90 @@ def test_video_without_category_and_bad_json(tmp_path):
     (root / "val.json").unlink()
     with pytest.raises(FileNotFoundError, match="no COCO JSON"):
         BUSV(root)
+
+
+# --- category and box checks, on a simulated dataset -------------------------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> tuple[Path, dict]:
+    """Two simulated videos (3 frames of 32 x 40, benign then malignant) and their COCO JSON."""
+    from echo_monai.apps.simulate import simulate
+
+    root = simulate("busv", tmp_path / "busv", n=2, seed=0, image_size=(32, 40), n_frames=3)
+    return root, json.loads((root / "imagenet_vid_train.json").read_text())
+
+
+def _malignant(coco: dict) -> tuple[str, dict]:
+    """The malignant video's name and its first annotation."""
+    video = next(v for v in coco["videos"] if v["id"] == 2)
+    return video["name"], next(a for a in coco["annotations"] if a["video_id"] == 2)
+
+
+def _save(root: Path, coco: dict) -> None:
+    (root / "imagenet_vid_train.json").write_text(json.dumps(coco))
+
+
+def test_unknown_category_name(tmp_path):
+    root, coco = _simulated(tmp_path)
+    name, _ = _malignant(coco)
+    coco["categories"][1]["name"] = "cyst"
+    _save(root, coco)
+    expected = re.escape(f"{name}: {str(root / 'imagenet_vid_train.json')!r}: 3 invalid annotation(s): annotation ")
+    with pytest.raises(InvalidItemError, match=expected + r".*unknown category 'cyst'; expected one of \['benign', "):
+        BUSV(root)
+    dataset = BUSV(root, on_invalid="skip")
+    assert len(dataset) == 1 and [video for video, _ in dataset.invalid] == [name]
+
+
+def test_category_id_not_in_categories(tmp_path):
+    root, coco = _simulated(tmp_path)
+    name, annotation = _malignant(coco)
+    annotation["category_id"] = 7
+    _save(root, coco)
+    with pytest.raises(InvalidItemError, match=rf"{name}: .*category_id 7 is not in 'categories' \(ids \[1, 2\]\)"):
+        BUSV(root)
+    assert [video for video, _ in BUSV(root, on_invalid="skip").invalid] == [name]
+
+
+@pytest.mark.parametrize(
+    "bbox, expected",
+    [
+        ([3.0, 4.0, 0.0, 5.0], r"expected x, y >= 0 and w, h > 0 pixels"),
+        ([-3.0, 4.0, 6.0, 5.0], r"expected x, y >= 0 and w, h > 0 pixels"),
+        ([3.0, 4.0, 6.0], r"expected four finite numbers \[x, y, w, h\]"),
+        ([3.0, "wide", 6.0, 5.0], r"expected four finite numbers \[x, y, w, h\]"),
+    ],
+)
+def test_malformed_box(tmp_path, bbox, expected):
+    root, coco = _simulated(tmp_path)
+    name, annotation = _malignant(coco)
+    annotation["bbox"] = bbox
+    _save(root, coco)
+    message = rf"{name}: .*annotation {annotation['id']} of image {annotation['image_id']}: bbox .*{expected}"
+    with pytest.raises(InvalidItemError, match=message):
+        BUSV(root)
+    assert [video for video, _ in BUSV(root, on_invalid="skip").invalid] == [name]
+
+
+def test_box_beyond_its_frame(tmp_path):
+    root, coco = _simulated(tmp_path)
+    name, annotation = _malignant(coco)
+    annotation["bbox"] = [30.0, 4.0, 20.0, 5.0]  # reaches x = 50 in a 40-pixel-wide frame
+    _save(root, coco)
+    message = rf"video '{name}' frame 0 .* reaching \[50.0, 9.0\], beyond its 40 x 32 frame"
+    with pytest.raises(ValueError, match=message):
+        BUSV(root)[1]
+    with pytest.raises(InvalidItemError, match=message):
+        BUSV(root, validate=True)
+    dataset = BUSV(root, box_format="xywh", on_invalid="skip")
+    assert len(dataset) == 1 and [video for video, _ in dataset.invalid] == [name]
+
+
+def test_frame_size_differs_from_the_json(tmp_path):
+    root, coco = _simulated(tmp_path)
+    name, _ = _malignant(coco)
+    next(image for image in coco["images"] if image["video_id"] == 2)["height"] = 99
+    _save(root, coco)
+    with pytest.raises(InvalidItemError, match=rf"{name}/000000.png' is 32 x 40 but .* gives height x width 99 x 40"):
+        BUSV(root, validate=True)
+    assert [video for video, _ in BUSV(root, on_invalid="skip").invalid] == [name]

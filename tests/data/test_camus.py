@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import nibabel as nib
@@ -174,3 +175,91 @@ def test_unreadable_or_wrongly_shaped_image(tmp_path):
     _save_nifti(folder / "patient0001_4CH_ES.nii.gz", np.stack([_image(0)] * 3))
     with pytest.raises(ValueError, match=r"patient0001_4CH_ES.nii.gz.*expected a 2-D"):
         CAMUS(root, split=["patient0001"], views="4CH", phases="ES")[0]
+
+
+# --- Info_*.cfg range and consistency checks, on a simulated patient ---------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> Path:
+    """One simulated training patient (32 x 32), both views."""
+    from echo_monai.apps.simulate import simulate
+
+    return simulate("camus", tmp_path / "camus", n=1, seed=0, image_size=(32, 32))
+
+
+def _edit_cfg(root: Path, view: str = "2CH", **values: str | None) -> Path:
+    """Set (``None``: delete) keys of patient0001's ``Info_{view}.cfg``; returns its path."""
+    path = root / "database_nifti" / "patient0001" / f"Info_{view}.cfg"
+    info = dict(line.split(": ", 1) for line in path.read_text().splitlines())
+    for key, value in values.items():
+        if value is None:
+            info.pop(key, None)
+        else:
+            info[key] = value
+    path.write_text("".join(f"{key}: {value}\n" for key, value in info.items()))
+    return path
+
+
+@pytest.mark.parametrize(
+    "key, value, expected",
+    [
+        ("EF", "147.6", r"EF '147.6' is out of range; expected a finite number in \[0, 100\] %"),
+        ("EF", "nan", r"EF 'nan' is out of range; expected a finite number in \[0, 100\] %"),
+        ("LVef", "n/a", r"non-numeric LVef 'n/a'; expected a finite number in \[0, 100\] %"),
+        ("ED", "first", r"non-numeric ED 'first'; expected an integer >= 1"),
+        ("ES", "0", r"ES '0' is out of range; expected an integer >= 1"),
+        ("ES", "99", r"ES 99 > NbFrame \d+; expected ES <= NbFrame"),
+        ("NbFrame", "2.5", r"NbFrame '2.5' is out of range; expected an integer >= 1"),
+        ("LVedv", "-3", r"LVedv '-3' is out of range; expected a finite number >= 0 mL"),
+        ("LVesv", "1e9", r"LVedv \S+ < LVesv 1e\+09; expected LVedv >= LVesv"),
+        ("Sex", "U", r"unknown Sex 'U'; expected one of \['M', 'F'\]"),
+        ("Age", "old", r"non-numeric Age 'old'; expected a finite number >= 0 years"),
+        ("Age", "-4", r"Age '-4' is out of range; expected a finite number >= 0 years"),
+        ("ImageQuality", "Fine", r"unknown ImageQuality 'Fine'; expected one of \['Good', 'Medium', 'Poor'\]"),
+        ("FrameRate", "0", r"FrameRate '0' is out of range; expected a finite number > 0 frames/s"),
+    ],
+)
+def test_cfg_values_out_of_range_or_unparsable(tmp_path, key, value, expected):
+    root = _simulated(tmp_path)
+    cfg = _edit_cfg(root, **{key: value})
+    with pytest.raises(InvalidItemError, match=re.escape(f"patient0001_2CH: {str(cfg)!r}: ") + f".*{expected}"):
+        CAMUS(root)
+    dataset = CAMUS(root, on_invalid="skip")
+    assert len(dataset) == 2 and [name for name, _ in dataset.invalid] == ["patient0001_2CH"]
+    assert {item["view"] for item in dataset} == {"4CH"}
+
+
+@pytest.mark.parametrize("key", ["ED", "ES", "NbFrame"])
+def test_required_cfg_fields(tmp_path, key):
+    root = _simulated(tmp_path)
+    cfg = _edit_cfg(root, **{key: None})
+    with pytest.raises(InvalidItemError, match=re.escape(f"{str(cfg)!r}: no {key}; expected an integer >= 1")):
+        CAMUS(root)
+
+
+def test_optional_cfg_fields_may_be_absent(tmp_path):
+    root = _simulated(tmp_path)
+    _edit_cfg(root, EF=None, LVef=None, LVedv=None, LVesv=None, Sex=None, Age=None, ImageQuality=None, FrameRate=None)
+    item = CAMUS(root, views="2CH", validate=True)[0]
+    assert all(np.isnan(item[key]) for key in ("ejection_fraction", "edv", "esv", "age", "fps"))
+    assert item["sex"] == "" and item["image_quality"] == "" and item["ed_frame"] == 0
+
+
+def test_metaimage_lvef_used_when_ef_absent(tmp_path):
+    root = _simulated(tmp_path)
+    _edit_cfg(root, EF=None, LVef="61.5")
+    assert CAMUS(root, views="2CH")[0]["ejection_fraction"] == 61.5
+
+
+def test_half_sequence_length_differs_from_nbframe(tmp_path):
+    root = _simulated(tmp_path)
+    cfg = root / "database_nifti" / "patient0001" / "Info_4CH.cfg"
+    frames = int(dict(line.split(": ", 1) for line in cfg.read_text().splitlines())["NbFrame"])
+    _edit_cfg(root, "4CH", NbFrame=str(frames + 2))
+    message = rf"4CH_half_sequence.nii.gz' has {frames} frames but .*Info_4CH.cfg' gives NbFrame {frames + 2};"
+    with pytest.raises(ValueError, match=message):
+        CAMUS(root, views="4CH", phases="half_sequence")[0]
+    with pytest.raises(InvalidItemError, match=message):
+        CAMUS(root, phases=("ED", "half_sequence"), validate=True)
+    dataset = CAMUS(root, phases=("ED", "half_sequence"), on_invalid="skip")
+    assert len(dataset) == 3 and [name for name, _ in dataset.invalid] == ["patient0001_4CH_half_sequence"]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import cv2
@@ -18,6 +19,7 @@ from pydicom.uid import (
 )
 
 from echo_monai.data import DicomCine, InvalidItemError
+from echo_monai.data.dicom import dicom_fps
 
 T, H, W = 3, 16, 24
 
@@ -148,3 +150,103 @@ def test_undecodable_pixel_data(tmp_path):
     with pytest.raises(ValueError, match="broken.dcm.*transfer syntax"):
         DicomCine(path)[0]
     assert len(DicomCine(path, on_invalid="skip")) == 0
+
+
+# --- header and frame-count checks, on simulated cines -----------------------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> list[Path]:
+    """Two simulated US cine files (16 x 16) with FrameTime, CineRate and ultrasound regions."""
+    from echo_monai.apps.simulate import simulate
+
+    return sorted(simulate("dicom", tmp_path / "dicom", n=2, seed=0, image_size=(16, 16), n_frames=8).glob("*.dcm"))
+
+
+def _edit(path: Path, **tags) -> Path:
+    """Set (``None``: delete) elements of a DICOM file in place."""
+    from pydicom import dcmread
+
+    ds = dcmread(str(path))
+    for keyword, value in tags.items():
+        if value is None:
+            delattr(ds, keyword)
+        else:
+            setattr(ds, keyword, value)
+    ds.save_as(str(path), enforce_file_format=True)
+    return path
+
+
+def test_modality_other_than_ultrasound_is_refused(tmp_path):
+    ct, us = _simulated(tmp_path)
+    _edit(ct, Modality="CT")
+    with pytest.raises(InvalidItemError, match=re.escape(f"{ct}: Modality 'CT' is not one of ['US']")):
+        DicomCine(ct.parent)
+    dataset = DicomCine(ct.parent, on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [str(ct)]
+    assert len(DicomCine(ct.parent, allowed_modalities=None)) == 2
+    assert len(DicomCine(ct.parent, allowed_modalities=("us", "CT"))) == 2
+    _edit(us, Modality=None)
+    with pytest.raises(InvalidItemError, match=r"Modality '\(absent\)' is not one of"):
+        DicomCine(us)
+    with pytest.raises(ValueError, match=r"allowed_modalities must be None or a non-empty sequence.*got \(\)"):
+        DicomCine(us, allowed_modalities=())
+
+
+@pytest.mark.filterwarnings("ignore:.*pixel data:UserWarning")  # pydicom's own note on the surplus frames
+def test_number_of_frames_differs_from_pixel_data(tmp_path):
+    bad, _ = _simulated(tmp_path)
+    frames = DicomCine(bad)[0]["video"].shape[1]
+    _edit(bad, NumberOfFrames=frames - 1)  # pydicom decodes every frame present and only warns
+    message = rf"{re.escape(str(bad))}' hold {frames} frame\(s\) but NumberOfFrames is {frames - 1}; expected equal"
+    with pytest.raises(ValueError, match=message):
+        DicomCine(bad)[0]
+    with pytest.raises(InvalidItemError, match=message):
+        DicomCine(bad.parent, validate=True)
+    dataset = DicomCine(bad.parent, on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [str(bad)]
+    _edit(bad, NumberOfFrames=frames + 3)  # too few bytes: the decoder fails, naming the file
+    with pytest.raises(InvalidItemError, match=rf"{re.escape(str(bad))}.*NumberOfFrames {frames + 3}"):
+        DicomCine(bad.parent, validate=True)
+
+
+def test_number_of_frames_must_be_a_positive_integer(tmp_path):
+    bad, _ = _simulated(tmp_path)
+    _edit(bad, NumberOfFrames=0)
+    with pytest.raises(InvalidItemError, match=re.escape(f"{bad}: NumberOfFrames '0' is not an integer >= 1")):
+        DicomCine(bad.parent)
+    assert [name for name, _ in DicomCine(bad.parent, on_invalid="skip").invalid] == [str(bad)]
+
+
+@pytest.mark.parametrize(
+    "tags, expected",
+    [
+        ({"FrameTime": "-33.3"}, r"FrameTime '-33.3' gives -30.03 frames/s; expected a frame rate > 0"),
+        ({"FrameTime": "0"}, r"FrameTime '0' gives nan frames/s; expected a frame rate > 0"),
+        ({"FrameTime": None, "CineRate": 0}, r"CineRate '0' gives 0 frames/s; expected a frame rate > 0"),
+    ],
+)
+def test_frame_rate_must_be_positive(tmp_path, tags, expected):
+    bad, _ = _simulated(tmp_path)
+    _edit(bad, **tags)
+    with pytest.raises(InvalidItemError, match=re.escape(f"{bad}: ") + expected):
+        DicomCine(bad.parent)
+    dataset = DicomCine(bad.parent, on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [str(bad)]
+
+
+def test_dicom_fps_sources_and_absence():
+    ds = Dataset()
+    assert math.isnan(dicom_fps(ds))
+    ds.FrameTimeVector = [0, 20, 20]
+    assert dicom_fps(ds) == pytest.approx(50.0)
+    ds.FrameTimeVector = [0, 0, 0]
+    with pytest.raises(ValueError, match="FrameTimeVector .* expected a frame rate > 0"):
+        dicom_fps(ds)
+
+
+def test_pixel_spacing_must_be_positive(tmp_path):
+    bad, _ = _simulated(tmp_path)
+    _edit(bad, SequenceOfUltrasoundRegions=None, PixelSpacing=[-0.5, 0.4])
+    with pytest.raises(InvalidItemError, match=re.escape(f"{bad}: pixel spacing (-0.5, 0.4) mm; expected finite")):
+        DicomCine(bad.parent)
+    assert len(DicomCine(bad.parent, on_invalid="skip")) == 1

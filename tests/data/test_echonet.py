@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -180,3 +181,134 @@ def test_single_traced_frame_and_bad_numbers(tmp_path):
     (root / "FileList.csv").write_text(text)
     dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
     assert len(dataset) == 0 and any("non-numeric" in reason for _, reason in dataset.invalid)
+
+
+# --- range and consistency checks, on a simulated dataset --------------------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Two simulated TRAIN videos (32 x 32, 13 and 15 frames) and their file names."""
+    from echo_monai.apps.simulate import simulate
+
+    root = simulate("echonet", tmp_path / "echonet", n=2, seed=0, image_size=(32, 32), n_frames=8)
+    with open(root / "FileList.csv", newline="") as handle:
+        names = [f"{row['FileName']}.avi" for row in csv.DictReader(handle)]
+    return root, names
+
+
+def _edit_filelist(root: Path, index: int, **values: str) -> None:
+    """Set columns of the ``index``-th FileList row (line ``index + 2``)."""
+    with open(root / "FileList.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[index].update(values)
+    with open(root / "FileList.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def _line(root: Path, index: int) -> str:
+    return re.escape(f"{str(root / 'FileList.csv')!r} line {index + 2}: ")
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("EF", "150", r"EF '150' is out of range; expected a finite number in \[0, 100\]"),
+        ("EF", "-20", r"EF '-20' is out of range; expected a finite number in \[0, 100\]"),
+        ("EF", "nan", r"EF 'nan' is out of range; expected a finite number in \[0, 100\]"),
+        ("EF", "", r"no EF; expected a finite number in \[0, 100\]"),
+        ("ESV", "-5", r"ESV '-5' is out of range; expected a finite number >= 0"),
+        ("EDV", "inf", r"EDV 'inf' is out of range; expected a finite number >= 0"),
+        ("FPS", "0", r"FPS '0' is out of range; expected a finite number > 0"),
+        ("FPS", "nan", r"FPS 'nan' is out of range; expected a finite number > 0"),
+        ("NumberOfFrames", "12.5", r"NumberOfFrames '12.5' is out of range; expected an integer >= 1"),
+        ("FrameHeight", "0", r"FrameHeight '0' is out of range; expected an integer >= 1"),
+        ("Split", "TRIAN", r"unknown Split 'TRIAN'; expected one of \['TRAIN', 'VAL', 'TEST'\]"),
+    ],
+)
+def test_filelist_values_out_of_range(tmp_path, column, value, expected):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 1, **{column: value})
+    with pytest.raises(InvalidItemError, match=re.escape(names[1]) + ": " + _line(root, 1) + expected):
+        EchoNetDynamic(root, split="ALL")
+    dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[1]]
+
+
+def test_every_problem_of_a_row_in_one_reason(tmp_path):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, EF="150", ESV="-1")
+    with pytest.raises(InvalidItemError, match=r"EF '150' is out of range.*; ESV '-1' is out of range") as info:
+        EchoNetDynamic(root, split="ALL")
+    assert [name for name, _ in info.value.problems] == [names[0]]
+
+
+def test_edv_below_esv(tmp_path):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, EDV="10", ESV="20")
+    with pytest.raises(InvalidItemError, match=_line(root, 0) + "EDV 10 < ESV 20; expected EDV >= ESV"):
+        EchoNetDynamic(root, split="ALL")
+    assert [name for name, _ in EchoNetDynamic(root, split="ALL", on_invalid="skip").invalid] == [names[0]]
+
+
+def test_empty_volumes_read_as_nan(tmp_path):
+    root, _ = _simulated(tmp_path)
+    _edit_filelist(root, 0, EDV="", ESV="")  # as synthetic exports leave them
+    item = EchoNetDynamic(root, split="ALL", validate=True)[0]
+    assert np.isnan(item["edv"]) and np.isnan(item["esv"]) and 0 <= item["ejection_fraction"] <= 100
+
+
+def test_unknown_split_reported_whatever_split_is_read(tmp_path):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, Split="HOLDOUT")
+    dataset = EchoNetDynamic(root, split="VAL", on_invalid="skip")
+    assert len(dataset) == 0 and dataset.invalid[0][0] == names[0] and "HOLDOUT" in dataset.invalid[0][1]
+
+
+def test_number_of_frames_differs_from_the_video(tmp_path):
+    root, names = _simulated(tmp_path)
+    decoded = EchoNetDynamic(root, split="ALL")[1]["video"].shape[1]
+    _edit_filelist(root, 1, NumberOfFrames=str(decoded + 2))
+    message = rf"{re.escape(names[1])}.*decodes to {decoded} frames but .*' gives NumberOfFrames {decoded + 2} for"
+    with pytest.raises(ValueError, match=message):
+        EchoNetDynamic(root, split="ALL")[1]
+    with pytest.raises(InvalidItemError, match=message):
+        EchoNetDynamic(root, split="ALL", validate=True)
+    dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[1]]
+
+
+def test_frame_size_differs_from_the_video(tmp_path):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, FrameHeight="40")
+    with pytest.raises(InvalidItemError, match=rf"{re.escape(names[0])}.*32 x 32 frames but .* 40 x 32"):
+        EchoNetDynamic(root, split="ALL", validate=True)
+
+
+@pytest.mark.parametrize("number_of_frames", ["keep", ""])
+def test_truncated_video_is_reported_when_validating(tmp_path, number_of_frames):
+    root, names = _simulated(tmp_path)
+    if not number_of_frames:
+        _edit_filelist(root, 0, NumberOfFrames="")  # the AVI header count still catches it
+    path = root / "Videos" / names[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    message = rf"{re.escape(names[0])}.*decodes to \d+ frames but its header announces \d+; .*truncated"
+    with pytest.raises(InvalidItemError, match=message):
+        EchoNetDynamic(root, split="ALL", validate=True)
+    dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[0]]
+
+
+def test_avi_header_frame_rate_must_be_positive(tmp_path, monkeypatch):
+    from echo_monai.data import echonet as echonet_module
+    from echo_monai.data.video_io import VideoInfo
+
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, FPS="")  # the frame rate then comes from the AVI header
+    monkeypatch.setattr(echonet_module, "probe_video", lambda path: VideoInfo(13, 32, 32, 0.0))
+    with pytest.raises(ValueError, match=rf"AVI header of .*{re.escape(names[0])}' gives 0 frames/s.*expected .* > 0"):
+        EchoNetDynamic(root, split="ALL")[0]
+    dataset = EchoNetDynamic(root, split="ALL", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[0]]

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import re
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,84 @@ def test_non_numeric_filelist_row(tmp_path):
     (root / "PSAX" / "FileList.csv").write_text(text)
     with pytest.raises(InvalidItemError, match="P1.avi.*non-numeric"):
         EchoNetPediatric(root, view="PSAX")
+
+
+# --- range and consistency checks, on a simulated dataset --------------------------------------------------------
+
+
+def _simulated(tmp_path: Path) -> tuple[Path, list[str]]:
+    """Two simulated children (folds 0 and 1), A4C and PSAX, 32 x 32; returns the A4C folder and file names."""
+    from echo_monai.apps.simulate import simulate
+
+    root = simulate("pediatric", tmp_path / "pediatric", n=2, seed=0, image_size=(32, 32), n_frames=8) / "A4C"
+    with open(root / "FileList.csv", newline="") as handle:
+        names = [row["FileName"] for row in csv.DictReader(handle)]
+    return root, names
+
+
+def _edit_filelist(root: Path, index: int, **values: str) -> None:
+    with open(root / "FileList.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rows[index].update(values)
+    with open(root / "FileList.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+@pytest.mark.parametrize(
+    "column, value, expected",
+    [
+        ("EF", "150", r"EF '150' is out of range; expected a finite number in \[0, 100\] %"),
+        ("EF", "-20", r"EF '-20' is out of range; expected a finite number in \[0, 100\] %"),
+        ("EF", "nan", r"EF 'nan' is out of range; expected a finite number in \[0, 100\] %"),
+        ("Split", "12", r"Split '12' is out of range; expected an integer in \[0, 9\]"),
+        ("Split", "1.5", r"Split '1.5' is out of range; expected an integer in \[0, 9\]"),
+        ("Split", "TRAIN", r"non-numeric Split 'TRAIN'; expected an integer in \[0, 9\]"),
+        ("Sex", "X", r"unknown Sex 'X'; expected one of \['M', 'F'\]"),
+        ("Age", "-1", r"Age '-1' is out of range; expected a finite number >= 0 years"),
+        ("Weight", "0", r"Weight '0' is out of range; expected a finite number > 0 kg"),
+        ("Height", "inf", r"Height 'inf' is out of range; expected a finite number > 0 cm"),
+    ],
+)
+def test_filelist_values_out_of_range(tmp_path, column, value, expected):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 1, **{column: value})
+    where = re.escape(f"{names[1]}: {str(root / 'FileList.csv')!r} line 3: ")
+    with pytest.raises(InvalidItemError, match=where + expected):
+        EchoNetPediatric(root, view="A4C")
+    dataset = EchoNetPediatric(root, view="A4C", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[1]]
+
+
+def test_absent_optional_fields_and_unknown_fold_whatever_split_is_read(tmp_path):
+    root, names = _simulated(tmp_path)
+    _edit_filelist(root, 0, Sex="", Age="", Weight="", Height="")
+    item = EchoNetPediatric(root, view="A4C", split=0, validate=True)[0]
+    assert item["sex"] == "" and np.isnan(item["age"]) and np.isnan(item["weight"]) and item["fps"] > 0
+    _edit_filelist(root, 1, Split="10")
+    dataset = EchoNetPediatric(root, view="A4C", split=0, on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[1]]
+
+
+def test_truncated_video_is_reported_when_validating(tmp_path):
+    root, names = _simulated(tmp_path)
+    path = root / "Videos" / names[0]
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    with pytest.raises(InvalidItemError, match=rf"{re.escape(names[0])}.*header announces \d+; .*truncated"):
+        EchoNetPediatric(root, view="A4C", validate=True)
+    dataset = EchoNetPediatric(root, view="A4C", on_invalid="skip")
+    assert len(dataset) == 1 and [name for name, _ in dataset.invalid] == [names[0]]
+
+
+def test_avi_header_frame_rate_must_be_positive(tmp_path, monkeypatch):
+    from echo_monai.data import echonet as echonet_module
+    from echo_monai.data.video_io import VideoInfo
+
+    root, names = _simulated(tmp_path)
+    monkeypatch.setattr(echonet_module, "probe_video", lambda path: VideoInfo(13, 32, 32, float("nan")))
+    with pytest.raises(ValueError, match=rf"AVI header of .*{re.escape(names[0])}' gives nan frames/s"):
+        EchoNetPediatric(root, view="A4C")[0]
+    dataset = EchoNetPediatric(root, view="A4C", on_invalid="skip")
+    assert len(dataset) == 0 and len(dataset.invalid) == 2

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from echo_monai.data import InvalidItemError, MissingFilesError, ReaderDataset
@@ -52,3 +54,27 @@ def test_long_reports_are_truncated_and_bad_policy_rejected():
     assert len(info.value.problems) == 60
     with pytest.raises(ValueError, match="on_invalid"):
         _Toy([2], on_invalid="warn")
+
+
+def test_field_checker_parses_ranges_and_gathers_problems():
+    from echo_monai.data.reader_base import FieldChecker
+
+    fields = FieldChecker("'list.csv' line 2")
+    row = {"EF": "55.5", "FPS": "", "N": "3", "Split": "val", "EDV": "10", "ESV": "20"}
+    assert fields.number(row, "EF", minimum=0, maximum=100) == 55.5
+    assert math.isnan(fields.number(row, "FPS", above=0, required=False)) and not fields.problems
+    assert fields.number(row, "N", minimum=1, integer=True) == 3
+    assert fields.choice(row, "Split", ("TRAIN", "VAL"), upper=True) == "VAL"
+    assert fields.choice(row, "Sex", ("M", "F")) == "" and not fields.problems  # absent and optional
+    assert math.isnan(fields.number(row, "FPS", above=0))  # absent and required
+    assert fields.problems == ["no FPS; expected a finite number > 0"]
+    fields.number({"EF": "150"}, "EF", minimum=0, maximum=100, unit="%")
+    fields.number({"N": "2.5"}, "N", minimum=1, integer=True)
+    fields.choice({"Sex": "X"}, "Sex", ("M", "F"))
+    fields.volumes(10.0, 20.0)
+    fields.volumes(float("nan"), 20.0)  # unknown EDV: nothing to compare
+    assert fields.reason == (
+        "'list.csv' line 2: no FPS; expected a finite number > 0; EF '150' is out of range; expected a finite number "
+        "in [0, 100] %; N '2.5' is out of range; expected an integer >= 1; unknown Sex 'X'; expected one of "
+        "['M', 'F']; EDV 10 < ESV 20; expected EDV >= ESV"
+    )

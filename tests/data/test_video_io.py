@@ -59,3 +59,15 @@ def test_bad_arguments(tmp_path):
         write_video(tmp_path / "w.avi", _frames(), 0)
     with pytest.raises(ValueError, match="codec"):
         write_video(tmp_path / "w.avi", _frames(), 25, codec="MJPEG")
+
+
+def test_truncated_file_is_an_error(tmp_path):
+    # a cut AVI keeps its header: OpenCV opens it and announces every frame, but decodes only the first ones
+    path = write_video(tmp_path / "cut.avi", np.random.default_rng(0).integers(0, 255, (12, 32, 32), np.uint8), 25)
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert probe_video(path).num_frames == 12
+    with pytest.raises(VideoReadError, match=r"cut.avi' decodes to \d+ frames but its header announces 12; .*trunc"):
+        read_video(path)
+    assert 0 < len(read_video(path, check_length=False)) < 12
+    assert len(read_video(path, max_frames=1)) == 1  # the frames asked for are all there

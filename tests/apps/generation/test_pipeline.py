@@ -265,3 +265,11 @@ def test_another_network_is_another_job(parts, tmp_path):
         next(parts["video_network"].parameters()).add_(1.0)
     with pytest.raises(ValueError, match="differs in network"):
         _video_pipeline(parts, tmp_path, gate=None).run(REQUESTS[:1])
+
+
+def test_temporaries_of_a_killed_export_are_removed_at_start(tmp_path):
+    stale = tmp_path / "database_nifti" / "patient0000c00" / ".tmp-999999-patient0000c00_4CH_ED.nii.gz"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"half a file")
+    _label_pipeline(tmp_path).run(_label_requests(1))
+    assert not stale.exists() and not list(tmp_path.rglob(".tmp-*"))
