@@ -134,6 +134,9 @@ def test_checkpoint_of_another_network_is_refused(trained, tmp_path, capsys):
     args = {**overrides["infer"], "ckpt_path": str(other), "output_dir": str(tmp_path / "out")}
     message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
     assert "does not fit the network" in message
+    (tmp_path / "random.pt").write_bytes(b"\x00" * 7 + b"not a checkpoint")
+    message = cli_error(["infer", str(BUNDLE), *cli_args({**args, "ckpt_path": str(tmp_path / "random.pt")})], capsys)
+    assert "random.pt' (23 bytes) is not a readable PyTorch checkpoint" in message and "another network" not in message
     missing = {**args, "ckpt_path": str(tmp_path / "missing.pt")}
     message = cli_error(["infer", str(BUNDLE), *cli_args(missing)], capsys)
     assert "echo_seg_ddpm train" in message
