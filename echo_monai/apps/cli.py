@@ -128,15 +128,23 @@ def _config_strings(node: Any) -> list[str]:
 
 
 def _component_argument(parser: Any, key: str) -> bool:
-    """``generation::overwrite``: an argument of a ``_target_`` component that the config leaves at its default."""
+    """``generation::overwrite``: an argument of a ``_target_`` component that the config leaves at its default
+    (checked against the target's signature when it can be located)."""
+    import inspect
+    import pydoc
+
+    from monai.bundle.config_item import ConfigComponent
+
     parent, _, name = key.rpartition("::")
-    return (
-        bool(parent)
-        and parent in parser
-        and isinstance(parser.get(parent), dict)
-        and "_target_" in parser.get(parent)
-        and not name.startswith("_")
-    )
+    config = parser.get(parent) if parent and parent in parser else None
+    if not isinstance(config, dict) or "_target_" not in config or name.startswith("_"):
+        return False
+    try:
+        target = pydoc.locate(ConfigComponent(config).resolve_module_name())
+        parameters = inspect.signature(target).parameters  # type: ignore[arg-type]
+    except (TypeError, ValueError, ModuleNotFoundError):
+        return True
+    return name in parameters or any(p.kind == p.VAR_KEYWORD for p in parameters.values())
 
 
 def check_override(parser: Any, key: str, value: Any) -> None:
