@@ -165,9 +165,12 @@ def main() -> None:
     args = parser.parse_args()
     results = {} if args.skip_speed else {"speed": speed(args.batch)}
     if args.checkpoint and args.camus:
-        from echo_monai.apps.demo import DEMO_SETTINGS
+        import yaml
 
-        settings = DEMO_SETTINGS if args.settings == "demo" else {}
+        from echo_monai.apps.demo import DEMO_PRESET
+
+        preset = BUNDLE / "configs" / "presets" / f"{DEMO_PRESET}.yaml"
+        settings = yaml.safe_load(preset.read_text()) if args.settings == "demo" else {}
         results["quality"] = quality(args.checkpoint, args.camus, settings, args.limit, args.seg_epochs, args.seed)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1))

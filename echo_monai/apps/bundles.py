@@ -2,7 +2,8 @@
 
 A bundle's stages are its config files: ``configs/inference.yaml`` is the base that loads alone, and
 ``configs/<command>.yaml`` (the default stage) or ``configs/<command>_<stage>.yaml`` layer on it, for the commands
-``train``, ``inference`` and ``evaluate``. ``configs/multi_gpu_train.yaml`` layers on a training stage.
+``train``, ``inference`` and ``evaluate``. ``configs/multi_gpu_train.yaml`` layers on a training stage, and a preset
+``configs/presets/<name>.yaml`` (named sizes: ``tiny`` for tests, ``cpu`` for a laptop) on any stage, last.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ __all__ = ["BundleError", "Bundle", "bundles_root", "find_bundle", "list_bundles
 COMMAND_FILES = {"train": "train", "infer": "inference", "evaluate": "evaluate"}
 BASE_CONFIG = "inference.yaml"
 DEFAULT_STAGE = "default"
+PRESETS = "presets"
 
 
 class BundleError(ValueError):
@@ -57,8 +59,14 @@ class Bundle:
                 found.append(path.stem[len(stem) + 1 :])
         return found
 
-    def config_files(self, command: str, stage: str | None = None, multi_gpu: bool = False) -> list[str]:
-        """The config files of ``command``/``stage`` in the order MONAI merges them."""
+    def presets(self) -> list[str]:
+        """Named override files ``configs/presets/<name>.yaml`` (``tiny``, ``cpu``...), by name."""
+        return sorted(p.stem for p in (self.configs / PRESETS).glob("*.yaml"))
+
+    def config_files(
+        self, command: str, stage: str | None = None, multi_gpu: bool = False, preset: str | None = None
+    ) -> list[str]:
+        """The config files of ``command``/``stage`` (then the preset's overrides) in the order MONAI merges them."""
         if command not in COMMAND_FILES:
             raise BundleError(f"unknown command '{command}'; expected one of {sorted(COMMAND_FILES)}")
         stage = stage or DEFAULT_STAGE
@@ -78,6 +86,12 @@ class Bundle:
             if not overlay.is_file():
                 raise BundleError(f"bundle '{self.name}' has no configs/multi_gpu_train.yaml")
             files.append(overlay)
+        if preset is not None:
+            if preset not in self.presets():
+                raise BundleError(
+                    f"bundle '{self.name}' has no preset '{preset}'; available: {', '.join(self.presets()) or 'none'}"
+                )
+            files.append(self.configs / PRESETS / f"{preset}.yaml")
         return [str(f) for f in files]
 
     @property

@@ -1,23 +1,26 @@
-"""``echo-monai``: a thin command line over ``monai.bundle run``.
+"""echo-monai: a thin command line over ``monai.bundle run``.
 
 Usage::
 
     echo-monai list
-    echo-monai train    BUNDLE [--stage S] [--multi-gpu] [--KEY VALUE ...]
-    echo-monai infer    BUNDLE [--stage S] [--KEY VALUE ...]
-    echo-monai evaluate BUNDLE [--stage S] [--KEY VALUE ...]
-    echo-monai simulate {echonet,pediatric,camus,busi,busv,dicom} OUT [--n N] [--seed S]
+    echo-monai train    BUNDLE [--stage S] [--preset P] [--multi-gpu] [--dry-run] [--debug] [--KEY VALUE ...]
+    echo-monai infer    BUNDLE [--stage S] [--preset P] [--dry-run] [--debug] [--KEY VALUE ...]
+    echo-monai evaluate BUNDLE [--stage S] [--preset P] [--dry-run] [--debug] [--KEY VALUE ...]
+    echo-monai simulate {echonet,pediatric,camus,busi,busv,dicom} OUT [--n N] [--seed S] [--image-size H W]
     echo-monai demo [--out DIR] [--epochs N] ...
 
 ``--KEY VALUE`` overrides a config id exactly as ``python -m monai.bundle run --KEY VALUE`` does
-(``--epochs 2``, ``--train::trainer::max_epochs 2``). An unknown bundle, stage or override key, or a missing
-``dataset_dir``, is reported on one line with exit code 2.
+(``--epochs 2``, ``--train::trainer::max_epochs 2``). An unknown bundle, stage, preset or override key, a value of
+the wrong type, or a missing ``dataset_dir`` is reported on one line with exit code 2; a failed run prints its error
+on one line with exit code 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import json
+import os
 import re
 import sys
 from collections.abc import Sequence
@@ -26,10 +29,12 @@ from typing import Any
 
 from echo_monai.apps.bundles import COMMAND_FILES, Bundle, BundleError, find_bundle, list_bundles
 from echo_monai.apps.errors import one_line, write_traceback
+from echo_monai.apps.provenance import RECORD_FILE, carried_settings, read_record, write_record
 
 __all__ = ["check_override", "main", "parse_overrides", "resolve_run"]
 
 SIMULATE_KINDS = ("echonet", "pediatric", "camus", "busi", "busv", "dicom")
+PRESET_ENV = "ECHO_MONAI_PRESET"  # the preset every bundle run uses unless --preset says otherwise (tests, docs)
 
 
 class CLIError(Exception):
@@ -71,22 +76,58 @@ def parse_overrides(tokens: Sequence[str]) -> dict[str, Any]:
 
 
 def resolve_run(
-    bundle: Bundle, command: str, stage: str | None, overrides: dict[str, Any], multi_gpu: bool = False
+    bundle: Bundle,
+    command: str,
+    stage: str | None,
+    overrides: dict[str, Any],
+    multi_gpu: bool = False,
+    preset: str | None = None,
+    check_dataset: bool = True,
+    record: bool = True,
 ) -> dict:
-    """Check the command, stage and overrides against the bundle's configs; return ``monai.bundle.run`` arguments.
+    """Check the command, stage, preset and overrides against the bundle's configs; return ``monai.bundle.run``
+    arguments.
+
+    Args:
+        bundle: the bundle.
+        command: ``train``, ``infer`` or ``evaluate``.
+        stage: the stage (None: the default one).
+        overrides: config id -> value.
+        multi_gpu: layer ``multi_gpu_train.yaml``.
+        preset: layer ``configs/presets/<preset>.yaml`` last; None: ``$ECHO_MONAI_PRESET`` when the bundle has it.
+        check_dataset: refuse a ``dataset_dir`` that does not exist.
+        record: for ``train``, write the preset and settings beside the checkpoints (:mod:`echo_monai.apps.provenance`);
+            every command reads them back from there (or from beside ``--ckpt_path``).
 
     Raises:
-        CLIError: for an unknown stage, an override key that no config defines, or a missing ``dataset_dir``.
+        CLIError: for an unknown stage or preset, an override key that no config defines, a value that does not fit,
+            or a missing ``dataset_dir``.
     """
-    from monai.bundle import ConfigParser
 
+    given_preset = preset
+    if preset is None and os.environ.get(PRESET_ENV) in bundle.presets():
+        preset = os.environ[PRESET_ENV]
+    user = {"bundle_root": str(bundle.root), **overrides}
+    config_files, parser = _read(bundle, command, stage, multi_gpu, preset, user)
+    # what the checkpoints were trained with: the recorded preset and settings this command does not set itself
+    folder = _checkpoint_folder(parser, user)
     try:
-        config_files = bundle.config_files(command, stage, multi_gpu)
-    except BundleError as e:
-        raise CLIError(str(e)) from e
-    parser = ConfigParser()
-    parser.read_config(config_files)
-    overrides = {"bundle_root": str(bundle.root), **overrides}
+        recorded_preset, recorded = carried_settings(read_record(folder), bundle.name) if folder else (None, {})
+    except ValueError as error:
+        raise CLIError(str(error)) from error
+    if given_preset is None and recorded_preset and recorded_preset != preset:
+        preset = recorded_preset
+        config_files, parser = _read(bundle, command, stage, multi_gpu, preset, user)
+    carried = {k: v for k, v in recorded.items() if k not in user and (k in parser or _component_argument(parser, k))}
+    for key, value in recorded.items():
+        if key in user and user[key] != value:
+            print(f"echo-monai: warning: --{key} {user[key]!r} differs from the {value!r} the checkpoints in "
+                  f"{folder} were trained with", file=sys.stderr)  # fmt: skip
+    if carried or (recorded_preset and given_preset is None):
+        shown = ", ".join(f"{k}={v!r}" for k, v in carried.items())
+        print(f"echo-monai: with the settings {folder}/{RECORD_FILE} records: preset {preset}; {shown}",
+              file=sys.stderr)  # fmt: skip
+    overrides = {**carried, **user}
     unknown = [key for key in overrides if key not in parser and not _component_argument(parser, key)]
     if unknown:
         raise CLIError(
@@ -96,11 +137,18 @@ def resolve_run(
     for key, value in overrides.items():
         check_override(parser, key, value)
     parser.update(overrides)
-    if "dataset_dir" in parser:
+    if check_dataset and "dataset_dir" in parser:
         dataset_dir = parser.get_parsed_content("dataset_dir")
         if isinstance(dataset_dir, str) and not Path(dataset_dir).is_dir():
             raise CLIError(f"dataset_dir '{dataset_dir}' does not exist (override it with --dataset_dir PATH)")
-    run_args: dict[str, Any] = {"config_file": config_files, **overrides}
+    if record and command == "train" and folder is not None:
+        version = _bundle_version(bundle)
+        write_record(folder, bundle.name, version, stage or "default", preset, overrides)
+    # MONAI's runner drops None-valued overrides: pass None as the expression "$None"
+    run_args: dict[str, Any] = {
+        "config_file": config_files,
+        **{k: "$None" if v is None else v for k, v in overrides.items()},
+    }
     if Path(bundle.meta_file).is_file():
         run_args["meta_file"] = bundle.meta_file
     if Path(bundle.logging_file).is_file():
@@ -125,6 +173,44 @@ def _config_strings(node: Any) -> list[str]:
     if isinstance(node, list):
         return [s for v in node for s in _config_strings(v)]
     return [node] if isinstance(node, str) else []
+
+
+def _read(bundle: Bundle, command: str, stage: str | None, multi_gpu: bool, preset: str | None, user: dict) -> tuple:
+    """The config files of a command and a parser of them (without the overrides)."""
+    from monai.bundle import ConfigParser
+
+    try:
+        config_files = bundle.config_files(command, stage, multi_gpu, preset)
+    except BundleError as e:
+        raise CLIError(str(e)) from e
+    parser = ConfigParser()
+    parser.read_config(config_files)
+    return config_files, parser
+
+
+def _checkpoint_folder(parser: Any, user: dict) -> Path | None:
+    """Where the command's checkpoints are: beside ``--ckpt_path`` when given, else ``ckpt_dir``."""
+    if user.get("ckpt_path"):
+        return Path(str(user["ckpt_path"])).parent
+    if "ckpt_dir" not in parser:
+        return None
+    probe = parser.get("bundle_root")
+    parser["bundle_root"] = user["bundle_root"]
+    try:
+        folder = user.get("ckpt_dir") or parser.get_parsed_content("ckpt_dir")
+    except Exception:  # noqa: BLE001 - an unusual ckpt_dir expression: no record then
+        folder = None
+    finally:
+        parser["bundle_root"] = probe
+        parser.ref_resolver.reset()
+    return Path(str(folder)) if folder else None
+
+
+def _bundle_version(bundle: Bundle) -> str | None:
+    try:
+        return json.loads(Path(bundle.meta_file).read_text()).get("version")
+    except (OSError, ValueError):
+        return None
 
 
 def _component_argument(parser: Any, key: str) -> bool:
@@ -182,7 +268,7 @@ def _cmd_list(_: argparse.Namespace) -> int:
         print("no bundles found (set ECHO_MONAI_BUNDLES to the folder holding them)")
     for bundle in bundles:
         stages = "; ".join(f"{cmd}: {', '.join(bundle.stages(cmd)) or '-'}" for cmd in COMMAND_FILES)
-        print(f"{bundle.name:24s} {stages}")
+        print(f"{bundle.name:24s} {stages}; presets: {', '.join(bundle.presets()) or '-'}")
     return 0
 
 
@@ -191,7 +277,19 @@ def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
         bundle = find_bundle(args.bundle)
     except BundleError as e:
         raise CLIError(str(e)) from e
-    run_args = resolve_run(bundle, args.command, args.stage, parse_overrides(extra), getattr(args, "multi_gpu", False))
+    run_args = resolve_run(
+        bundle,
+        args.command,
+        args.stage,
+        parse_overrides(extra),
+        getattr(args, "multi_gpu", False),
+        args.preset,
+        check_dataset=not args.dry_run,
+        record=not args.dry_run,
+    )
+    if args.dry_run:
+        print(json.dumps(run_args, indent=1, default=str))
+        return 0
     from monai.bundle import run
 
     try:
@@ -205,10 +303,19 @@ def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:
-    from echo_monai.apps.simulate import simulate
+    from echo_monai.apps.simulate import MIN_SUBJECTS, simulate
 
+    if args.n < MIN_SUBJECTS.get(args.kind, 1):
+        raise CLIError(
+            f"--n {args.n} is too small for the {args.kind} layout's splits; give --n {MIN_SUBJECTS[args.kind]} or more"
+        )
+    options: dict[str, Any] = {}
+    if args.image_size is not None:
+        options["image_size"] = tuple(args.image_size)
+    if args.frames is not None:
+        options["n_frames"] = args.frames
     try:
-        out = simulate(args.kind, args.out, n=args.n, seed=args.seed)
+        out = simulate(args.kind, args.out, n=args.n, seed=args.seed, **options)
     except ValueError as e:
         raise CLIError(str(e)) from e
     print(f"wrote {args.kind} phantom dataset to {out}")
@@ -238,23 +345,32 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="echo-monai", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="echo-monai",
+        description="MONAI bundles for synthetic ultrasound: a thin command line over 'python -m monai.bundle run'.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="bundles and their stages")
     for command, help_text in (("train", "train a bundle stage"), ("infer", "run inference"), ("evaluate", "evaluate")):
-        p = sub.add_parser(command, help=help_text)
+        p = sub.add_parser(command, help=help_text, epilog="config overrides: --KEY VALUE ... (see echo-monai --help)")
         p.add_argument("bundle", help="bundle name or folder")
         p.add_argument("--stage", default=None, help="stage (configs/<command>_<stage>.yaml); default stage otherwise")
         if command == "train":
             p.add_argument(
                 "--multi-gpu", dest="multi_gpu", action="store_true", help="layer multi_gpu_train.yaml (torchrun)"
             )
+        p.add_argument("--preset", default=None, help="named sizes: configs/presets/<name>.yaml (e.g. tiny, cpu)")
+        p.add_argument("--dry-run", dest="dry_run", action="store_true", help="check the arguments, print, run nothing")
         p.add_argument("--debug", action="store_true", help="on an error, print the full traceback")
     p = sub.add_parser("simulate", help="write a phantom dataset in a public dataset's layout")
     p.add_argument("kind", choices=SIMULATE_KINDS)
     p.add_argument("out", help="output folder")
-    p.add_argument("--n", type=int, default=8, help="subjects/videos to simulate")
+    p.add_argument("--n", type=int, default=8, help="subjects/videos to simulate (every split present from 3)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("H", "W"), help="frame size")
+    p.add_argument("--frames", type=int, default=None, help="frames per video (video kinds)")
     p = sub.add_parser("demo", help="echo_seg_ddpm end to end on phantom data (CPU, minutes)")
     p.add_argument("--out", default="echo_monai_demo", help="working folder")
     p.add_argument("--patients", type=int, default=20)
@@ -264,6 +380,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seg-epochs", dest="seg_epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     return parser
+
+
+EPILOG = """bundle commands take config overrides as --KEY VALUE, exactly as 'python -m monai.bundle run' does:
+  echo-monai train echo_seg_ddpm --dataset_dir /data/CAMUS --epochs 2 --image_size 128
+  echo-monai train echo_flow --stage vae --preset cpu --network_def::denoiser::channels "[32, 64]"
+values are Python literals; --dry-run checks them and prints the run's arguments; a failed run prints its error on
+one line and writes the traceback to <bundle_root>/logs/last_error.log (--debug prints it). 'echo-monai list'
+shows each bundle's stages and presets."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:

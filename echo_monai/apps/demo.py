@@ -20,22 +20,12 @@ from typing import Any
 
 from echo_monai.apps.bundles import find_bundle
 
-__all__ = ["DEMO_SETTINGS", "run_demo"]
+__all__ = ["DEMO_PRESET", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
-#: model and schedule of the demo: small enough to train in a few minutes on 2 CPU cores
-DEMO_SETTINGS: dict[str, Any] = {
-    "image_size": 64,
-    "channels": [16, 32, 64],
-    "attention_levels": [False, False, True],
-    "num_res_blocks": 1,
-    "num_head_channels": 16,
-    "norm_num_groups": 8,
-    "spade_hidden_channels": 32,
-    "num_train_timesteps": 1000,
-    "prediction_type": "v_prediction",
-}
+#: the bundle preset the demo runs with: small enough to train in a few minutes on 2 CPU cores
+DEMO_PRESET = "cpu"
 
 
 def _run(command: str, bundle: Path, overrides: dict[str, Any], stage: str | None = None) -> None:
@@ -43,7 +33,7 @@ def _run(command: str, bundle: Path, overrides: dict[str, Any], stage: str | Non
 
     from echo_monai.apps.cli import resolve_run
 
-    run(**resolve_run(find_bundle(str(bundle)), command, stage, overrides))
+    run(**resolve_run(find_bundle(str(bundle)), command, stage, overrides, preset=DEMO_PRESET))
 
 
 def run_demo(
@@ -67,7 +57,7 @@ def run_demo(
         sampling_steps: DPM-Solver++ steps.
         seg_epochs: epochs of each downstream segmentation training.
         seed: phantom and sampling seed.
-        settings: bundle overrides replacing :data:`DEMO_SETTINGS` entries (network size, resolution).
+        settings: bundle overrides on top of the ``cpu`` preset (network size, resolution).
         phantom_size: side of the simulated images, pixels.
     """
     if patients < 10:
@@ -91,7 +81,6 @@ def run_demo(
         "bundle_root": str(out / "bundle"),
         "dataset_dir": str(camus),
         "seed": seed,
-        **DEMO_SETTINGS,
         **(settings or {}),
     }
     logger.info("demo 2/4: training echo_seg_ddpm for %d epochs", epochs)
@@ -102,14 +91,7 @@ def run_demo(
         {
             **common,
             "epochs": epochs,
-            "batch_size": 8,
-            "learning_rate": 5e-4,
-            "num_workers": 0,
-            "ema_decay": 0.995,
-            "ema_start": 50,
-            "save_interval": 200,
             "preview_interval": max(1, epochs // 4),
-            "preview_steps": 20,
             "val_interval": max(1, epochs // 4),
         },
     )
@@ -143,11 +125,7 @@ def run_demo(
             **common,
             "synthetic_dir": str(synthetic),
             "report_dir": str(report),
-            "seg_channels": [16, 32, 64, 128],
-            "seg_strides": [2, 2, 2],
             "seg_epochs": seg_epochs,
-            "classifier_epochs": 15,
-            "seg_batch_size": 16,
         },
     )
     timings["evaluate_s"] = time.perf_counter() - t

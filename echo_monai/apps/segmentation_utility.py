@@ -9,12 +9,17 @@ folder with a label | real | synthetic grid.
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
+import math
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -54,6 +59,80 @@ def camus_samples(dataset: Sequence[Mapping[str, Any]], image_size: int, limit: 
     return samples
 
 
+class _Subset:
+    """Items ``indices`` of a dataset, in that order."""
+
+    def __init__(self, dataset: Sequence[Any], indices: Sequence[int]) -> None:
+        self.dataset, self.indices = dataset, list(indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.dataset[self.indices[index]]
+
+
+def _subset(count: int, limit: int | None, seed: int) -> list[int]:
+    """All indices, or ``limit`` of them drawn at random with ``seed`` (sorted)."""
+    if limit is None or limit >= count:
+        return list(range(count))
+    return sorted(int(i) for i in np.random.default_rng(seed).choice(count, size=int(limit), replace=False))
+
+
+def _test_sources(synthetic_root: str | os.PathLike, test_patients: set[str]) -> list[str]:
+    """The synthetic items whose source label map belongs to a test patient (from ``synthetic_sources.csv``)."""
+    path = Path(synthetic_root) / "synthetic_sources.csv"
+    if not path.is_file():
+        return []
+    with open(path, newline="") as handle:
+        return [row["patient"] for row in csv.DictReader(handle) if row.get("patient") in test_patients]
+
+
+def _generation_settings(synthetic_root: str | os.PathLike) -> dict[str, Any]:
+    path = Path(synthetic_root) / "generation_settings.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"unknown": f"{path} is missing (a dataset not made by the generation pipeline)"}
+
+
+def _paired_grid(
+    synthetic: Sequence[Mapping[str, Any]],
+    sources: Sequence[Mapping[str, Any]],
+    real_root: str | os.PathLike,
+    views: Sequence[str],
+    phases: Sequence[str],
+    tile: int = 128,
+) -> np.ndarray:
+    """Rows label map | synthetic | real image of the source label map, one column per synthetic image, tiles of
+    ``tile`` pixels (nearest-neighbour enlarged).
+
+    Args:
+        synthetic: the synthetic samples (``camus_samples``).
+        sources: the synthetic dataset's items in the same order (their ``patient`` / ``view`` / ``phase``).
+        real_root: the real CAMUS root, where the source label maps' images are.
+        views: CAMUS views.
+        phases: CAMUS phases.
+        tile: tile side in pixels.
+    """
+    real = CAMUS(real_root, views, phases)
+    where = {(str(real[i]["patient"]), real[i]["view"], real[i]["phase"]): i for i in range(len(real))}
+    columns = []
+    for sample, item in zip(synthetic, sources, strict=False):
+        source = (re.sub(r"c\d+$", "", str(item["patient"])), item["view"], item["phase"])
+        size = sample["image"].shape[-2:]
+        if source in where:
+            source_image = torch.as_tensor(real[where[source]]["image"], dtype=torch.float32)[None] / 127.5 - 1.0
+            source_image = F.interpolate(source_image, size=tuple(size), mode="area")[0]
+        else:
+            source_image = torch.full((1, *size), -1.0)
+        columns.append(torch.stack([sample["label"].float() / 1.5 - 1.0, sample["image"], source_image]))
+    if not columns:
+        return make_grid(torch.full((1, 1, tile, tile), -1.0))
+    tiles = torch.stack(columns, dim=1).reshape(-1, 1, *columns[0].shape[-2:])  # labels, then images, then reals
+    return make_grid(F.interpolate(tiles, size=(tile, tile), mode="nearest"), nrow=len(columns))
+
+
 def _stack(samples: Sequence[Mapping[str, Any]], key: str) -> torch.Tensor:
     return torch.stack([s[key] for s in samples]).float()
 
@@ -72,6 +151,9 @@ def evaluate_segmentation_utility(
     mixes: Sequence[str] = ("synthetic", "real", "real+synthetic"),
     max_synthetic: int | None = None,
     title: str = "echo_seg_ddpm: downstream segmentation",
+    allow_test_sources: bool = False,
+    equal_steps: bool = True,
+    seed: int = 0,
 ) -> dict[str, Any]:
     """Run the downstream comparison and write ``metrics.json``, ``report.md`` and figures to ``output_dir``.
 
@@ -88,8 +170,13 @@ def evaluate_segmentation_utility(
         views: CAMUS views.
         phases: CAMUS phases.
         mixes: training mixes, see :class:`echo_monai.metrics.TrainingMix`.
-        max_synthetic: use at most this many synthetic images.
+        max_synthetic: use at most this many synthetic images, a random subset drawn with ``seed``.
         title: report title.
+        allow_test_sources: evaluate a synthetic set generated from label maps of the real test patients (its
+            ``synthetic_sources.csv`` says so); by default refused, since the test would then see its own hearts.
+        equal_steps: train every mix for the same number of optimisation steps (the real-only mix's
+            ``max_epochs`` epochs, unless the evaluator sets ``max_steps``), so the mixes differ by data, not updates.
+        seed: seed of the ``max_synthetic`` subset.
 
     Returns:
         the metrics written to ``metrics.json``.
@@ -98,9 +185,19 @@ def evaluate_segmentation_utility(
         FileNotFoundError / ValueError: from the readers, naming the missing or invalid files; ValueError when a
             split is empty.
     """
+    test_reader = CAMUS(real_root, views, phases, split=test_split)
+    leaks = _test_sources(synthetic_root, {str(test_reader[i]["patient"]) for i in range(len(test_reader))})
+    if leaks and not allow_test_sources:
+        raise ValueError(
+            f"evaluate_segmentation_utility: {len(leaks)} synthetic images in {str(synthetic_root)!r} were generated "
+            f"from label maps of test patients ({', '.join(sorted(set(leaks))[:5])}...); generate from the training "
+            "split (label_map_split: training), or pass allow_test_sources=True to evaluate them anyway."
+        )
     real_train = camus_samples(CAMUS(real_root, views, phases, split=train_split), image_size)
-    real_test = camus_samples(CAMUS(real_root, views, phases, split=test_split), image_size)
-    synthetic = camus_samples(CAMUS(synthetic_root, views, phases), image_size, max_synthetic)
+    real_test = camus_samples(test_reader, image_size)
+    synthetic_reader = CAMUS(synthetic_root, views, phases)
+    synthetic_sources = _Subset(synthetic_reader, _subset(len(synthetic_reader), max_synthetic, seed))
+    synthetic = camus_samples(synthetic_sources, image_size)
     for name, data in (("real training", real_train), ("real test", real_test), ("synthetic", synthetic)):
         if not data:
             raise ValueError(f"evaluate_segmentation_utility: the {name} set is empty.")
@@ -111,7 +208,25 @@ def evaluate_segmentation_utility(
         len(synthetic),
     )
 
+    if equal_steps and segmentation.max_steps is None:
+        segmentation.max_steps = segmentation.max_epochs * math.ceil(len(real_train) / segmentation.batch_size)
+    warnings: list[str] = []
     metrics: dict[str, Any] = {
+        "settings": {
+            "generation": _generation_settings(synthetic_root),
+            "evaluation": {
+                "image_size": image_size,
+                "train_split": train_split,
+                "test_split": test_split,
+                "max_synthetic": max_synthetic,
+                "seed": seed,
+                "segmentation_steps_per_mix": segmentation.max_steps,
+                "segmentation_epochs": None if segmentation.max_steps else segmentation.max_epochs,
+                "segmentation_batch_size": segmentation.batch_size,
+                "segmentation_learning_rate": segmentation.learning_rate,
+                "synthetic_from_test_patients": len(leaks),
+            },
+        },
         "data": {
             "real_train": len(real_train),
             "real_test": len(real_test),
@@ -127,6 +242,13 @@ def evaluate_segmentation_utility(
     if encoder_classifier is not None:
         encoder_classifier.fit(real_train)
         metrics["view_classifier_on_real_test"] = encoder_classifier.evaluate(real_test)
+        accuracy = float(metrics["view_classifier_on_real_test"].get("accuracy", 1.0))
+        chance = 1.0 / 2  # two views
+        if accuracy < chance + 0.15:
+            warnings.append(
+                f"the view classifier behind the distribution metrics scores {accuracy:.2f} on real test images "
+                f"(chance {chance:.2f}): its features barely tell the views apart, so FD / KD / PRDC on them say little"
+            )
         encoder = encoder_classifier.feature_encoder("view_classifier")
         metrics["distribution"] = distribution_metrics(
             real_images,
@@ -138,18 +260,36 @@ def evaluate_segmentation_utility(
         embed = encoder.encode
     audit = MemorisationAudit(embed=embed)(synthetic_images, real_images, test_images)
     metrics["privacy"] = audit.summary()
+    for warning in warnings:
+        logger.warning("evaluate_segmentation_utility: %s", warning)
+    if warnings:
+        metrics["warnings"] = warnings
 
-    n = min(8, len(synthetic), len(real_test))
+    dice = {
+        f"{mix} / {name.removeprefix('dice_')}": float(value)
+        for mix, section in metrics["segmentation"].items()
+        for name, value in section.items()
+        if name.startswith("dice_")
+    }
+    n = min(8, len(synthetic))
     paths = write_report(
-        output_dir, metrics, real_samples=test_images[:n], synthetic_samples=synthetic_images[:n], title=title
+        output_dir,
+        metrics,
+        real_samples=test_images[: min(n, len(real_test))],
+        synthetic_samples=synthetic_images[: min(n, len(real_test))],
+        title=title,
+        bars={"Dice on the held-out real images, per training mix": dice},
+        bar_range=(0.0, 1.0),
     )
-    # label map | synthetic image it was generated from | a real image, one column per sample
-    grid = make_grid(
-        torch.cat([_stack(synthetic[:n], "label") / 1.5 - 1.0, synthetic_images[:n], test_images[:n]]), nrow=n
-    )
+    grid = _paired_grid(synthetic[:n], _Subset(synthetic_sources, range(n)), real_root, views, phases)
     figure = write_png(Path(output_dir) / "label_synthetic_real.png", grid)
     report = Path(paths["report"])
     write_text(
-        report, report.read_text() + f"\n## Label map | synthetic | real\n\n![label, synthetic, real]({figure.name})\n"
+        report,
+        report.read_text()
+        + "\n## Label map | synthetic image generated from it | real image of its source label map\n\n"
+        + "One column per synthetic image: its label map (top), the image generated from it (middle) and the real "
+        + "image whose label map it was drawn from (bottom; blank when the source is not in the real dataset).\n\n"
+        + f"![label, synthetic, real]({figure.name})\n",
     )
     return metrics

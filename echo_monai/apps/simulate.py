@@ -24,7 +24,7 @@ from echo_monai.data.phantom.dicom_writer import DicomCineWriter
 from echo_monai.data.phantom.echonet_writer import EchoNetDynamicWriter
 from echo_monai.data.phantom.pediatric_writer import EchoNetPediatricWriter
 
-__all__ = ["KINDS", "simulate"]
+__all__ = ["KINDS", "MIN_SUBJECTS", "simulate", "split_plan"]
 
 
 def _subject_rng(seed: int, index: int) -> np.random.Generator:
@@ -33,6 +33,26 @@ def _subject_rng(seed: int, index: int) -> np.random.Generator:
 
 def _subject_name(rng: np.random.Generator, prefix: str) -> str:
     return f"{prefix}{int(rng.integers(0, 2**63)):016X}"
+
+
+def split_plan(pattern: tuple[str, ...], n: int) -> list[str]:
+    """The split of each of ``n`` subjects: ``pattern[i % len(pattern)]``, except that when ``n`` is smaller than the
+    pattern the last subjects take the splits the first ``n`` would miss (so every split is present as soon as ``n``
+    allows it; subject ``i``'s parameters never depend on ``n``, its split may).
+
+    Example:
+        >>> split_plan(("TRAIN",) * 6 + ("VAL", "TEST"), 4)
+        ['TRAIN', 'TRAIN', 'VAL', 'TEST']
+    """
+    splits = [pattern[i % len(pattern)] for i in range(n)]
+    missing = [s for s in dict.fromkeys(pattern) if s not in splits]
+    if missing and n > len(missing):
+        splits[n - len(missing) :] = missing
+    return splits
+
+
+#: the smallest n with every split of a kind present
+MIN_SUBJECTS = {"echonet": 3, "camus": 3, "busv": 2}
 
 
 def _cardiac(
@@ -44,13 +64,13 @@ def _cardiac(
 
 
 def _echonet(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: int | None = 64) -> Path:
-    splits = ("TRAIN",) * 6 + ("VAL", "TEST")
+    splits = split_plan(("TRAIN",) * 6 + ("VAL", "TEST"), n)
     with EchoNetDynamicWriter(out) as writer:
         for i in range(n):
             rng = _subject_rng(seed, i)
             name = _subject_name(rng, "0X")
             params = CardiacParameters.sample(rng, view="4CH")
-            writer.add(_cardiac(params, image_size, n_frames, seed=int(rng.integers(2**31))), name, splits[i % 8])
+            writer.add(_cardiac(params, image_size, n_frames, seed=int(rng.integers(2**31))), name, splits[i])
     return out
 
 
@@ -76,7 +96,7 @@ def _pediatric(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: in
 
 
 def _camus(out: Path, n: int, seed: int, image_size=(256, 256)) -> Path:
-    splits = ("training",) * 8 + ("validation", "testing")
+    splits = split_plan(("training",) * 8 + ("validation", "testing"), n)
     with CAMUSWriter(out) as writer:
         for i in range(n):
             rng = _subject_rng(seed, i)
@@ -89,7 +109,7 @@ def _camus(out: Path, n: int, seed: int, image_size=(256, 256)) -> Path:
             writer.add(
                 f"patient{i + 1:04d}",
                 views,
-                split=splits[i % 10],
+                split=splits[i],
                 sex=str(rng.choice(["M", "F"])),
                 age=int(rng.integers(20, 90)),
                 image_quality=str(rng.choice(["Good", "Medium", "Poor"])),
@@ -110,13 +130,14 @@ def _busi(out: Path, n: int, seed: int, image_size=(128, 160)) -> Path:
 
 
 def _busv(out: Path, n: int, seed: int, image_size=(128, 160), n_frames: int = 16) -> Path:
+    splits = split_plan(("train",) * 4 + ("val",), n)
     with BUSVWriter(out) as writer:
         for i in range(n):
             rng = _subject_rng(seed, i)
             name = f"{int(rng.integers(0, 2**63)):016x}"
             params = BreastParameters.sample(rng, ("benign", "malignant")[i % 2])
             video = BreastPhantom(params, image_size, seed=int(rng.integers(2**31))).simulate(n_frames)
-            writer.add(video, name, split="val" if i % 5 == 4 else "train")
+            writer.add(video, name, split=splits[i])
     return out
 
 
@@ -153,7 +174,8 @@ def simulate(kind: str, out: str | os.PathLike, n: int = 8, seed: int = 0, **opt
     Args:
         kind: ``"echonet"``, ``"pediatric"``, ``"camus"``, ``"busi"``, ``"busv"`` or ``"dicom"``.
         out: dataset folder (created; existing files of the same names are replaced).
-        n: number of subjects (videos, patients or images).
+        n: number of subjects (videos, patients or images); every split of the layout is present from
+            :data:`MIN_SUBJECTS` on (see :func:`split_plan`).
         seed: base seed; subject ``i`` uses ``numpy.random.default_rng([seed, i])``.
         options: per kind, ``image_size`` ``(H, W)`` and, for video kinds, ``n_frames``.
 

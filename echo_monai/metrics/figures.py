@@ -80,7 +80,13 @@ def sample_grid(
     return canvas
 
 
-def bar_chart(values: Mapping[str, float], title: str = "", width: int = 480, bar_height: int = 22) -> np.ndarray:
+def bar_chart(
+    values: Mapping[str, float],
+    title: str = "",
+    width: int = 480,
+    bar_height: int = 22,
+    value_range: tuple[float, float] | None = None,
+) -> np.ndarray:
     """Horizontal bar chart of named values (non-finite values are shown as "n/a").
 
     Args:
@@ -88,6 +94,8 @@ def bar_chart(values: Mapping[str, float], title: str = "", width: int = 480, ba
         title: chart title.
         width: image width in pixels.
         bar_height: pixels per bar.
+        value_range: ``(0, top)``: a fixed axis with five labelled ticks (e.g. ``(0, 1)`` for Dice), so charts of
+            one kind compare; None scales to the largest value.
 
     Returns:
         RGB image `(H, width, 3)` uint8.
@@ -101,12 +109,15 @@ def bar_chart(values: Mapping[str, float], title: str = "", width: int = 480, ba
     numbers = np.array([float(values[label]) for label in labels])
     finite = numbers[np.isfinite(numbers)]
     span = max(float(np.abs(finite).max()) if finite.size else 1.0, 1e-12)
-    has_negative = bool(finite.size and finite.min() < 0)
+    if value_range is not None:
+        span = float(value_range[1])
+    has_negative = bool(finite.size and finite.min() < 0) and value_range is None
     left, right, top = 150, 70, 30
     plot = width - left - right
     zero = left + (plot // 2 if has_negative else 0)
     unit = (plot // 2 if has_negative else plot) / span
-    canvas = np.full((top + len(labels) * (bar_height + 6) + 10, width, 3), 255, np.uint8)
+    axis = 22 if value_range is not None else 0
+    canvas = np.full((top + len(labels) * (bar_height + 6) + 10 + axis, width, 3), 255, np.uint8)
     _text(canvas, title, (8, 18), 0.45)
     for i, (label, number) in enumerate(zip(labels, numbers, strict=True)):
         y = top + i * (bar_height + 6)
@@ -119,7 +130,14 @@ def bar_chart(values: Mapping[str, float], title: str = "", width: int = 480, ba
             _text(canvas, f"{number:.4g}", (max(zero, end) + 4, y + bar_height - 7))
         else:
             _text(canvas, "n/a", (zero + 4, y + bar_height - 7))
-    cv2.line(canvas, (zero, top - 4), (zero, canvas.shape[0] - 6), _BLACK, 1)
+    cv2.line(canvas, (zero, top - 4), (zero, canvas.shape[0] - 6 - axis), _BLACK, 1)
+    if value_range is not None:
+        y = canvas.shape[0] - axis - 2
+        cv2.line(canvas, (zero, y), (zero + plot, y), _BLACK, 1)
+        for tick in np.linspace(0.0, span, 5):
+            x = int(round(zero + tick * unit))
+            cv2.line(canvas, (x, y), (x, y + 4), _BLACK, 1)
+            _text(canvas, f"{tick:.3g}", (max(0, x - 10), y + 17))
     return canvas
 
 

@@ -134,6 +134,7 @@ def write_report(
     ef_measured: Sequence[float] | np.ndarray | None = None,
     bars: Mapping[str, Mapping[str, float]] | None = None,
     title: str = "Evaluation report",
+    bar_range: tuple[float, float] | None = None,
     value_range: tuple[float, float] = (-1.0, 1.0),
 ) -> dict[str, str]:
     """Write ``metrics.json``, ``report.md`` and the PNG figures into `out_dir`.
@@ -146,6 +147,7 @@ def write_report(
         ef_requested: EF the generator was asked for, % `(M,)` (with `ef_measured`, draws a scatter plot).
         ef_measured: EF the regressor measures on the generated clips, % `(M,)`.
         bars: chart title -> {label: value}; default: one chart per per-mix section (its first metric).
+        bar_range: ``(0, top)`` axis of every bar chart (e.g. ``(0, 1)`` for Dice); None scales each chart.
         title: report title.
         value_range: intensity range of the samples.
 
@@ -182,7 +184,9 @@ def write_report(
     for index, (chart_title, values) in enumerate((bars if bars is not None else _default_bars(clean)).items()):
         if values:
             name = f"bars_{index}.png"
-            paths[f"bars_{index}"] = write_png(os.path.join(out_dir, name), bar_chart(values, chart_title))
+            paths[f"bars_{index}"] = write_png(
+                os.path.join(out_dir, name), bar_chart(values, chart_title, value_range=bar_range)
+            )
             figures.append((chart_title, name))
     if ef_requested is not None:
         name = "ef_requested_vs_measured.png"

@@ -28,6 +28,13 @@ def test_demo_writes_its_report(tmp_path):
     text = (report / "report.md").read_text()
     assert "## Demo run" in text and "label_synthetic_real.png" in text
     assert (report / "label_synthetic_real.png").is_file()
+    # the demo's model is reused by one documented command: the settings it was trained with are read back
+    bundle_root, camus = tmp_path / "bundle", tmp_path / "data" / "CAMUS"
+    record = json.loads((bundle_root / "models" / "trained_with.json").read_text())
+    assert record["stages"]["default"]["preset"] == "cpu"
+    args = ["infer", "echo_seg_ddpm", "--bundle_root", str(bundle_root), "--dataset_dir", str(camus)]
+    assert cli.main([*args, "--num_inference_steps", "2"]) == 0
+    assert len(list((bundle_root / "outputs" / "synthetic" / "images").glob("*.png"))) == 40  # 10 patients x 4
 
 
 def test_demo_needs_ten_patients(capsys):

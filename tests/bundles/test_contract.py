@@ -101,9 +101,11 @@ def _smoke_module(bundle: Path):
 def test_check_properties(bundle, workflow_type, command, files, tmp_path):
     from monai.bundle import ConfigWorkflow
 
-    overrides = _smoke_module(bundle).make_overrides(tmp_path)[command]
+    overrides = dict(_smoke_module(bundle).make_overrides(tmp_path)[command])
+    preset = overrides.pop("preset", None)  # the CLI's --preset: one more config file, last
+    presets = [str(bundle / "configs" / "presets" / f"{preset}.yaml")] if preset else []
     workflow = ConfigWorkflow(
-        config_file=_configs(bundle, *files),
+        config_file=_configs(bundle, *files) + presets,
         meta_file=str(bundle / "configs" / "metadata.json"),
         logging_file=str(bundle / "configs" / "logging.conf"),
         workflow_type=workflow_type,
@@ -172,3 +174,25 @@ def test_configs_declare_and_python_runs(bundle):
                 assert len(value) - 1 <= 100, f"{path.name}: {key} is a {len(value) - 1}-character expression"
         for entry in config.get("run", []):
             assert re.fullmatch(r"\$@[\w:]+(\.\w+)?\(.*\)", entry), f"{path.name}: run entry {entry!r} is not a call"
+
+
+def test_presets_parse_on_every_stage_and_name_existing_ids(bundle):
+    """Each preset (configs/presets/*.yaml) layers on every stage, and each of its ids exists in some stage."""
+    from monai.bundle import ConfigParser
+
+    from echo_monai.apps.bundles import COMMAND_FILES, Bundle
+
+    presets = sorted((bundle / "configs" / "presets").glob("*.yaml"))
+    assert {p.stem for p in presets} >= {"tiny", "cpu"}, f"{bundle.name} needs tiny and cpu presets"
+    stacks = [Bundle(bundle).config_files(c, s) for c in COMMAND_FILES for s in Bundle(bundle).stages(c)]
+    for preset in presets:
+        keys = ConfigParser.load_config_file(str(preset)).keys()
+        known = set()
+        for files in stacks:
+            parser = ConfigParser()
+            parser.read_config([*files, str(preset)])
+            parser.parse()
+            plain = ConfigParser()
+            plain.read_config(files)
+            known |= {k for k in keys if k in plain}
+        assert set(keys) <= known, f"{preset.name}: {sorted(set(keys) - known)} are ids of no stage"

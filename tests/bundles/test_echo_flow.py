@@ -8,38 +8,14 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 from bundle_helpers import cli_args, cli_error, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_flow"
-TINY = {
-    "image_size": 32,
-    "num_frames": 4,
-    "autoencoder_def::channels": [8, 16, 16],
-    "autoencoder_def::attention_levels": [False, False, False],
-    "autoencoder_def::num_res_blocks": 1,
-    "autoencoder_def::norm_num_groups": 8,
-    "image_network_def::channels": [8, 16],
-    "image_network_def::attention_levels": [False, False],
-    "image_network_def::num_res_blocks": 1,
-    "image_network_def::num_head_channels": 8,
-    "image_network_def::norm_num_groups": 8,
-    "reid_def::channels": [8],
-    "reid_def::embedding_dim": 8,
-    "reid_def::norm_num_groups": 4,
-    "network_def::denoiser::channels": [8, 16],
-    "network_def::denoiser::attention_levels": [False, True],
-    "network_def::denoiser::num_res_blocks": 1,
-    "network_def::denoiser::num_head_channels": 8,
-    "network_def::denoiser::norm_num_groups": 4,
-    "ef_embedding_dim": 8,
-    "num_train_timesteps": 10,
-    "num_inference_steps": 2,
-    "image_num_inference_steps": 2,
-    "gate_frame_stride": 2,
-}
+TINY = yaml.safe_load((BUNDLE / "configs" / "presets" / "tiny.yaml").read_text())  # what --preset tiny sets
 EFS = [25.0, 55.0, 80.0]
 
 
@@ -52,7 +28,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
     echonet = root / "echonet"
     if not echonet.exists():
         simulate("echonet", echonet, n=8, seed=0, image_size=(32, 32), n_frames=8)  # 6 TRAIN, 1 VAL, 1 TEST
-    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(echonet), **TINY}
+    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(echonet), "preset": "tiny"}
     fit = {"epochs": 1, "batch_size": 2, "save_interval": 2, "val_interval": 1}
     overrides = {
         "train_vae": {
@@ -175,8 +151,8 @@ def test_the_evaluator_id_animates_held_out_references(trained):
 
     root, o = trained
     parser = ConfigParser()
-    parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
-    parser.update({**o["infer"], "device": "$torch.device('cpu')"})
+    parser.read_config([str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")])
+    parser.update({**{k: v for k, v in o["infer"].items() if k != "preset"}, "device": "$torch.device('cpu')"})
     inferer = parser.get_parsed_content("inferer")  # the cache's latent statistics, read when first used
     assert inferer.scaler.shift.tolist() == parser.get_parsed_content("train_latents").scaler.shift.tolist()
     outputs = []

@@ -9,6 +9,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
+import yaml
 from bundle_helpers import cli_args, cli_error, torchrun_train
 
 from echo_monai.apps import cli
@@ -16,15 +17,7 @@ from echo_monai.apps.simulate import simulate
 from echo_monai.data import CAMUS
 
 BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_seg_ddpm"
-TINY = {
-    "channels": [8, 16],
-    "attention_levels": [False, False],
-    "num_res_blocks": 1,
-    "num_head_channels": 8,
-    "norm_num_groups": 8,
-    "image_size": 32,
-    "num_train_timesteps": 10,
-}
+TINY = yaml.safe_load((BUNDLE / "configs" / "presets" / "tiny.yaml").read_text())  # what --preset tiny sets
 
 
 def make_overrides(root: Path) -> dict[str, dict]:
@@ -32,7 +25,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
     camus = root / "camus"
     if not camus.exists():
         simulate("camus", camus, n=3, seed=0, image_size=(64, 64))
-    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(camus), **TINY}
+    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(camus), "preset": "tiny"}
     train = {
         **common,
         "train_split": ["patient0001", "patient0002"],
@@ -94,10 +87,11 @@ def test_infer_writes_one_image_per_label_map(trained, sampler_name):
 def test_generate_camus_layout_resumes_then_evaluate(trained):
     root, overrides = trained
     synthetic = root / "synthetic_camus"
-    args = {**overrides["infer"], "copies": 2, "output_dir": str(synthetic)}
+    train = overrides["evaluate"]["train_split"]  # generate from the training patients' label maps only
+    args = {**overrides["infer"], "copies": 2, "output_dir": str(synthetic), "label_map_split": train}
     assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args(args)]) == 0
     dataset = CAMUS(synthetic)
-    assert len(dataset) == 24 and set(np.unique(dataset[0]["label"])) <= {0, 1, 2, 3}
+    assert len(dataset) == 16 and set(np.unique(dataset[0]["label"])) <= {0, 1, 2, 3}  # 2 patients x 4 x 2 copies
     # interrupted generation: a missing image is written again, finished files are left untouched
     victim = sorted(synthetic.rglob("*_ES.nii.gz"))[0]
     keep = sorted(synthetic.rglob("*_ED.nii.gz"))[0]
@@ -115,6 +109,19 @@ def test_generate_camus_layout_resumes_then_evaluate(trained):
     assert 0.0 <= metrics["segmentation"]["synthetic"]["dice_lv_endo"] <= 1.0
     assert "FD_view_classifier" in metrics["distribution"]
     assert (report / "report.md").is_file() and (report / "label_synthetic_real.png").is_file()
+    assert metrics["settings"]["generation"]["sampler"]["num_inference_steps"] == 2
+    steps = metrics["settings"]["evaluation"]["segmentation_steps_per_mix"]
+    assert steps == 2  # seg_epochs 1 x ceil(8 real images / batch 4), the same for every mix
+
+
+def test_evaluate_refuses_synthetic_images_of_the_test_patients(trained, capsys):
+    root, overrides = trained
+    leaked = root / "leaked"
+    args = {**overrides["infer"], "output_dir": str(leaked), "label_map_split": None}  # every patient, test ones too
+    assert cli.main(["infer", str(BUNDLE), "--stage", "generate", *cli_args(args)]) == 0
+    eval_args = {**overrides["evaluate"], "synthetic_dir": str(leaked), "report_dir": str(root / "leak_report")}
+    message = cli_error(["evaluate", str(BUNDLE), *cli_args(eval_args)], capsys)
+    assert "generated from label maps of test patients (patient0003" in message and "allow_test_sources" in message
 
 
 def test_label_values_outside_the_classes_name_the_file(trained, tmp_path, capsys):
@@ -145,7 +152,8 @@ def test_checkpoint_of_another_network_is_refused(trained, tmp_path, capsys):
 def test_multi_gpu_overlay_trains_with_torchrun_on_cpu(tmp_path):
     """The torchrun + DDP overlay through the same engines, two CPU processes with Gloo."""
     overrides = make_overrides(tmp_path)["train"]
-    done = torchrun_train(BUNDLE, {**overrides, "train_split": "training", "val_split": "training"})
+    patients = ["patient0001", "patient0002", "patient0003"]
+    done = torchrun_train(BUNDLE, {**overrides, "train_split": patients, "val_split": patients})
     assert done.returncode == 0, done.stderr[-3000:]
     models = Path(overrides["bundle_root"]) / "models"
     # 3 patients x 2 views x 2 phases = 12 images, 2 ranks x batch 4 -> 2 iterations for the epoch

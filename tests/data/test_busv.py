@@ -98,10 +98,11 @@ def test_video_without_category_and_bad_json(tmp_path):
 
 
 def _simulated(tmp_path: Path) -> tuple[Path, dict]:
-    """Two simulated videos (3 frames of 32 x 40, benign then malignant) and their COCO JSON."""
+    """Two simulated training videos (3 frames of 32 x 40, benign then malignant; a third is the val split) and their
+    COCO JSON."""
     from echo_monai.apps.simulate import simulate
 
-    root = simulate("busv", tmp_path / "busv", n=2, seed=0, image_size=(32, 40), n_frames=3)
+    root = simulate("busv", tmp_path / "busv", n=3, seed=0, image_size=(32, 40), n_frames=3)
     return root, json.loads((root / "imagenet_vid_train.json").read_text())
 
 
@@ -124,7 +125,7 @@ def test_unknown_category_name(tmp_path):
     with pytest.raises(InvalidItemError, match=expected + r".*unknown category 'cyst'; expected one of \['benign', "):
         BUSV(root)
     dataset = BUSV(root, on_invalid="skip")
-    assert len(dataset) == 1 and [video for video, _ in dataset.invalid] == [name]
+    assert len(dataset) == 2 and [video for video, _ in dataset.invalid] == [name]  # the benign and the val video
 
 
 def test_category_id_not_in_categories(tmp_path):
@@ -168,7 +169,7 @@ def test_box_beyond_its_frame(tmp_path):
     with pytest.raises(InvalidItemError, match=message):
         BUSV(root, validate=True)
     dataset = BUSV(root, box_format="xywh", on_invalid="skip")
-    assert len(dataset) == 1 and [video for video, _ in dataset.invalid] == [name]
+    assert len(dataset) == 2 and [video for video, _ in dataset.invalid] == [name]  # the benign and the val video
 
 
 def test_frame_size_differs_from_the_json(tmp_path):

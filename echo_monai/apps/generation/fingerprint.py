@@ -17,7 +17,7 @@ import torch
 
 __all__ = ["describe", "digest", "module_fingerprint"]
 
-_STATEFUL = {"timesteps", "num_inference_steps", "training"}  # changed by use, not settings
+_STATEFUL = {"timesteps", "num_inference_steps", "training"}  # a module's (a scheduler's) state, changed by use
 
 
 def module_fingerprint(module: torch.nn.Module) -> str:
@@ -64,7 +64,7 @@ def describe(value: Any, depth: int = 0) -> Any:
 def _setting(key: str, value: Any, objects: bool = False) -> bool:
     """Which attributes describe: public, not a method, not changed by use; a module's submodules are in its
     weights, an object's modules are settings of their own."""
-    if key.startswith("_") or key in _STATEFUL or inspect.isroutine(value):
+    if key.startswith("_") or (key in _STATEFUL and not objects) or inspect.isroutine(value):
         return False
     if isinstance(value, torch.nn.Module):
         return objects

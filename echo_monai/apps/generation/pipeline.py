@@ -39,9 +39,10 @@ from echo_monai.apps.generation.writers import DatasetWriter
 from echo_monai.data.atomic import remove_stale_temporaries, write_json
 from echo_monai.engines.utils import rank_and_world_size
 
-__all__ = ["FINGERPRINT_FILE", "GenerationPipeline"]
+__all__ = ["FINGERPRINT_FILE", "SETTINGS_FILE", "GenerationPipeline"]
 
 FINGERPRINT_FILE = "generation_fingerprint.json"
+SETTINGS_FILE = "generation_settings.json"
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +206,28 @@ class GenerationPipeline:
         elif self.overwrite:
             self.writer.clear()
         write_json(path, mine)
+        write_json(self.writer.root / SETTINGS_FILE, self.settings(requests))
+
+    def settings(self, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
+        """The job's settings in words (``generation_settings.json``, for reports): the sampler and scheduler
+        settings, the networks' classes, the noise shape and batching, the number of requests."""
+        sampler = describe(self.sampler)
+        inner = sampler.get("sampler", sampler)  # a LatentSampler's pixel-space sampler
+        keep = ("type", "kind", "num_inference_steps", "guidance_scale", "solver", "eta", "clip_range")
+        scheduler = inner.get("scheduler", {}) if isinstance(inner.get("scheduler"), dict) else {}
+        return {
+            "requests": len(requests),
+            "sampler": {k: inner[k] for k in keep if k in inner},
+            "scheduler": {
+                k: scheduler[k] for k in ("type", "num_train_timesteps", "prediction_type") if k in scheduler
+            },
+            "latent": sampler.get("type") == "LatentSampler",
+            "network": type(self.network).__name__,
+            "reference": type(self.reference).__name__,
+            "writer": type(self.writer).__name__,
+            "sample_shape": list(self.sample_shape),
+            "batch_size": self.batch_size,
+        }
 
     def _finish(self, requests: list[GenerationRequest], report: RankReport) -> GenerationReport | None:
         """Record this rank's report; the last rank to finish merges every rank's into the job's report."""

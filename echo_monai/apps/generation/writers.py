@@ -121,7 +121,13 @@ class DatasetWriter(ABC):
         return out
 
     #: top-level entries of ``root`` a writer owns (removed by :meth:`clear`)
-    managed: tuple[str, ...] = ("rows", "reports", "generation_report.json", "generation_fingerprint.json")
+    managed: tuple[str, ...] = (
+        "rows",
+        "reports",
+        "generation_report.json",
+        "generation_fingerprint.json",
+        "generation_settings.json",
+    )
 
     def clear(self) -> None:
         """Remove everything this writer (and the pipeline) wrote under ``root``; other files are left alone."""

@@ -124,6 +124,8 @@ class DownstreamEvaluator(ABC):
         feature_layer: dotted name of the submodule whose input holds the penultimate features (for
             :meth:`feature_encoder`), or None.
         input_kind: ``"image"`` or ``"video"`` (for :meth:`feature_encoder`).
+        max_steps: train every mix for exactly this many optimisation steps (the data is cycled), so that a large
+            synthetic set does not get more updates than a small real one; None trains ``max_epochs`` epochs.
 
     Raises:
         ValueError: when a numeric argument is out of range.
@@ -152,8 +154,11 @@ class DownstreamEvaluator(ABC):
         amp: bool = False,
         feature_layer: str | None = None,
         input_kind: InputKind | str = InputKind.IMAGE,
+        max_steps: int | None = None,
     ) -> None:
         name = type(self).__name__
+        if max_steps is not None and max_steps < 1:
+            raise ValueError(f"{name}: max_steps must be None or >= 1, got {max_steps}.")
         if max_epochs < 1:
             raise ValueError(f"{name}: max_epochs must be >= 1, got {max_epochs}.")
         if batch_size < 1:
@@ -179,6 +184,7 @@ class DownstreamEvaluator(ABC):
         self.amp = amp
         self.feature_layer = feature_layer
         self.input_kind = InputKind(input_kind)
+        self.max_steps = max_steps
         self.losses: list[float] = []
 
     # ----------------------------------------------------------------------------------------------- data checks
@@ -220,7 +226,8 @@ class DownstreamEvaluator(ABC):
         optimizer = torch.optim.Adam(self.network.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         trainer = SupervisedTrainer(
             device=self.device,
-            max_epochs=self.max_epochs,
+            max_epochs=self.max_epochs if self.max_steps is None else 1,
+            epoch_length=self.max_steps,
             train_data_loader=loader,
             network=self.network,
             optimizer=optimizer,
