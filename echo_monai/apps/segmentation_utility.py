@@ -133,6 +133,69 @@ def _paired_grid(
     return make_grid(F.interpolate(tiles, size=(tile, tile), mode="nearest"), nrow=len(columns))
 
 
+STRUCTURES = {0: "background", 1: "lv_cavity", 2: "myocardium", 3: "left_atrium"}
+
+
+def intensity_statistics(real: Sequence[Mapping[str, Any]], synthetic: Sequence[Mapping[str, Any]]) -> dict:
+    """Grey levels (0-255) per structure, real vs synthetic, and outside the ultrasound sector.
+
+    Each structure's mean and standard deviation over its pixels (the set's own labels), the myocardium-to-cavity
+    contrast (difference of means), and the mean over the *outside-sector* region: the pixels that are black
+    (< 2/255) in at least 95 % of the real images, where a synthetic image should be black too.
+    """
+
+    def _grey(samples: Sequence[Mapping[str, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return (_stack(samples, "image") + 1) * 127.5, _stack(samples, "label").long()
+
+    real_grey, real_label = _grey(real)
+    synthetic_grey, synthetic_label = _grey(synthetic)
+    outside = (real_grey < 2.0).float().mean(0)[0] >= 0.95
+    stats: dict[str, Any] = {}
+    for name, (grey, label) in (("real", (real_grey, real_label)), ("synthetic", (synthetic_grey, synthetic_label))):
+        section = {}
+        for index, structure in STRUCTURES.items():
+            values = grey[label == index]
+            section[f"{structure}_mean"] = float(values.mean()) if values.numel() else float("nan")
+            section[f"{structure}_std"] = float(values.std()) if values.numel() > 1 else float("nan")
+        section["myocardium_vs_cavity_contrast"] = section["myocardium_mean"] - section["lv_cavity_mean"]
+        section["outside_sector_mean"] = float(grey[:, 0][:, outside].mean()) if outside.any() else float("nan")
+        stats[name] = section
+    stats["outside_sector_pixels"] = int(outside.sum())
+    return stats
+
+
+#: what each distribution metric says, and whether lower or higher means closer to real
+_MEANINGS = {
+    "FD": ("Frechet distance of the feature distributions", "lower"),
+    "KD": ("kernel (polynomial MMD) distance of the features", "lower"),
+    "precision": ("share of synthetic images that fall within the real images' feature manifold", "higher"),
+    "recall": ("share of real images that the synthetic set's manifold covers", "higher"),
+    "density": ("how densely synthetic images sit among real neighbours (about 1 when alike)", "higher"),
+    "coverage": ("share of real images with a synthetic image among their nearest neighbours", "higher"),
+    "diversity": ("mean feature distance between synthetic images (spread)", None),
+}
+
+
+def distribution_readings(synthetic: Mapping[str, float], reference: Mapping[str, float]) -> dict[str, str]:
+    """A one-line reading of each distribution metric next to its real-vs-real value (two halves of real data)."""
+    readings = {}
+    for name, value in synthetic.items():
+        kind = name.split("_")[0]
+        if kind not in _MEANINGS or name.endswith(("_std", "_real")) or name not in reference:
+            continue
+        meaning, better = _MEANINGS[kind]
+        ref = float(reference[name])
+        verdict = ""
+        if better == "lower" and ref > 0:
+            verdict = " (as close as two real halves)" if value <= 1.1 * ref else f" ({value / ref:.1f}x real vs real)"
+        elif better == "lower":
+            verdict = " (real vs real is about 0)"
+        elif better == "higher":
+            verdict = " (as good as two real halves)" if value >= 0.9 * ref else " (below real vs real)"
+        readings[name] = f"{meaning}: {value:.3g} synthetic vs real, {ref:.3g} real vs real{verdict}"
+    return readings
+
+
 def _stack(samples: Sequence[Mapping[str, Any]], key: str) -> torch.Tensor:
     return torch.stack([s[key] for s in samples]).float()
 
@@ -255,11 +318,21 @@ def evaluate_segmentation_utility(
             synthetic_images,
             encoder=encoder,
             kid_subsets=20,
-            kid_subset_size=min(len(real_images), len(synthetic_images), 1000),
+            kid_subset_size=max(2, min(len(real_images), len(synthetic_images), 1000) // 2),
         )
+        # the reference: the same distances between two halves of the real training images
+        halves = np.random.default_rng(seed).permutation(len(real_images))
+        first, second = real_images[halves[: len(halves) // 2]], real_images[halves[len(halves) // 2 :]]
+        if min(len(first), len(second)) >= 2:
+            reference = distribution_metrics(
+                first, second, encoder=encoder, kid_subsets=20, kid_subset_size=max(2, min(len(first), 1000) // 2)
+            )
+            metrics["distribution_real_vs_real"] = reference
+            metrics["distribution_reading"] = distribution_readings(metrics["distribution"], reference)
         embed = encoder.encode
     audit = MemorisationAudit(embed=embed)(synthetic_images, real_images, test_images)
     metrics["privacy"] = audit.summary()
+    metrics["intensity"] = intensity_statistics(real_test, synthetic)
     for warning in warnings:
         logger.warning("evaluate_segmentation_utility: %s", warning)
     if warnings:

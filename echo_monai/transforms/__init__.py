@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from echo_monai.transforms.condition_map import ConditionMapd, ModelSized
+from echo_monai.transforms.condition_map import ConditionMapd, MaskOutsideSector, ModelSized
 from echo_monai.transforms.intensity import ScaleIntensityToModelRanged
 from echo_monai.transforms.label_map import (
     CAMUS_CLASSES,
@@ -18,6 +18,7 @@ from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, Ra
 
 __all__ = [
     "ConditionMapd",
+    "MaskOutsideSector",
     "ModelSized",
     "CAMUS_CLASSES",
     "SEG_DDPM_CLASSES",

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from monai.transforms import MapTransform, Resize
 
-__all__ = ["ConditionMapd", "ModelSized"]
+__all__ = ["ConditionMapd", "MaskOutsideSector", "ModelSized"]
 
 
 class ConditionMapd(MapTransform):
@@ -118,3 +118,40 @@ class ModelSized(MapTransform):
                 )
             d[key] = self.resizer(d[key])
         return d
+
+
+class MaskOutsideSector:
+    """After sampling: set the pixels the label map places outside the ultrasound sector to the background value.
+
+    An echo image has no signal outside its cone. A label-guided generator (Echo from noise) is told where the cone
+    is by the label map's first class, but a few-step sampler still leaves faint speckle there; this step makes the
+    synthetic images agree with the label maps they claim (and with real images, whose corners are black).
+
+    Args:
+        label_key: the conditioned item's one-hot label map ``(K, H, W)`` (or index map ``(1, H, W)``).
+        outside_class: the label-map class of "outside the sector" (0 for the Echo-from-noise classes).
+        fill: the value written there, in model range (-1 = black).
+
+    Example:
+        >>> masked = MaskOutsideSector()(samples, items)   # samples (B, 1, H, W), items[i]["label_map"] (5, H, W)
+    """
+
+    def __init__(self, label_key: str = "label_map", outside_class: int = 0, fill: float = -1.0) -> None:
+        self.label_key, self.outside_class, self.fill = label_key, int(outside_class), float(fill)
+
+    def __call__(self, samples: torch.Tensor, items: Sequence[Mapping[str, Any]]) -> torch.Tensor:
+        """``samples`` ``(B, C, H, W)`` with the outside of each item's sector set to ``fill``."""
+        masks = []
+        for item in items:
+            if self.label_key not in item:
+                raise KeyError(f"MaskOutsideSector: the item has no '{self.label_key}'; it has {sorted(item)}.")
+            label = torch.as_tensor(item[self.label_key])
+            index = label.argmax(0) if label.shape[0] > 1 else label[0].long()
+            masks.append(index == self.outside_class)
+        outside = torch.stack(masks)[:, None].to(samples.device)
+        if outside.shape[-2:] != samples.shape[-2:]:
+            raise ValueError(
+                f"MaskOutsideSector: label maps of size {tuple(outside.shape[-2:])} for samples of size "
+                f"{tuple(samples.shape[-2:])}."
+            )
+        return samples.masked_fill(outside, self.fill)

@@ -66,6 +66,8 @@ class GenerationPipeline:
         world_size: number of processes (default likewise / ``$WORLD_SIZE``).
         overwrite: replace a dataset in the writer's folder that another job (other requests, sampler, networks,
             reference or layout) made; by default such a folder is refused, and only the same job resumes.
+        postprocess: ``(samples, items) -> samples`` after sampling, before writing (e.g.
+            :class:`echo_monai.transforms.MaskOutsideSector`).
 
     Example:
         >>> pipeline = GenerationPipeline(sampler, network, RequestConditioner(conditioning, transform),
@@ -87,6 +89,7 @@ class GenerationPipeline:
         rank: int | None = None,
         world_size: int | None = None,
         overwrite: bool = False,
+        postprocess: Callable[[torch.Tensor, list[dict[str, Any]]], torch.Tensor] | None = None,
     ) -> None:
         if len(sample_shape) not in (3, 4):
             raise ValueError(f"GenerationPipeline: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
@@ -102,6 +105,7 @@ class GenerationPipeline:
         self.batch_size, self.device, self.progress = int(batch_size), torch.device(device), progress
         self.rank, self.world_size = rank, world_size
         self.overwrite = bool(overwrite)
+        self.postprocess = postprocess
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationReport | None:
         """Generate this rank's missing items; returns the merged report on the rank that writes it, else None.
@@ -154,6 +158,8 @@ class GenerationPipeline:
         noise = torch.stack([seeded_noise(self.sample_shape, r.seed) for r, _ in kept]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(kept[0][0].seed)
         samples = self.sampler(noise, self.network, condition=condition, generator=generator)
+        if self.postprocess is not None:
+            samples = self.postprocess(samples, items)
         # 5. the missing items of the batch, files first and the record last
         for (request, reference), sample, item in zip(kept, samples, items, strict=True):
             if self.writer.done(request):
@@ -171,6 +177,7 @@ class GenerationPipeline:
             "network": digest(describe(self.network)),
             "reference": digest(describe(self.reference)),
             "writer": digest(describe(self.writer)),
+            "postprocess": digest(describe(self.postprocess)),
             "noise": digest([self.sample_shape, self.batch_size]),
         }
         return {"job": digest(parts), "parts": parts}
@@ -225,6 +232,7 @@ class GenerationPipeline:
             "network": type(self.network).__name__,
             "reference": type(self.reference).__name__,
             "writer": type(self.writer).__name__,
+            "postprocess": type(self.postprocess).__name__ if self.postprocess is not None else None,
             "sample_shape": list(self.sample_shape),
             "batch_size": self.batch_size,
         }
