@@ -262,6 +262,31 @@ def check_override(parser: Any, key: str, value: Any) -> None:
             raise CLIError(f"--{key} must be one of {sorted(options)}, got {value!r}")
 
 
+class _DropRecords:
+    """A logging filter dropping records whose message starts with one of ``prefixes``."""
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = prefixes
+
+    def filter(self, record: Any) -> bool:
+        return not str(record.getMessage()).startswith(self.prefixes)
+
+
+def quiet_bundle_runner() -> None:
+    """Silence what MONAI's runner says at every run that a user of these bundles cannot act on: its warning that a
+    config runs code (these are the project's own configs, or the user's), and that a preset file lies in a subfolder
+    of ``configs/`` (the meta and logging files are always given)."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore", message="parsing config_file", category=UserWarning)
+    drop = _DropRecords("Not all config files are in")
+    for name in ("monai.bundle.workflows", "monai.bundle"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropRecords) for f in logger.filters):
+            logger.addFilter(drop)
+
+
 def _cmd_list(_: argparse.Namespace) -> int:
     bundles = list_bundles()
     if not bundles:
@@ -292,6 +317,7 @@ def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
         return 0
     from monai.bundle import run
 
+    quiet_bundle_runner()
     try:
         run(**run_args)
     except Exception as error:  # noqa: BLE001 - reported on one line, the traceback goes to a log (or --debug)

@@ -31,8 +31,9 @@ DEMO_PRESET = "cpu"
 def _run(command: str, bundle: Path, overrides: dict[str, Any], stage: str | None = None) -> None:
     from monai.bundle import run
 
-    from echo_monai.apps.cli import resolve_run
+    from echo_monai.apps.cli import quiet_bundle_runner, resolve_run
 
+    quiet_bundle_runner()
     run(**resolve_run(find_bundle(str(bundle)), command, stage, overrides, preset=DEMO_PRESET))
 
 

@@ -89,11 +89,20 @@ def _test_sources(synthetic_root: str | os.PathLike, test_patients: set[str]) ->
 
 
 def _generation_settings(synthetic_root: str | os.PathLike) -> dict[str, Any]:
+    """The generation pipeline's ``generation_settings.json``, with the copies per label map and the source splits
+    from ``synthetic_sources.csv``."""
     path = Path(synthetic_root) / "generation_settings.json"
     try:
-        return json.loads(path.read_text())
+        settings = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"unknown": f"{path} is missing (a dataset not made by the generation pipeline)"}
+    sources = Path(synthetic_root) / "synthetic_sources.csv"
+    if sources.is_file():
+        with open(sources, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        settings["copies_per_label_map"] = len({row.get("copy") for row in rows})
+        settings["source_splits"] = sorted({row.get("source_split") or "all" for row in rows})
+    return settings
 
 
 def _paired_grid(
@@ -333,6 +342,13 @@ def evaluate_segmentation_utility(
     audit = MemorisationAudit(embed=embed)(synthetic_images, real_images, test_images)
     metrics["privacy"] = audit.summary()
     metrics["intensity"] = intensity_statistics(real_test, synthetic)
+    for key, real_value in metrics["intensity"]["real"].items():
+        synthetic_value = metrics["intensity"]["synthetic"][key]
+        if key.endswith("_mean") and abs(synthetic_value - real_value) > 15.0:
+            warnings.append(
+                f"synthetic {key.removesuffix('_mean').replace('_', ' ')} grey level {synthetic_value:.0f} differs "
+                f"from real {real_value:.0f} by more than 15 of 255"
+            )
     for warning in warnings:
         logger.warning("evaluate_segmentation_utility: %s", warning)
     if warnings:

@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from echo_monai.data.atomic import atomic_path, write_json
 from echo_monai.data.latent_autoencoder import as_latent_autoencoder
 from echo_monai.data.latents import LatentScaler
+from echo_monai.data.reader_base import dataset_name
 
 __all__ = [
     "LatentCacheDataset",
@@ -239,7 +240,9 @@ def encode_latent_cache(
     finally:
         autoencoder.train(was_training)
     if not entries:
-        raise ValueError(f"encode_latent_cache: no items to encode into {str(folder)!r}.")
+        raise ValueError(
+            f"encode_latent_cache: {dataset_name(data)} has no items to encode into {str(folder)!r} (an empty split?)."
+        )
     write_json(index_path, {**header, "items": entries})
     write_json(
         folder / STATS_FILE,

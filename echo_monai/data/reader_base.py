@@ -25,9 +25,18 @@ from typing import Any
 from monai.data import Dataset
 from monai.utils import StrEnum
 
-__all__ = ["OnInvalid", "InvalidItemError", "MissingFilesError", "FieldChecker", "ReaderDataset"]
+__all__ = ["OnInvalid", "InvalidItemError", "MissingFilesError", "FieldChecker", "ReaderDataset", "dataset_name"]
 
 logger = logging.getLogger(__name__)
+
+
+def dataset_name(dataset: Any) -> str:
+    """How a dataset is named in messages: its class with the folder and split it reads, when it has them."""
+    details = [f"{k}={getattr(dataset, k)!r}" for k in ("root", "split", "cache_dir") if hasattr(dataset, k)]
+    data = getattr(dataset, "data", None)
+    if not details and data is not dataset and hasattr(data, "root"):  # a Dataset over a reader or latent cache
+        return f"{type(dataset).__name__} of {dataset_name(data)}"
+    return f"the dataset {type(dataset).__name__}({', '.join(details)})"
 
 
 class OnInvalid(StrEnum):

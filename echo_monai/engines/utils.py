@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from monai.data import list_data_collate
 
+from echo_monai.data.reader_base import dataset_name
+
 __all__ = ["dataset_name", "first_batch", "init_distributed", "local_device", "rank_and_world_size"]
 
 
@@ -26,15 +28,6 @@ def first_batch(dataset: Sequence[Any], size: int) -> dict:
     if n == 0:
         raise ValueError(f"first_batch: {dataset_name(dataset)} is empty.")
     return list_data_collate([dataset[i] for i in range(n)])
-
-
-def dataset_name(dataset: Any) -> str:
-    """How a dataset is named in messages: its class with the folder and split it reads, when it has them."""
-    details = [f"{k}={getattr(dataset, k)!r}" for k in ("root", "split", "cache_dir") if hasattr(dataset, k)]
-    data = getattr(dataset, "data", None)
-    if not details and data is not dataset and hasattr(data, "root"):  # a Dataset over a reader or latent cache
-        return f"{type(dataset).__name__} of {dataset_name(data)}"
-    return f"the dataset {type(dataset).__name__}({', '.join(details)})"
 
 
 def rank_and_world_size(rank: int | None = None, world_size: int | None = None) -> tuple[int, int]:
