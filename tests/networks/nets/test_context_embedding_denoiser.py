@@ -14,13 +14,7 @@ from echo_monai.inferers import Sampler
 from echo_monai.networks.blocks import ScalarTokenEmbedding
 from echo_monai.networks.nets import ContextEmbeddingDenoiser
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

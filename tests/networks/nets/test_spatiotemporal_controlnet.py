@@ -27,13 +27,7 @@ def _perturb(net: torch.nn.Module, scale: float = 0.1) -> torch.nn.Module:
     return net
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads (see test_spatiotemporal_unet)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

@@ -35,14 +35,7 @@ def _perturb(net: torch.nn.Module, temporal: bool = False, scale: float = 0.1) -
     return net
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors gain nothing from intra-op threads, and on a shared 2-core machine OpenMP spinning made a
-    training step 10x slower with 2 threads than with 1."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture
