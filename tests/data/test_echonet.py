@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from csv_rows import edit_row
 
 from echo_monai.data import EchoNetDynamic, InvalidItemError, MissingFilesError, VideoReadError
 from echo_monai.data import video_cache as video_cache_module
@@ -197,14 +198,7 @@ def _simulated(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def _edit_filelist(root: Path, index: int, **values: str) -> None:
-    """Set columns of the ``index``-th FileList row (line ``index + 2``)."""
-    with open(root / "FileList.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows[index].update(values)
-    with open(root / "FileList.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    edit_row(root / "FileList.csv", index, **values)
 
 
 def _line(root: Path, index: int) -> str:

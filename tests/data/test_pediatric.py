@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from csv_rows import edit_row
 
 from echo_monai.data import EchoNetPediatric, InvalidItemError, MissingFilesError
 from echo_monai.data.video_io import write_video
@@ -111,13 +112,7 @@ def _simulated(tmp_path: Path) -> tuple[Path, list[str]]:
 
 
 def _edit_filelist(root: Path, index: int, **values: str) -> None:
-    with open(root / "FileList.csv", newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    rows[index].update(values)
-    with open(root / "FileList.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
+    edit_row(root / "FileList.csv", index, **values)
 
 
 @pytest.mark.parametrize(
