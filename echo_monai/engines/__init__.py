@@ -19,7 +19,13 @@ from echo_monai.engines.prepare_batch import (
 )
 from echo_monai.engines.reidentification import ContrastivePairPrepareBatch, PairContrastiveLoss
 from echo_monai.engines.stage import attach_stage_handlers, checkpoint_prefix, make_training_stage, scalar_output
-from echo_monai.engines.utils import first_batch, init_distributed, local_device, rank_and_world_size
+from echo_monai.engines.utils import (
+    distributed_data_parallel,
+    first_batch,
+    init_distributed,
+    local_device,
+    rank_and_world_size,
+)
 
 __all__ = [
     "AutoencoderKLInferer",
@@ -39,6 +45,7 @@ __all__ = [
     "SamplingPrepareBatch",
     "attach_stage_handlers",
     "checkpoint_prefix",
+    "distributed_data_parallel",
     "first_batch",
     "init_distributed",
     "local_device",

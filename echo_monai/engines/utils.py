@@ -8,6 +8,8 @@ from typing import Any
 
 import torch
 from monai.data import list_data_collate
+from monai.utils import set_determinism
+from torch.nn.parallel import DistributedDataParallel
 
 from echo_monai.data.reader_base import dataset_name
 
@@ -57,8 +59,12 @@ def local_device() -> torch.device:
     return torch.device("cpu")
 
 
-def init_distributed() -> int:
+def init_distributed(seed: int | None = None) -> int:
     """Join the ``torchrun`` process group (NCCL on GPUs, Gloo on CPUs) once and select this rank's GPU.
+
+    Args:
+        seed: when given, seed every rank with ``seed + rank`` (MONAI's ``set_determinism``), so that ranks draw
+            different augmentations and a rerun draws the same ones.
 
     Returns:
         this process's rank.
@@ -67,4 +73,18 @@ def init_distributed() -> int:
         torch.distributed.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
     if torch.cuda.is_available():
         torch.cuda.set_device(local_device())
-    return torch.distributed.get_rank()
+    rank = torch.distributed.get_rank()
+    if seed is not None:
+        set_determinism(seed=int(seed) + rank)
+    return rank
+
+
+def distributed_data_parallel(module: torch.nn.Module, device: torch.device | str) -> DistributedDataParallel:
+    """``module`` moved to ``device`` and wrapped in DDP: ``device_ids=[device]`` on a GPU, none on the CPU (Gloo).
+
+    Example (a multi-GPU overlay)::
+
+        network: {_target_: echo_monai.engines.distributed_data_parallel, module: "@network_def", device: "@device"}
+    """
+    device = torch.device(device)
+    return DistributedDataParallel(module.to(device), device_ids=[device] if device.type == "cuda" else None)
