@@ -108,7 +108,7 @@ def resolve_run(
     if preset is None and os.environ.get(PRESET_ENV) in bundle.presets():
         preset = os.environ[PRESET_ENV]
     user = {"bundle_root": str(bundle.root), **overrides}
-    config_files, parser = _read(bundle, command, stage, multi_gpu, preset, user)
+    config_files, parser = _read(bundle, command, stage, multi_gpu, preset)
     # what the checkpoints were trained with: the recorded preset and settings this command does not set itself
     folder = _checkpoint_folder(parser, user)
     try:
@@ -117,7 +117,7 @@ def resolve_run(
         raise CLIError(str(error)) from error
     if given_preset is None and recorded_preset and recorded_preset != preset:
         preset = recorded_preset
-        config_files, parser = _read(bundle, command, stage, multi_gpu, preset, user)
+        config_files, parser = _read(bundle, command, stage, multi_gpu, preset)
     carried = {k: v for k, v in recorded.items() if k not in user and (k in parser or _component_argument(parser, k))}
     for key, value in recorded.items():
         if key in user and user[key] != value:
@@ -175,7 +175,7 @@ def _config_strings(node: Any) -> list[str]:
     return [node] if isinstance(node, str) else []
 
 
-def _read(bundle: Bundle, command: str, stage: str | None, multi_gpu: bool, preset: str | None, user: dict) -> tuple:
+def _read(bundle: Bundle, command: str, stage: str | None, multi_gpu: bool, preset: str | None) -> tuple:
     """The config files of a command and a parser of them (without the overrides)."""
     from monai.bundle import ConfigParser
 
@@ -331,10 +331,9 @@ def _cmd_bundle(args: argparse.Namespace, extra: list[str]) -> int:
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from echo_monai.apps.simulate import MIN_SUBJECTS, simulate
 
-    if args.n < MIN_SUBJECTS.get(args.kind, 1):
-        raise CLIError(
-            f"--n {args.n} is too small for the {args.kind} layout's splits; give --n {MIN_SUBJECTS[args.kind]} or more"
-        )
+    least = MIN_SUBJECTS.get(args.kind, 1)
+    if args.n < least:
+        raise CLIError(f"--n {args.n} is too small for the {args.kind} layout's splits; give --n {least} or more")
     options: dict[str, Any] = {}
     if args.image_size is not None:
         options["image_size"] = tuple(args.image_size)

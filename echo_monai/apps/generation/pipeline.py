@@ -183,9 +183,14 @@ class GenerationPipeline:
         return {"job": digest(parts), "parts": parts}
 
     def _claim(self, requests: Sequence[GenerationRequest]) -> None:
-        """Record this job's fingerprint in the output folder, or refuse a folder another job made."""
+        """Record this job's fingerprint and settings in the output folder, or refuse a folder another job made.
+
+        The same job resumes. A folder without generated items is not another job's data and is taken. A folder with
+        items of another job (or with items but no fingerprint) is refused, or cleared when ``overwrite``.
+        """
         path = self.writer.root / FINGERPRINT_FILE
         mine = self.fingerprint(requests)
+        theirs: dict[str, Any] | None = None
         if path.is_file():
             try:
                 theirs = json.loads(path.read_text())
@@ -193,24 +198,21 @@ class GenerationPipeline:
                 theirs = {"job": None, "parts": {}}
             if theirs.get("job") == mine["job"]:
                 return
-            if not self.writer.records() and not self.overwrite:  # nothing generated yet: not another job's data
-                write_json(path, mine)
-                return
-            differ = sorted(k for k, v in mine["parts"].items() if theirs.get("parts", {}).get(k) != v)
-            if not self.overwrite:
+        differ = sorted(k for k, v in mine["parts"].items() if (theirs or {}).get("parts", {}).get(k) != v)
+        if self.writer.records() and not self.overwrite:
+            if theirs is None:
                 raise ValueError(
-                    f"'{self.writer.root}' holds a synthetic dataset made by another job (it differs in "
-                    f"{', '.join(differ)}); use another output folder, or overwrite it (--generation::overwrite "
-                    "True) to replace what is there."
+                    f"'{self.writer.root}' already holds generated items but no {FINGERPRINT_FILE}, so it cannot be "
+                    "resumed safely; use another output folder, or overwrite it (--generation::overwrite True)."
                 )
-            logger.warning("generation: replacing the dataset in %s (it differed in %s)", self.writer.root, differ)
-            self.writer.clear()
-        elif self.writer.records() and not self.overwrite:
             raise ValueError(
-                f"'{self.writer.root}' already holds generated items but no {FINGERPRINT_FILE}, so it cannot be "
-                "resumed safely; use another output folder, or overwrite it (--generation::overwrite True)."
+                f"'{self.writer.root}' holds a synthetic dataset made by another job (it differs in "
+                f"{', '.join(differ)}); use another output folder, or overwrite it (--generation::overwrite "
+                "True) to replace what is there."
             )
-        elif self.overwrite:
+        if self.overwrite:
+            if theirs is not None:
+                logger.warning("generation: replacing the dataset in %s (it differed in %s)", self.writer.root, differ)
             self.writer.clear()
         write_json(path, mine)
         write_json(self.writer.root / SETTINGS_FILE, self.settings(requests))

@@ -127,6 +127,7 @@ class DatasetWriter(ABC):
         "generation_report.json",
         "generation_fingerprint.json",
         "generation_settings.json",
+        "synthetic_sources.csv",
     )
 
     def clear(self) -> None:
@@ -252,7 +253,7 @@ class PngWriter(DatasetWriter):
             unconditional or non-label-guided images (no ``labels/``).
     """
 
-    managed = (*DatasetWriter.managed, "images", "labels", "synthetic_sources.csv")
+    managed = (*DatasetWriter.managed, "images", "labels")
 
     def __init__(self, root: str | os.PathLike, label_key: str | None = "label_map") -> None:
         super().__init__(root)
@@ -285,7 +286,7 @@ class CamusWriter(DatasetWriter):
         spacing: pixel size written to the NIfTI headers, mm.
     """
 
-    managed = (*DatasetWriter.managed, "database_nifti", "synthetic_sources.csv")
+    managed = (*DatasetWriter.managed, "database_nifti")
 
     def __init__(self, root: str | os.PathLike, label_key: str = "label_map", spacing: float = 1.0) -> None:
         super().__init__(root)

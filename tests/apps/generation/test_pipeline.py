@@ -4,6 +4,7 @@ EchoNet export (echo_flow), and label maps -> guided images -> CAMUS layout (ech
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -273,3 +274,14 @@ def test_temporaries_of_a_killed_export_are_removed_at_start(tmp_path):
     stale.write_bytes(b"half a file")
     _label_pipeline(tmp_path).run(_label_requests(1))
     assert not stale.exists() and not list(tmp_path.rglob(".tmp-*"))
+
+
+def test_a_folder_without_items_is_taken_with_the_new_settings(tmp_path):
+    """A fingerprint of another job but no generated items: the folder is this job's, fingerprint and settings."""
+    requests = _label_requests(2)
+    _label_pipeline(tmp_path).run(requests)
+    shutil.rmtree(tmp_path / "rows")
+    (tmp_path / "generation_settings.json").unlink()
+    _label_pipeline(tmp_path, batch_size=1).run(requests)
+    settings = json.loads((tmp_path / "generation_settings.json").read_text())
+    assert settings["batch_size"] == 1 and settings["requests"] == 2
