@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch.utils.data import Subset
 
 from echo_monai.data.atomic import write_png, write_text
 from echo_monai.data.camus import CAMUS
@@ -59,19 +60,6 @@ def camus_samples(dataset: Sequence[Mapping[str, Any]], image_size: int, limit: 
     return samples
 
 
-class _Subset:
-    """Items ``indices`` of a dataset, in that order."""
-
-    def __init__(self, dataset: Sequence[Any], indices: Sequence[int]) -> None:
-        self.dataset, self.indices = dataset, list(indices)
-
-    def __len__(self) -> int:
-        return len(self.indices)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.dataset[self.indices[index]]
-
-
 def _subset(count: int, limit: int | None, seed: int) -> list[int]:
     """All indices, or ``limit`` of them drawn at random with ``seed`` (sorted)."""
     if limit is None or limit >= count:
@@ -107,7 +95,7 @@ def _generation_settings(synthetic_root: str | os.PathLike) -> dict[str, Any]:
 
 def _paired_grid(
     synthetic: Sequence[Mapping[str, Any]],
-    sources: Sequence[Mapping[str, Any]],
+    sources: Sequence[tuple[str, str, str]],
     real_root: str | os.PathLike,
     views: Sequence[str],
     phases: Sequence[str],
@@ -118,17 +106,17 @@ def _paired_grid(
 
     Args:
         synthetic: the synthetic samples (``camus_samples``).
-        sources: the synthetic dataset's items in the same order (their ``patient`` / ``view`` / ``phase``).
+        sources: ``(patient, view, phase)`` of the synthetic items in the same order (``CAMUS.item_keys``).
         real_root: the real CAMUS root, where the source label maps' images are.
         views: CAMUS views.
         phases: CAMUS phases.
         tile: tile side in pixels.
     """
     real = CAMUS(real_root, views, phases)
-    where = {(str(real[i]["patient"]), real[i]["view"], real[i]["phase"]): i for i in range(len(real))}
+    where = {key: i for i, key in enumerate(real.item_keys())}
     columns = []
-    for sample, item in zip(synthetic, sources, strict=False):
-        source = (re.sub(r"c\d+$", "", str(item["patient"])), item["view"], item["phase"])
+    for sample, (patient, view, phase) in zip(synthetic, sources, strict=False):
+        source = (re.sub(r"c\d+$", "", patient), view, phase)
         size = sample["image"].shape[-2:]
         if source in where:
             source_image = torch.as_tensor(real[where[source]]["image"], dtype=torch.float32)[None] / 127.5 - 1.0
@@ -258,7 +246,7 @@ def evaluate_segmentation_utility(
             split is empty.
     """
     test_reader = CAMUS(real_root, views, phases, split=test_split)
-    leaks = _test_sources(synthetic_root, {str(test_reader[i]["patient"]) for i in range(len(test_reader))})
+    leaks = _test_sources(synthetic_root, {patient for patient, _, _ in test_reader.item_keys()})
     if leaks and not allow_test_sources:
         raise ValueError(
             f"evaluate_segmentation_utility: {len(leaks)} synthetic images in {str(synthetic_root)!r} were generated "
@@ -268,8 +256,8 @@ def evaluate_segmentation_utility(
     real_train = camus_samples(CAMUS(real_root, views, phases, split=train_split), image_size)
     real_test = camus_samples(test_reader, image_size)
     synthetic_reader = CAMUS(synthetic_root, views, phases)
-    synthetic_sources = _Subset(synthetic_reader, _subset(len(synthetic_reader), max_synthetic, seed))
-    synthetic = camus_samples(synthetic_sources, image_size)
+    chosen = _subset(len(synthetic_reader), max_synthetic, seed)
+    synthetic = camus_samples(Subset(synthetic_reader, chosen), image_size)
     for name, data in (("real training", real_train), ("real test", real_test), ("synthetic", synthetic)):
         if not data:
             raise ValueError(f"evaluate_segmentation_utility: the {name} set is empty.")
@@ -370,7 +358,8 @@ def evaluate_segmentation_utility(
         bars={"Dice on the held-out real images, per training mix": dice},
         bar_range=(0.0, 1.0),
     )
-    grid = _paired_grid(synthetic[:n], _Subset(synthetic_sources, range(n)), real_root, views, phases)
+    keys = synthetic_reader.item_keys()
+    grid = _paired_grid(synthetic[:n], [keys[i] for i in chosen[:n]], real_root, views, phases)
     figure = write_png(Path(output_dir) / "label_synthetic_real.png", grid)
     report = Path(paths["report"])
     write_text(

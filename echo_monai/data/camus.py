@@ -325,6 +325,10 @@ class CAMUS(ReaderDataset):
                             "phase": phase, "info_path": str(cfg), "num_frames": num_frames, "meta": meta})
         return records
 
+    def item_keys(self) -> list[tuple[str, str, str]]:
+        """``(patient, view, phase)`` of every item, in order, from the index (no image is read)."""
+        return [(str(r["meta"]["patient"]), str(r["meta"]["view"]), str(r["phase"])) for r in self.data]
+
     # --- loading --------------------------------------------------------------------------------------------------
     def load_record(self, record: Mapping[Hashable, Any]) -> dict[str, Any]:
         image, spacing = read_camus_image(record["image_path"])

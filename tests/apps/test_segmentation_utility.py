@@ -37,3 +37,23 @@ def test_readings_compare_with_the_real_vs_real_value():
     assert readings["KD_enc"].endswith("(real vs real is about 0)")
     assert readings["precision_enc"].endswith("(below real vs real)")
     assert set(readings) == {"FD_enc", "KD_enc", "precision_enc"}
+
+
+def test_paired_grid_puts_the_real_image_of_each_source_label_map_below_its_synthetic(tmp_path):
+    """Column 0 comes from patient0002's 4CH ED label map: its bottom tile is that real image; an unknown source
+    is blank."""
+    from echo_monai.apps.segmentation_utility import _paired_grid, camus_samples
+    from echo_monai.apps.simulate import simulate
+    from echo_monai.data import CAMUS
+
+    root = simulate("camus", tmp_path / "camus", n=3, seed=0)
+    real = CAMUS(root, ("4CH",), ("ED",))
+    samples = camus_samples(real, 16)
+    sources = [("patient0002c01", "4CH", "ED"), ("nobody", "4CH", "ED")]
+    grid = _paired_grid(samples[:2], sources, root, ("4CH",), ("ED",), tile=16)
+    assert grid.shape == (3 * 18 + 2, 2 * 18 + 2)
+    index = real.item_keys().index(("patient0002", "4CH", "ED"))
+    expected = ((samples[index]["image"][0].clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).numpy()
+    bottom = slice(2 + 2 * 18, 2 + 2 * 18 + 16)
+    assert (grid[bottom, 2:18] == expected).all()
+    assert (grid[bottom, 20:36] == 0).all()

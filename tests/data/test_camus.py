@@ -78,6 +78,12 @@ def test_nifti_items_keys_orientation_and_info(tmp_path):
     assert item["spacing"] == pytest.approx(SPACING)
 
 
+def test_item_keys_match_the_items_without_reading_them(tmp_path):
+    dataset = CAMUS(_make_nifti_release(tmp_path), views=("2CH", "4CH"), phases=("ED", "ES"))
+    assert dataset.item_keys() == [(item["patient"], item["view"], item["phase"]) for item in dataset]
+    assert dataset.item_keys()[:2] == [("patient0001", "2CH", "ED"), ("patient0001", "2CH", "ES")]
+
+
 def test_half_sequence_as_video(tmp_path):
     dataset = CAMUS(_make_nifti_release(tmp_path), views="2CH", phases="half_sequence")
     assert len(dataset) == 3
