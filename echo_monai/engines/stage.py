@@ -10,7 +10,8 @@ Roles under ``torchrun`` (read from ``torch.distributed`` when it is initialised
     every rank    resume from the newest checkpoint, EMA, validation (metrics are reduced across ranks by Ignite)
     rank 0 only   checkpoints and the final weights, console / TensorBoard logs, progress bar, previews
 
-so a multi-GPU overlay only wraps the network in ``DistributedDataParallel`` and gives a ``DistributedSampler``.
+so a multi-GPU overlay only wraps the network (:func:`echo_monai.engines.distributed_data_parallel`) and gives a
+``DistributedSampler``.
 
 Checkpoint files in ``ckpt_dir`` (``<prefix>_`` is left out for an empty prefix)::
 

@@ -30,6 +30,7 @@ __all__ = [
     "StageCheckpointLoader",
     "latest_checkpoint",
     "load_stage_checkpoint",
+    "probe_checkpoint",
     "read_checkpoint",
     "rotate_checkpoints",
     "stage_checkpoints",
@@ -66,6 +67,21 @@ def read_checkpoint(path: str | os.PathLike, map_location: Any = "cpu") -> dict:
         ) from error
 
 
+def probe_checkpoint(path: str | os.PathLike) -> None:
+    """Check that a checkpoint can be read without reading its tensors: the archive and its pickle are opened with
+    the tensor data memory-mapped (``torch.load(mmap=True)``), so a truncated file (no zip directory at its end) or
+    foreign bytes are found at the cost of a few kilobytes. A file that does not open this way (an old, non-zip
+    checkpoint) is read whole by :func:`read_checkpoint`.
+
+    Raises:
+        FileNotFoundError / CheckpointReadError: as :func:`read_checkpoint`.
+    """
+    try:
+        torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # noqa: BLE001 - decided by the full read, which names the file and the cause
+        read_checkpoint(path)
+
+
 def stage_checkpoints(directory: str | os.PathLike, prefix: str = "") -> list[Path]:
     """The resumable checkpoints (``<prefix>*iteration=N.pt``) in ``directory``, newest first (by iteration, then
     modification time)."""
@@ -94,7 +110,7 @@ def latest_checkpoint(directory: str | os.PathLike, prefix: str = "") -> str | N
     """
     for path in stage_checkpoints(directory, prefix):
         try:
-            read_checkpoint(path)
+            probe_checkpoint(path)
         except CheckpointReadError as error:
             logger.warning("resume: skipping %s: %s", path.name, error)
             continue
@@ -117,7 +133,7 @@ def rotate_checkpoints(directory: str | os.PathLike, prefix: str = "", keep: int
     for path in stage_checkpoints(directory, prefix):
         if kept < keep:
             try:
-                read_checkpoint(path)
+                probe_checkpoint(path)
             except CheckpointReadError as error:  # cut short by a killed save: resume skips it, so it goes
                 logger.warning("removing %s: %s", path.name, error)
             else:

@@ -132,3 +132,22 @@ def test_stale_temporaries_of_dead_processes_are_removed(tmp_path):
     mine.write_bytes(b"x")
     assert remove_stale_temporaries(tmp_path) == [stale]
     assert mine.is_file() and not stale.exists()
+
+
+def test_probe_opens_a_checkpoint_without_reading_its_tensors_and_reads_old_files_whole(tmp_path, monkeypatch):
+    from echo_monai.handlers import CheckpointReadError, probe_checkpoint
+
+    good = {"model": torch.nn.Linear(2, 2).state_dict()}
+    torch.save(good, tmp_path / "zip.pt")
+    torch.save(good, tmp_path / "legacy.pt", _use_new_zipfile_serialization=False)
+    calls = []
+    load = torch.load
+    monkeypatch.setattr(torch, "load", lambda *a, **k: calls.append(k.get("mmap", False)) or load(*a, **k))
+    probe_checkpoint(tmp_path / "zip.pt")
+    assert calls == [True]  # memory-mapped only
+    calls.clear()
+    probe_checkpoint(tmp_path / "legacy.pt")
+    assert calls == [True, False]  # an old file does not map: read whole
+    (tmp_path / "cut.pt").write_bytes((tmp_path / "zip.pt").read_bytes()[:100])
+    with pytest.raises(CheckpointReadError, match="cut.pt"):
+        probe_checkpoint(tmp_path / "cut.pt")
