@@ -7,6 +7,7 @@ Usage::
     echo-monai infer    BUNDLE [--stage S] [--preset P] [--dry-run] [--debug] [--KEY VALUE ...]
     echo-monai evaluate BUNDLE [--stage S] [--preset P] [--dry-run] [--debug] [--KEY VALUE ...]
     echo-monai simulate {echonet,pediatric,camus,busi,busv,dicom} OUT [--n N] [--seed S] [--image-size H W]
+                     [--frames F] [--variability {standard,hard}]
     echo-monai demo [--out DIR] [--epochs N] ...
 
 ``--KEY VALUE`` overrides a config id exactly as ``python -m monai.bundle run --KEY VALUE`` does
@@ -339,6 +340,8 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         options["image_size"] = tuple(args.image_size)
     if args.frames is not None:
         options["n_frames"] = args.frames
+    if args.variability is not None:
+        options["variability"] = args.variability
     try:
         out = simulate(args.kind, args.out, n=args.n, seed=args.seed, **options)
     except ValueError as e:
@@ -396,6 +399,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("H", "W"), help="frame size")
     p.add_argument("--frames", type=int, default=None, help="frames per video (video kinds)")
+    p.add_argument(
+        "--variability", default=None, choices=("standard", "hard"), help="camus: shape, pose and intensity spread"
+    )
     p = sub.add_parser("demo", help="echo_seg_ddpm end to end on phantom data (CPU, minutes)")
     p.add_argument("--out", default="echo_monai_demo", help="working folder")
     p.add_argument("--patients", type=int, default=20)

@@ -20,7 +20,7 @@ from typing import Any
 
 from echo_monai.apps.bundles import find_bundle
 
-__all__ = ["DEMO_PRESET", "run_demo"]
+__all__ = ["DEMO_PRESET", "run_bundle", "run_demo"]
 
 logger = logging.getLogger(__name__)
 
@@ -28,13 +28,17 @@ logger = logging.getLogger(__name__)
 DEMO_PRESET = "cpu"
 
 
-def _run(command: str, bundle: Path, overrides: dict[str, Any], stage: str | None = None) -> None:
+def run_bundle(
+    command: str, bundle: str | Path, overrides: dict[str, Any], stage: str | None = None, preset: str = DEMO_PRESET
+) -> None:
+    """Run one bundle command through ``monai.bundle run`` with a preset (the demo's by default) and ``overrides``,
+    as a user would (``echo-monai COMMAND BUNDLE --preset cpu --KEY VALUE ...``)."""
     from monai.bundle import run
 
     from echo_monai.apps.cli import quiet_bundle_runner, resolve_run
 
     quiet_bundle_runner()
-    run(**resolve_run(find_bundle(str(bundle)), command, stage, overrides, preset=DEMO_PRESET))
+    run(**resolve_run(find_bundle(str(bundle)), command, stage, overrides, preset=preset))
 
 
 def run_demo(
@@ -86,7 +90,7 @@ def run_demo(
     }
     logger.info("demo 2/4: training echo_seg_ddpm for %d epochs", epochs)
     t = time.perf_counter()
-    _run(
+    run_bundle(
         "train",
         bundle,
         {
@@ -101,7 +105,7 @@ def run_demo(
     logger.info("demo 3/4: generating %d synthetic copies per training label map", copies)
     t = time.perf_counter()
     synthetic = out / "synthetic_camus"
-    _run(
+    run_bundle(
         "infer",
         bundle,
         {
@@ -119,7 +123,7 @@ def run_demo(
     logger.info("demo 4/4: downstream segmentation (real / synthetic / real + synthetic)")
     t = time.perf_counter()
     report = out / "report"
-    _run(
+    run_bundle(
         "evaluate",
         bundle,
         {

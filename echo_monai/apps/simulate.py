@@ -24,7 +24,7 @@ from echo_monai.data.phantom.dicom_writer import DicomCineWriter
 from echo_monai.data.phantom.echonet_writer import EchoNetDynamicWriter
 from echo_monai.data.phantom.pediatric_writer import EchoNetPediatricWriter
 
-__all__ = ["KINDS", "MIN_SUBJECTS", "simulate", "split_plan"]
+__all__ = ["CAMUS_VARIABILITIES", "KINDS", "MIN_SUBJECTS", "simulate", "split_plan"]
 
 
 def _subject_rng(seed: int, index: int) -> np.random.Generator:
@@ -95,16 +95,61 @@ def _pediatric(out: Path, n: int, seed: int, image_size=(112, 112), n_frames: in
     return out
 
 
-def _camus(out: Path, n: int, seed: int, image_size=(256, 256)) -> Path:
+#: CAMUS phantom variabilities: ``standard`` (the demo's) and ``hard`` (more shape, pose and intensity variability)
+CAMUS_VARIABILITIES = ("standard", "hard")
+
+
+def _hard_heart(rng: np.random.Generator) -> dict[str, float]:
+    """Per-patient overrides of the ``hard`` CAMUS phantom: irregular shapes, strong gain and attenuation changes,
+    low-contrast and dropped-out walls, bright blood (the right heart is there in every 4CH view, unlabelled)."""
+    aspect_ed = float(rng.uniform(2.6, 4.2))
+    return {
+        "aspect_ed": aspect_ed,
+        "aspect_es": aspect_ed * float(rng.uniform(1.04, 1.3)),
+        "taper": float(rng.uniform(0.52, 0.76)),
+        "atrium_scale": float(rng.uniform(0.65, 1.4)),
+        "wall_ed_mm": float(rng.uniform(5.0, 12.0)),
+        "gain_db": float(rng.uniform(-10.0, 8.0)),
+        "tgc_compensation": float(rng.uniform(0.65, 1.05)),
+        "dynamic_range_db": float(rng.uniform(42.0, 62.0)),
+        "noise_db": float(rng.uniform(-76.0, -60.0)),
+        "myocardium_echo": float(rng.uniform(0.4, 1.0)),
+        "tissue_echo": float(rng.uniform(0.2, 0.6)),
+        "blood_echo": float(rng.uniform(0.004, 0.03)),
+        "wall_dropout": 0.0 if rng.random() < 0.3 else float(rng.uniform(0.3, 0.9)),
+    }
+
+
+def _camus_pose(rng: np.random.Generator, params: CardiacParameters, view: str, hard: bool) -> CardiacParameters:
+    """The view's parameters with a per-view probe pose; ``hard`` rotates the heart further (-14 to 22 degrees) and
+    shrinks the pose towards the centre until the heart fits the sector."""
+    if not hard:
+        pose = {"tilt_deg": float(rng.uniform(-4.0, 10.0)), "apex_lateral_mm": float(rng.uniform(-4.0, 6.0))}
+        return CardiacParameters(**{**params.to_dict(), "view": view, **pose})
+    pose = {"tilt_deg": float(rng.uniform(-14.0, 22.0)), "apex_lateral_mm": float(rng.uniform(-10.0, 12.0))}
+    for _ in range(20):
+        view_params = CardiacParameters(**{**params.to_dict(), "view": view, **pose})
+        if view_params.fits_sector():
+            break
+        pose = {key: 0.8 * value for key, value in pose.items()}
+    return view_params
+
+
+def _camus(out: Path, n: int, seed: int, image_size=(256, 256), variability: str = "standard") -> Path:
+    if variability not in CAMUS_VARIABILITIES:
+        raise ValueError(f"simulate: variability must be one of {list(CAMUS_VARIABILITIES)}, got {variability!r}.")
+    hard = variability == "hard"
     splits = split_plan(("training",) * 8 + ("validation", "testing"), n)
     with CAMUSWriter(out) as writer:
         for i in range(n):
             rng = _subject_rng(seed, i)
-            params = CardiacParameters.sample(rng, view="4CH", ed_offset_frames=0, fps=float(rng.uniform(18.0, 40.0)))
+            overrides = _hard_heart(np.random.default_rng([int(seed), i, 1])) if hard else {}
+            params = CardiacParameters.sample(
+                rng, view="4CH", ed_offset_frames=0, fps=float(rng.uniform(18.0, 40.0)), **overrides
+            )
             views = {}
             for view in ("2CH", "4CH"):
-                pose = {"tilt_deg": float(rng.uniform(-4.0, 10.0)), "apex_lateral_mm": float(rng.uniform(-4.0, 6.0))}
-                view_params = CardiacParameters(**{**params.to_dict(), "view": view, **pose})
+                view_params = _camus_pose(rng, params, view, hard)
                 views[view] = _cardiac(view_params, image_size, 1, seed=int(rng.integers(2**31)))
             writer.add(
                 f"patient{i + 1:04d}",
@@ -177,7 +222,8 @@ def simulate(kind: str, out: str | os.PathLike, n: int = 8, seed: int = 0, **opt
         n: number of subjects (videos, patients or images); every split of the layout is present from
             :data:`MIN_SUBJECTS` on (see :func:`split_plan`).
         seed: base seed; subject ``i`` uses ``numpy.random.default_rng([seed, i])``.
-        options: per kind, ``image_size`` ``(H, W)`` and, for video kinds, ``n_frames``.
+        options: per kind, ``image_size`` ``(H, W)``; for video kinds ``n_frames``; for ``camus``
+            ``variability`` (``"standard"`` or ``"hard"``, see :data:`CAMUS_VARIABILITIES`).
 
     Returns:
         The dataset root, ready for the matching reader in :mod:`echo_monai.data`.

@@ -44,6 +44,7 @@ from echo_monai.metrics.privacy import (
 )
 from echo_monai.metrics.reconstruction import reconstruction_metrics
 from echo_monai.metrics.report import markdown_tables, to_json_compatible, write_report
+from echo_monai.metrics.statistics import RunSummary, paired_difference, summarise_runs
 
 __all__ = [
     "CAMUS_STRUCTURES",
@@ -56,6 +57,7 @@ __all__ = [
     "KeyedPrepareBatch",
     "MemorisationAudit",
     "PrivacyGate",
+    "RunSummary",
     "MemorisationResult",
     "NetworkEncoder",
     "PerceptualDistance",
@@ -79,6 +81,7 @@ __all__ = [
     "ms_ssim_settings",
     "nearest_neighbour_radii",
     "nearest_neighbour_similarity",
+    "paired_difference",
     "polynomial_mmd_unbiased",
     "prdc",
     "privacy_filter",
@@ -88,6 +91,7 @@ __all__ = [
     "sample_grid",
     "scatter_plot",
     "structure_dice",
+    "summarise_runs",
     "to_json_compatible",
     "training_set",
     "write_png",

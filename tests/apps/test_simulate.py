@@ -69,3 +69,29 @@ def test_bad_arguments_raise(tmp_path):
         simulate("busi", tmp_path, n=0)
     with pytest.raises(ValueError, match="n_frames"):
         simulate("busi", tmp_path, n=1, n_frames=3)
+
+
+def test_hard_camus_phantom_varies_more_and_keeps_its_layout(tmp_path):
+    import numpy as np
+
+    from echo_monai.data.camus import CAMUS
+
+    standard = CAMUS(simulate("camus", tmp_path / "s", n=10, seed=0, image_size=(48, 48)))
+    hard_root = simulate("camus", tmp_path / "h", n=10, seed=0, image_size=(48, 48), variability="hard")
+    hard = CAMUS(hard_root, split="training")
+    assert len(hard) == 32  # 8 training patients x (2CH, 4CH) x (ED, ES)
+    assert _digest(hard_root) == _digest(
+        simulate("camus", tmp_path / "h2", n=10, seed=0, image_size=(48, 48), variability="hard")
+    )
+
+    def spread(dataset, label):  # the spread over images of a structure's mean grey level
+        return np.std(
+            [
+                np.asarray(item["image"], np.float32)[np.asarray(item["label"]) == label].mean()
+                for item in (dataset[i] for i in range(len(dataset)))
+            ]
+        )
+
+    assert spread(CAMUS(hard_root), 2) > spread(standard, 2)  # myocardium brightness varies more
+    with pytest.raises(ValueError, match=r"variability must be one of \['standard', 'hard'\], got 'easy'"):
+        simulate("camus", tmp_path / "x", n=1, variability="easy")

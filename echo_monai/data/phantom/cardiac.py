@@ -339,6 +339,14 @@ class CardiacPhantom:
         return np.where(in_atrium, a_la, a_lv), np.where(in_atrium, l_la, l_lv)
 
     # -------------------------------------------------------------- material
+    def _dropout_window(self, a0: np.ndarray, l0: np.ndarray) -> np.ndarray:
+        """Smooth weight in [0, 1] on the lateral (image-right, ``l > 0``) wall: 1 over the mid segment
+        (``a`` in 35-75 % of the long axis), fading to 0 at the apex and the mitral plane."""
+        fraction = a0 / max(self.reference.length, 1e-6)
+        along = np.clip(1.0 - np.abs(fraction - 0.55) / 0.3, 0.0, 1.0)
+        along = along * along * (3.0 - 2.0 * along)  # smoothstep
+        return np.where(l0 > 0, along, 0.0).astype(np.float32)
+
     def _build_material_field(self, rng: np.random.Generator) -> np.ndarray:
         """``(Hm, Wm, 2)`` complex scatterer field of the subject at end-diastole (blood regions empty)."""
         params = self.parameters
@@ -358,9 +366,10 @@ class CardiacPhantom:
             interpolation=cv2.INTER_CUBIC,
         )
         amplitude = params.tissue_echo * np.exp(0.35 * smooth)
-        amplitude = np.where(
-            labels == 2, params.myocardium_echo * np.exp(0.15 * smooth), amplitude
-        )
+        myocardium = params.myocardium_echo * np.exp(0.15 * smooth)
+        if params.wall_dropout > 0 and params.view != "PSAX":
+            myocardium = myocardium * (1.0 - params.wall_dropout * self._dropout_window(a0, l0))
+        amplitude = np.where(labels == 2, myocardium, amplitude)
         # bright pericardium just outside the epicardium (apical views) or the ring (PSAX)
         ref = self.reference
         if params.view == "PSAX":

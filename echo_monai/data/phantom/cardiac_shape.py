@@ -83,6 +83,8 @@ class CardiacParameters:
         ed_offset_frames: index of the first end-diastolic frame.
         center_frequency_mhz, gain_db, dynamic_range_db, noise_db, tgc_compensation: acquisition settings.
         myocardium_echo, tissue_echo, blood_echo: RMS scatterer amplitudes.
+        wall_dropout: echo lost from the lateral wall, 0 (none) to 1 (the wall's mid segment black): apical views
+            insonify the lateral wall nearly along its surface, so real images often lose it (signal dropout).
     """
 
     view: str = "4CH"
@@ -110,6 +112,7 @@ class CardiacParameters:
     myocardium_echo: float = 1.0
     tissue_echo: float = 0.5
     blood_echo: float = 0.007
+    wall_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.view not in VIEWS:
@@ -124,6 +127,8 @@ class CardiacParameters:
             raise ValueError(
                 f"CardiacParameters: heart_rate_bpm and fps must be > 0, got {self.heart_rate_bpm}, {self.fps}."
             )
+        if not 0.0 <= self.wall_dropout <= 1.0:
+            raise ValueError(f"CardiacParameters: wall_dropout must be in [0, 1], got {self.wall_dropout}.")
         if not 0.1 <= self.systole_fraction <= 0.6:
             raise ValueError(f"CardiacParameters: systole_fraction must be in [0.1, 0.6], got {self.systole_fraction}.")
 

@@ -218,3 +218,23 @@ def test_coarse_motion_on_large_grids_matches_the_exact_map():
         )
     image, labels = phantom.render(params.ed_offset_frames, np.random.default_rng(0))
     assert image.shape == labels.shape == (176, 176)
+
+
+def test_wall_dropout_darkens_the_lateral_wall_only():
+    params = _params(2, tilt_deg=0.0, apex_lateral_mm=0.0)
+    frames = {}
+    for dropout in (0.0, 1.0):
+        varied = CardiacParameters(**{**params.to_dict(), "wall_dropout": dropout})
+        sequence = CardiacPhantom(varied, (96, 96), seed=4).simulate(_short(params))
+        frames[dropout] = sequence.frames[sequence.ed_frame].astype(np.float32)
+        labels = sequence.labels[sequence.ed_frame]
+    wall = _eroded(labels == 2, 1)
+    lateral = np.zeros_like(wall)
+    lateral[:, 48 + 4 :] = True  # l > 0 is the image right for an untilted heart centred on the probe
+    septal = np.zeros_like(wall)
+    septal[:, : 48 - 4] = True
+    drop = frames[0.0] - frames[1.0]
+    assert drop[wall & lateral].mean() > 20.0  # the mid lateral wall goes dark
+    assert abs(drop[wall & septal].mean()) < 3.0  # the septum keeps its echo
+    with pytest.raises(ValueError, match="wall_dropout must be in"):
+        CardiacParameters(wall_dropout=1.5)
