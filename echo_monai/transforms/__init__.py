@@ -14,9 +14,12 @@ from echo_monai.transforms.label_map import (
 )
 from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
 from echo_monai.transforms.pairs import PairedFramesd
+from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, prompt_vocabulary
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
+    "EchoPrompt",
+    "EchoPromptd",
     "ConditionMapd",
     "MaskOutsideSector",
     "ModelSized",
@@ -38,4 +41,5 @@ __all__ = [
     "ResampleFPSd",
     "ResizeVideod",
     "ScaleIntensityToModelRanged",
+    "prompt_vocabulary",
 ]

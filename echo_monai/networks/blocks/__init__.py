@@ -12,9 +12,17 @@ from echo_monai.networks.blocks.spatiotemporal_unet_blocks import (
     SpatioTemporalMidBlock,
     SpatioTemporalUpBlock,
 )
+from echo_monai.networks.blocks.text_encoder import (
+    HuggingFaceTextEncoder,
+    MiniLMTextEncoder,
+    TextEncoder,
+    VocabularyTextEncoder,
+)
 
 __all__ = [
     "FactorisedAttentionBlock",
+    "HuggingFaceTextEncoder",
+    "MiniLMTextEncoder",
     "ScalarTokenEmbedding",
     "SpatioTemporalDownBlock",
     "SpatioTemporalMidBlock",
@@ -22,5 +30,7 @@ __all__ = [
     "SpatioTemporalUpBlock",
     "TemporalConvBlock",
     "TemporalTransformer",
+    "TextEncoder",
+    "VocabularyTextEncoder",
     "apply_per_frame",
 ]
