@@ -59,6 +59,27 @@ class Bundle:
                 found.append(path.stem[len(stem) + 1 :])
         return found
 
+    def layers_on(self, config_file: Path) -> list[Path]:
+        """The bundle config files a stage file names in its top-level ``layers_on`` (none when absent).
+
+        Raises:
+            BundleError: when ``layers_on`` is not a list of this bundle's config file names.
+        """
+        import yaml
+
+        with open(config_file) as handle:
+            content = yaml.safe_load(handle) or {}
+        names = content.get("layers_on", []) if isinstance(content, dict) else []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise BundleError(f"{config_file}: layers_on must be a list of config file names, got {names!r}")
+        missing = [n for n in names if not (self.configs / n).is_file() or n == BASE_CONFIG]
+        if missing:
+            raise BundleError(
+                f"{config_file}: layers_on names {missing}, which are not stage files of bundle '{self.name}' "
+                "(the base inference.yaml is always first)"
+            )
+        return [self.configs / n for n in names]
+
     def presets(self) -> list[str]:
         """Named override files ``configs/presets/<name>.yaml`` (``tiny``, ``cpu``...), by name."""
         return sorted(p.stem for p in (self.configs / PRESETS).glob("*.yaml"))
@@ -78,7 +99,8 @@ class Bundle:
         files = [self.configs / BASE_CONFIG]
         stem = COMMAND_FILES[command]
         if stem != "inference" or stage != DEFAULT_STAGE:
-            files.append(self.configs / (f"{stem}.yaml" if stage == DEFAULT_STAGE else f"{stem}_{stage}.yaml"))
+            stage_file = self.configs / (f"{stem}.yaml" if stage == DEFAULT_STAGE else f"{stem}_{stage}.yaml")
+            files += [*self.layers_on(stage_file), stage_file]
         if multi_gpu:
             if command != "train":
                 raise BundleError("--multi-gpu applies to train only")

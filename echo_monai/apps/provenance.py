@@ -32,7 +32,7 @@ RECORD_FILE = "trained_with.json"
 NOT_CARRIED = (
     "bundle_root", "*_dir", "*_path", "*_ckpt", "*_cache", "ckpt_path", "epochs", "*_epochs", "batch_size",
     "*_batch_size", "learning_rate", "*_learning_rate", "*_interval", "preview_*", "num_workers", "ema_*", "seed",
-    "*_split", "*_splits", "copies", "max_*", "generation::*", "resize_label_maps", "num_videos",
+    "*_split", "*_splits", "copies", "max_*", "generation::*", "resize_label_maps", "num_videos", "mode",
 )  # fmt: skip
 
 

@@ -50,7 +50,8 @@ class Conditioning:
             scalar such as the ejection fraction); ``(B, N, D)`` is passed as is.
         concat_keys: batch keys concatenated to the noisy input on channels (reference frame, reference latent).
             An image ``(B, C, H, W)`` concatenated to a video ``(B, C, T, H, W)`` is repeated over ``T``.
-        dropout: probability of blanking a sample's droppable conditions in training (CFG condition dropout).
+        dropout: probability of blanking a sample's droppable conditions in training (CFG condition dropout); 1
+            blanks every one, which trains an unconditional model.
         droppable: keys (network kwarg names or concat batch keys) that dropout and guidance blank; default all.
         null_values: fill value of a blanked condition per key (kwarg name or concat batch key); default 0.
             Use the extra "null" class index for ``class_labels`` (e.g. ``{"class_labels": 3}`` with 3 real classes).
@@ -69,8 +70,8 @@ class Conditioning:
         droppable: Sequence[str] | None = None,
         null_values: Mapping[str, float] | None = None,
     ) -> None:
-        if not 0.0 <= dropout < 1.0:
-            raise ValueError(f"Conditioning: dropout must be in [0, 1), got {dropout}.")
+        if not 0.0 <= dropout <= 1.0:
+            raise ValueError(f"Conditioning: dropout must be in [0, 1], got {dropout}.")
         if isinstance(concat_keys, str):
             concat_keys = [concat_keys]
         self.network_kwargs = dict(network_kwargs or {})

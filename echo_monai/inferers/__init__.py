@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 from echo_monai.data.latents import LatentScaler, framewise
-from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights
+from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights, initialised_controlnet
 from echo_monai.inferers.latent_sampler import LatentSampler
 from echo_monai.inferers.sampler import (
     STEP_RULES,
@@ -26,6 +26,7 @@ __all__ = [
     "StepRule",
     "TemporalSlidingWindow",
     "copy_encoder_weights",
+    "initialised_controlnet",
     "double_batch",
     "framewise",
     "register_scheduler",

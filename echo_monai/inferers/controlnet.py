@@ -22,7 +22,7 @@ import torch
 from monai.networks.utils import copy_model_state
 from torch import nn
 
-__all__ = ["ControlNetDenoiser", "copy_encoder_weights"]
+__all__ = ["ControlNetDenoiser", "copy_encoder_weights", "initialised_controlnet"]
 
 
 def copy_encoder_weights(controlnet: nn.Module, network: nn.Module) -> list[str]:
@@ -42,6 +42,17 @@ def copy_encoder_weights(controlnet: nn.Module, network: nn.Module) -> list[str]
             "shape; build the ControlNet with the base network's channels, levels and attention settings."
         )
     return list(copied)
+
+
+def initialised_controlnet(controlnet: nn.Module, network: nn.Module) -> nn.Module:
+    """``controlnet`` after :func:`copy_encoder_weights` from ``network`` (for a config: the ControlNet a training
+    stage starts from, built in one declaration).
+
+    Example:
+        >>> controlnet = initialised_controlnet(ControlNet(2, 4, channels=(32, 64), ...), trained_unet)
+    """
+    copy_encoder_weights(controlnet, network)
+    return controlnet
 
 
 class ControlNetDenoiser(nn.Module):

@@ -10,16 +10,18 @@ from echo_monai.transforms.label_map import (
     SectorMaskd,
     check_label_values,
     fan_sector_mask,
+    label_map_condition,
     sector_from_image,
 )
 from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
 from echo_monai.transforms.pairs import PairedFramesd
-from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, prompt_vocabulary
+from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, TokenizePromptd, prompt_vocabulary
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
     "EchoPrompt",
     "EchoPromptd",
+    "TokenizePromptd",
     "ConditionMapd",
     "MaskOutsideSector",
     "ModelSized",
@@ -29,6 +31,7 @@ __all__ = [
     "LoadLabelMapd",
     "SectorMaskd",
     "check_label_values",
+    "label_map_condition",
     "fan_sector_mask",
     "sector_from_image",
     "CenterClipd",

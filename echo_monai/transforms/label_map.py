@@ -38,6 +38,7 @@ __all__ = [
     "EchoLabelMapd",
     "LoadLabelMapd",
     "check_label_values",
+    "label_map_condition",
 ]
 
 CAMUS_CLASSES = ("background", "lv_cavity", "myocardium", "left_atrium")
@@ -270,3 +271,55 @@ class LoadLabelMapd(MapTransform):
                     )
                 d[image_key] = torch.from_numpy(image.astype(np.float32)[None])
         return d
+
+
+def label_map_condition(
+    image_size: int | Sequence[int],
+    num_classes: int = len(SEG_DDPM_CLASSES),
+    control_size: int | Sequence[int] | None = None,
+    resize: bool = False,
+    image_keys: Sequence[str] = ("image",),
+) -> list:
+    """The transforms that turn a request's label map file into the conditions of a label-guided generator.
+
+    ``{"label": path[, "image": path]}`` -> ``label_map`` ``(num_classes, H, W)`` float one-hot at ``image_size``
+    (the 5 classes above; the sector from the image when given, else the default fan), and with ``control_size``
+    ``control_map``: the same one-hot area-averaged to that grid (a ControlNet's control image on the latent grid).
+
+    Args:
+        image_size: ``H`` (square) or ``(H, W)`` of the generated images.
+        num_classes: one-hot channels.
+        control_size: side or ``(h, w)`` of ``control_map``; None for no ``control_map``.
+        resize: resample a label map of another size (nearest) instead of refusing it.
+        image_keys: request keys of the label map's image (read for the sector when present).
+
+    Raises:
+        ValueError: (when the transforms run) for a label map of another size without ``resize``, or with values
+            outside the CAMUS labels, naming the file.
+
+    Example:
+        >>> transform = Compose(label_map_condition(64, control_size=16))
+        >>> item = transform({"label": "patient0001_2CH_ED_gt.nii.gz"})   # label_map (5, 64, 64), control (5, 16, 16)
+    """
+    from monai.transforms import AsDiscreted, CopyItemsd, EnsureTyped, Resized
+
+    from echo_monai.transforms.condition_map import ModelSized
+
+    def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+    transforms = [
+        LoadLabelMapd("label", image_keys=list(image_keys)),
+        SectorMaskd("image", label_key="label"),
+        EchoLabelMapd("label", sector_key="sector", output_key="label_map"),
+        ModelSized("label_map", _pair(image_size), resize=resize),
+        AsDiscreted("label_map", to_onehot=num_classes),
+    ]
+    keys = ["label_map"]
+    if control_size is not None:
+        transforms += [
+            CopyItemsd("label_map", names="control_map"),
+            Resized("control_map", spatial_size=_pair(control_size), mode="area"),
+        ]
+        keys.append("control_map")
+    return [*transforms, EnsureTyped(keys, dtype=torch.float32, track_meta=False)]

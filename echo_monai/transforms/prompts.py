@@ -20,7 +20,7 @@ import numpy as np
 from monai.config import KeysCollection
 from monai.transforms import MapTransform, RandomizableTransform
 
-__all__ = ["PROMPT_TEMPLATES", "EchoPrompt", "EchoPromptd", "prompt_vocabulary", "words"]
+__all__ = ["PROMPT_TEMPLATES", "EchoPrompt", "EchoPromptd", "TokenizePromptd", "prompt_vocabulary", "words"]
 
 _WORD = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
@@ -193,3 +193,37 @@ class EchoPromptd(RandomizableTransform, MapTransform):
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None) -> EchoPromptd:
         super().set_random_state(seed, state)
         return self
+
+
+class TokenizePromptd(MapTransform):
+    """Token ids of a prompt, for a text-conditioned denoiser: ``output_key`` gets ``(max_length,)`` int64 from
+    ``tokenizer.tokenize([prompt])`` (a :class:`echo_monai.networks.blocks.TextEncoder`). A missing or empty prompt
+    gives the null prompt (all padding), which is what an unconditional request asks for.
+
+    Args:
+        keys: the prompt key.
+        tokenizer: any object with ``tokenize(prompts) -> (B, N)`` ids (the network's text encoder).
+        output_key: where the ids go.
+
+    Example:
+        >>> TokenizePromptd("prompt", encoder)({"prompt": "A two-chamber echocardiography image at end-diastolic"})
+    """
+
+    def __init__(self, keys: KeysCollection = "prompt", tokenizer: Any = None, output_key: str = "prompt_ids") -> None:
+        super().__init__(keys, allow_missing_keys=True)
+        if not callable(getattr(tokenizer, "tokenize", None)):
+            raise TypeError(
+                "TokenizePromptd: tokenizer must have tokenize(prompts) (a TextEncoder), got "
+                f"{type(tokenizer).__name__}."
+            )
+        if len(self.keys) != 1:
+            raise ValueError(f"TokenizePromptd: keys must name one prompt key, got {self.keys}.")
+        self.tokenizer, self.output_key = tokenizer, output_key
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict:
+        item = dict(data)
+        prompt = item.get(self.keys[0])
+        if prompt is not None and not isinstance(prompt, str):
+            raise TypeError(f"TokenizePromptd: '{self.keys[0]}' must be a string, got {type(prompt).__name__}.")
+        item[self.output_key] = self.tokenizer.tokenize([prompt or ""])[0]
+        return item

@@ -18,6 +18,8 @@ from echo_monai.apps.generation.requests import (
     RankReport,
     label_map_requests,
     make_requests,
+    prompt_requests,
+    request_conditions,
     requests_fingerprint,
 )
 from echo_monai.apps.generation.writers import CamusWriter, DatasetWriter, EchoNetWriter, PngWriter, to_uint8
@@ -39,6 +41,8 @@ __all__ = [
     "SampledReference",
     "label_map_requests",
     "make_requests",
+    "prompt_requests",
+    "request_conditions",
     "request_error",
     "requests_fingerprint",
     "seeded_noise",

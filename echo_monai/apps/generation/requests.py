@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from echo_monai.data.label_maps import label_map_datalist
+from echo_monai.transforms.prompts import EchoPrompt
 
 __all__ = [
     "GenerationReport",
@@ -24,6 +25,8 @@ __all__ = [
     "RankReport",
     "label_map_requests",
     "make_requests",
+    "prompt_requests",
+    "request_conditions",
     "requests_fingerprint",
 ]
 
@@ -145,6 +148,73 @@ def label_map_requests(
             GenerationRequest(f"{item['name']}_c{item['copy']:02d}", i, int(seed) + i, conditions, source=source)
         )
     return requests
+
+
+def prompt_requests(
+    mode: str = "text",
+    views: Sequence[str] = ("2CH", "4CH"),
+    phases: Sequence[str] = ("ED", "ES"),
+    per_class: int = 1,
+    seed: int = 0,
+    template: int = 0,
+    label_maps: str | os.PathLike | None = None,
+    copies: int = 1,
+    split: str | Sequence[str] | None = None,
+    prefix: str = "patient",
+) -> list[GenerationRequest]:
+    """The requests of one DiffEcho mode.
+
+    - ``text``: ``per_class`` items for every view x phase, each with the prompt
+      :class:`echo_monai.transforms.EchoPrompt` writes for its class (``template``);
+    - ``unconditional``: the same items with the null prompt ``""`` (their view and phase only name the files);
+    - ``controlnet``: one item per label map of ``label_maps`` and copy (see :func:`label_map_requests`), prompted
+      with the label map's own view and phase.
+
+    Every request's ``conditions`` hold ``prompt`` (and ``label``/``image`` for label maps); its ``source`` the
+    patient (``<prefix><i>`` without label maps), view, phase and copy, which the CAMUS writer names files by.
+
+    Raises:
+        ValueError: for an unknown mode, ``per_class < 1``, an unknown view or phase, or ``controlnet`` without
+            ``label_maps``.
+    """
+    if mode not in ("unconditional", "text", "controlnet"):
+        raise ValueError(f"prompt_requests: mode must be 'unconditional', 'text' or 'controlnet', got {mode!r}.")
+    prompt = EchoPrompt()
+    if mode == "controlnet":
+        if label_maps is None:
+            raise ValueError("prompt_requests: mode 'controlnet' needs label_maps (a CAMUS root or label map folder).")
+        requests = label_map_requests(label_maps, copies=copies, split=split, seed=seed)
+        return [
+            GenerationRequest(
+                r.name,
+                r.index,
+                r.seed,
+                {**r.conditions, "prompt": prompt.build(r.source["view"], r.source["phase"], template)},
+                r.split,
+                r.source,
+            )
+            for r in requests
+        ]
+    if per_class < 1:
+        raise ValueError(f"prompt_requests: per_class must be >= 1, got {per_class}.")
+    requests = []
+    for view in views:
+        for phase in phases:
+            text = prompt.build(view, phase, template) if mode == "text" else ""
+            for i in range(int(per_class)):
+                index = len(requests)
+                source = {"patient": f"{prefix}{i:05d}", "view": view, "phase": phase, "copy": 0}
+                requests.append(
+                    GenerationRequest(
+                        f"{source['patient']}_{view}_{phase}", index, int(seed) + index, {"prompt": text}, source=source
+                    )
+                )
+    return requests
+
+
+def request_conditions(requests: Sequence[GenerationRequest]) -> list[dict[str, Any]]:
+    """The conditions of each request as plain dicts (a dataset of them for a sampling evaluator)."""
+    return [dict(request.conditions) for request in requests]
 
 
 def requests_fingerprint(requests: Sequence[GenerationRequest]) -> str:

@@ -278,24 +278,38 @@ class CamusWriter(DatasetWriter):
 
     ``database_nifti/<patient>c<copy>/<patient>c<copy>_<view>_<phase>[_gt].nii.gz`` and ``Info_<view>.cfg``, so
     :class:`echo_monai.data.CAMUS` reads the synthetic dataset like the real one; the request's ``source`` gives the
-    patient, view, phase and copy (see :func:`echo_monai.apps.generation.label_map_requests`).
+    patient, view, phase and copy (see :func:`echo_monai.apps.generation.label_map_requests`). Images generated
+    without a label map (``label_key=None``) have no ``_gt`` file (read them with ``require_label=False``). With
+    ``prompt_key``, each image's prompt is kept in its record and :meth:`finalize` lists them in ``prompts.csv``.
 
     Args:
         root: dataset folder.
-        label_key: the conditioned item's one-hot label map ``(K, H, W)``.
+        label_key: the conditioned item's one-hot label map ``(K, H, W)``; None when no label map guided the images.
         spacing: pixel size written to the NIfTI headers, mm.
+        prompt_key: the request condition holding the text prompt, or None.
+        generator: the name written to each ``Info_<view>.cfg`` (``Synthetic: <generator>``).
     """
 
-    managed = (*DatasetWriter.managed, "database_nifti")
+    managed = (*DatasetWriter.managed, "database_nifti", "prompts.csv")
 
-    def __init__(self, root: str | os.PathLike, label_key: str = "label_map", spacing: float = 1.0) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        label_key: str | None = "label_map",
+        spacing: float = 1.0,
+        prompt_key: str | None = None,
+        generator: str = "echo_seg_ddpm",
+    ) -> None:
         super().__init__(root)
         self.label_key, self.spacing = label_key, float(spacing)
+        self.prompt_key, self.generator = prompt_key, str(generator)
 
     def check(self, request: GenerationRequest) -> None:
         missing = [k for k in ("patient", "view", "phase") if k not in request.source]
         if missing:
             raise ValueError(f"request '{request.name}' has no source {missing}; the CAMUS layout names files by them.")
+        if self.prompt_key is not None and not isinstance(request.conditions.get(self.prompt_key), str):
+            raise ValueError(f"request '{request.name}' has no text '{self.prompt_key}' to record with its image.")
 
     def item_paths(self, request: GenerationRequest) -> dict[str, Path]:
         self.check(request)
@@ -303,16 +317,31 @@ class CamusWriter(DatasetWriter):
         patient = f"{source['patient']}c{int(source.get('copy', 0)):02d}"
         folder = self.root / "database_nifti" / patient
         stem = f"{patient}_{source['view']}_{source['phase']}"
-        return {
-            "info": folder / f"Info_{source['view']}.cfg",
-            "label": folder / f"{stem}_gt.nii.gz",
-            "image": folder / f"{stem}.nii.gz",
-        }
+        paths = {"info": folder / f"Info_{source['view']}.cfg", "image": folder / f"{stem}.nii.gz"}
+        if self.label_key is not None:
+            paths = {"info": paths["info"], "label": folder / f"{stem}_gt.nii.gz", "image": paths["image"]}
+        return paths
 
     def write_item(self, request: GenerationRequest, sample: torch.Tensor, item: Mapping[str, Any]) -> None:
         paths = self.item_paths(request)
         paths["image"].parent.mkdir(parents=True, exist_ok=True)
         if not paths["info"].is_file():
-            write_text(paths["info"], "ED: 1\nES: 1\nNbFrame: 1\nImageQuality: Good\nSynthetic: echo_seg_ddpm\n")
-        save_camus_nifti(paths["label"], _label_indices(item, self.label_key), self.spacing)
+            write_text(paths["info"], f"ED: 1\nES: 1\nNbFrame: 1\nImageQuality: Good\nSynthetic: {self.generator}\n")
+        if self.label_key is not None:
+            save_camus_nifti(paths["label"], _label_indices(item, self.label_key), self.spacing)
         save_camus_nifti(paths["image"], to_uint8(sample)[0], self.spacing)
+
+    def record(self, request: GenerationRequest, sample: torch.Tensor, item: Mapping[str, Any]) -> dict[str, Any]:
+        record = super().record(request, sample, item)
+        if self.prompt_key is not None:
+            record["prompt"] = str(request.conditions[self.prompt_key])
+        return record
+
+    def finalize(self, requests: Sequence[GenerationRequest] | None = None) -> Path:
+        """``synthetic_sources.csv`` and, with ``prompt_key``, ``prompts.csv`` (name, patient, view, phase, prompt)."""
+        root = super().finalize(requests)
+        if self.prompt_key is not None:
+            columns = ("name", "patient", "view", "phase", "prompt")
+            rows = [[record.get(c, "") for c in columns] for record in self._finished(requests).values()]
+            write_csv(self.root / "prompts.csv", columns, rows)
+        return root

