@@ -67,6 +67,10 @@ ABLATION = {
     "dpm2m-20-noclip": Variant("dpm_solver", 20, {"clip_sample": False}),
     "dpm1-20": Variant("dpm_solver", 20, {"solver_order": 1}),
     "ddim-50-eta1": Variant("ddim", 50, {}, {"eta": 1.0}),
+    # DDIM's own settings against DPM-Solver++1 (the same update, eta = 0) on our grids
+    "ddim-50-noclip": Variant("ddim", 50, {"clip_sample": False}),
+    "dpm1-50": Variant("dpm_solver", 50, {"solver_order": 1}),
+    "dpm1-50-linspace": Variant("dpm_solver", 50, {"solver_order": 1, "timestep_spacing": "linspace"}),
 }
 #: phantom: (patients, variability, generator epochs (280 optimisation steps at batch 8), held-out test patients)
 PHANTOMS = {"demo": (20, "standard", 35, 12), "hard": (10, "hard", 70, 30)}

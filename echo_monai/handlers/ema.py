@@ -61,3 +61,7 @@ class EMA(EMAHandler):
                     ema_b.data = b.data.clone()
             return
         super()._update_ema_model(engine, name)
+        with torch.no_grad():  # frozen parameters (a ControlNet's base) are constants: keep them exact, not averaged
+            for ema_p, p in zip(self.ema_model.parameters(), self.model.parameters(), strict=True):
+                if not p.requires_grad:
+                    ema_p.copy_(p.data)

@@ -72,6 +72,18 @@ def test_config_files_compose_on_inference(bundles):
     assert [Path(f).name for f in Bundle(bundles / "toy").config_files("infer")] == ["inference.yaml"]
 
 
+def test_a_stage_file_layers_on_another(bundles, capsys):
+    configs = bundles / "toy" / "configs"
+    (configs / "train_second.yaml").write_text("layers_on: [train.yaml]\nepochs: 7\n")
+    files = find_bundle("toy").config_files("train", "second", preset=None)
+    assert [Path(f).name for f in files] == ["inference.yaml", "train.yaml", "train_second.yaml"]
+    assert cli.main(["train", "toy", "--stage", "second"]) == 0
+    assert "RAN train 7" in capsys.readouterr().out  # train.yaml's message, the second stage's epochs
+    (configs / "train_second.yaml").write_text("layers_on: [train_missing.yaml]\n")
+    with pytest.raises(ValueError, match=r"layers_on names \['train_missing.yaml'\], which are not stage files"):
+        find_bundle("toy").config_files("train", "second")
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

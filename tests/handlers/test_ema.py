@@ -50,3 +50,19 @@ def test_start_iteration_copies_then_averages_every_n():
 def test_ema_argument_errors(kwargs, match):
     with pytest.raises(ValueError, match=match):
         EMA(torch.nn.Linear(1, 1), **kwargs)
+
+
+def test_frozen_parameters_stay_exact_in_the_average():
+    """A ControlNet stage averages a network whose base is frozen: the base must come out bit for bit unchanged."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.Linear(3, 1))
+    model[0].requires_grad_(False)
+    ema = EMA(model, decay=0.9, start_iteration=0)
+    engine = Engine(lambda e, b: None)
+    ema.attach(engine)
+    frozen = model[0].weight.detach().clone()
+    with torch.no_grad():
+        model[1].weight.add_(1.0)  # the trainable part moves
+    engine.run([0] * 5, max_epochs=1)
+    assert torch.equal(ema.ema_model[0].weight, frozen)
+    assert not torch.equal(ema.ema_model[1].weight, model[1].weight)  # still an average

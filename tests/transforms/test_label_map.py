@@ -124,3 +124,23 @@ def test_save_camus_nifti_round_trip_and_error(tmp_path):
     np.testing.assert_array_equal(array, video)
     with pytest.raises(ValueError, match="expected"):
         save_camus_nifti(tmp_path / "x.nii.gz", np.zeros(4, np.uint8))
+
+
+def test_label_map_condition_gives_the_image_and_latent_grid_maps(tmp_path):
+    import imageio.v3 as iio
+    from monai.transforms import Compose
+
+    from echo_monai.transforms import label_map_condition
+
+    label = np.zeros((32, 32), np.uint8)
+    label[8:24, 10:22] = 1
+    label[4:8, 10:22] = 3
+    iio.imwrite(tmp_path / "map.png", label)
+    item = Compose(label_map_condition(32, control_size=8))({"label": str(tmp_path / "map.png")})
+    assert item["label_map"].shape == (5, 32, 32) and item["control_map"].shape == (5, 8, 8)
+    assert torch.allclose(item["control_map"].sum(0), torch.ones(8, 8))  # area-averaged one-hot
+    assert torch.allclose(item["control_map"][2].sum() * 16, item["label_map"][2].sum())  # LV area kept
+    assert "control_map" not in Compose(label_map_condition(32))({"label": str(tmp_path / "map.png")})
+    with pytest.raises(RuntimeError) as error:  # another size without resize: refused, naming both sizes
+        Compose(label_map_condition(64))({"label": str(tmp_path / "map.png")})
+    assert "32x32 but the network takes 64x64" in str(error.value.__cause__)

@@ -20,8 +20,9 @@ def test_the_paper_style_prompt_and_attribute_clauses():
     )
     # absent values (CAMUS readers give "" and NaN) are skipped, band edges follow the guideline classes
     assert prompt.build("2CH", "ES", attributes={"image_quality": "", "age": float("nan")}).endswith("phase")
-    assert prompt.build("2CH", "ES", attributes={"ejection_fraction": 40.0}).endswith("mildly reduced ejection fraction")
-    assert prompt.build("2CH", "ES", attributes={"ejection_fraction": 39.9}).endswith(", with a reduced ejection fraction")
+    ef = lambda value: prompt.build("2CH", "ES", attributes={"ejection_fraction": value})  # noqa: E731
+    assert ef(40.0).endswith("mildly reduced ejection fraction")
+    assert ef(39.9).endswith(", with a reduced ejection fraction")
     assert prompt.build("2CH", "ES", attributes={"age": 65}).endswith("aged 65 or over")
 
 
@@ -57,3 +58,21 @@ def test_bad_arguments_raise():
         EchoPromptd(attribute_keys={"weight": "weight"})
     with pytest.raises(KeyError, match="the item has no 'phase'"):
         EchoPromptd()({"view": "2CH"})
+
+
+def test_tokenize_prompt_gives_ids_and_the_null_prompt():
+    import torch
+
+    from echo_monai.networks.blocks import VocabularyTextEncoder
+    from echo_monai.transforms import TokenizePromptd
+
+    encoder = VocabularyTextEncoder(dim=4, max_length=8)
+    transform = TokenizePromptd("prompt", tokenizer=encoder)
+    ids = transform({"prompt": "two-chamber view"})["prompt_ids"]
+    assert ids.shape == (8,) and ids.dtype == torch.long and int((ids != 0).sum()) == 2
+    assert (transform({"prompt": ""})["prompt_ids"] == 0).all()
+    assert (transform({})["prompt_ids"] == 0).all()  # no prompt: the null prompt
+    with pytest.raises(TypeError, match="must be a string"):
+        transform({"prompt": 3})
+    with pytest.raises(TypeError, match="tokenizer must have tokenize"):
+        TokenizePromptd("prompt", tokenizer=object())

@@ -161,6 +161,7 @@ def prompt_requests(
     copies: int = 1,
     split: str | Sequence[str] | None = None,
     prefix: str = "patient",
+    prompts: Sequence[str] | None = None,
 ) -> list[GenerationRequest]:
     """The requests of one DiffEcho mode.
 
@@ -169,6 +170,10 @@ def prompt_requests(
     - ``unconditional``: the same items with the null prompt ``""`` (their view and phase only name the files);
     - ``controlnet``: one item per label map of ``label_maps`` and copy (see :func:`label_map_requests`), prompted
       with the label map's own view and phase.
+
+    ``prompts`` (text mode) replaces the generated prompts with your own, ``per_class`` items each; the view and phase
+    that name an item's files are read from its words (``two-chamber``/``four-chamber``, ``end-diastolic``/
+    ``end-systolic``; ``4CH``/``ED`` when it names none).
 
     Every request's ``conditions`` hold ``prompt`` (and ``label``/``image`` for label maps); its ``source`` the
     patient (``<prefix><i>`` without label maps), view, phase and copy, which the CAMUS writer names files by.
@@ -198,6 +203,20 @@ def prompt_requests(
     if per_class < 1:
         raise ValueError(f"prompt_requests: per_class must be >= 1, got {per_class}.")
     requests = []
+    if prompts is not None and mode == "text":
+        for number, text in enumerate(prompts):
+            if not isinstance(text, str) or not text.strip():
+                raise ValueError(f"prompt_requests: prompts[{number}] must be a non-empty string, got {text!r}.")
+            view, phase = _named_class(text)
+            for _ in range(int(per_class)):
+                index = len(requests)
+                source = {"patient": f"{prefix}{index:05d}", "view": view, "phase": phase, "copy": 0}
+                requests.append(
+                    GenerationRequest(
+                        f"{source['patient']}_{view}_{phase}", index, int(seed) + index, {"prompt": text}, source=source
+                    )
+                )
+        return requests
     for view in views:
         for phase in phases:
             text = prompt.build(view, phase, template) if mode == "text" else ""
@@ -210,6 +229,14 @@ def prompt_requests(
                     )
                 )
     return requests
+
+
+def _named_class(prompt: str) -> tuple[str, str]:
+    """The (view, phase) a prompt names, ``("4CH", "ED")`` for what it does not name."""
+    words = prompt.lower()
+    view = "2CH" if "two-chamber" in words or "2ch" in words else "4CH"
+    phase = "ES" if "end-systolic" in words or "systol" in words else "ED"
+    return view, phase
 
 
 def request_conditions(requests: Sequence[GenerationRequest]) -> list[dict[str, Any]]:

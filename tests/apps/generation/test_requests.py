@@ -47,3 +47,29 @@ def test_fingerprint_and_report():
     assert masked[0].to_dict()["conditions"]["lv_mask"] == "array(4, 4)"
     report = GenerationReport("job", 1, 3, ["a"], [], ["b", "c"], accepted_references=1, rejected_references=3)
     assert report.gate_rejection_rate == 0.75 and report.to_dict()["gate_rejection_rate"] == 0.75
+
+
+def test_prompt_requests_of_every_mode(tmp_path):
+    from echo_monai.apps.generation import prompt_requests, request_conditions
+
+    text = prompt_requests("text", per_class=2, seed=5)
+    assert len(text) == 8 and [r.seed for r in text] == list(range(5, 13))
+    assert text[0].name == "patient00000_2CH_ED" and text[1].name == "patient00001_2CH_ED"
+    assert text[-1].conditions["prompt"].endswith("four-chamber view during the end-systolic phase")
+    assert {r.conditions["prompt"] for r in prompt_requests("unconditional")} == {""}
+    own = prompt_requests("text", prompts=["A two-chamber echocardiography image at end-systolic", "a heart"])
+    assert [(r.source["view"], r.source["phase"]) for r in own] == [("2CH", "ES"), ("4CH", "ED")]
+    root = simulate("camus", tmp_path / "c", n=3, seed=0, image_size=(32, 32))
+    control = prompt_requests("controlnet", label_maps=root, split="training")
+    assert len(control) == 4 and all("label" in r.conditions for r in control)
+    two_chamber = [r for r in control if r.source["view"] == "2CH"]
+    assert all("two-chamber" in r.conditions["prompt"] for r in two_chamber)
+    assert request_conditions(control)[0] == dict(control[0].conditions)
+    with pytest.raises(ValueError, match="mode must be"):
+        prompt_requests("sketch")
+    with pytest.raises(ValueError, match="needs label_maps"):
+        prompt_requests("controlnet")
+    with pytest.raises(ValueError, match="per_class must be >= 1"):
+        prompt_requests("text", per_class=0)
+    with pytest.raises(ValueError, match=r"prompts\[0\] must be a non-empty string"):
+        prompt_requests("text", prompts=[""])

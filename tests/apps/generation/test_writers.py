@@ -121,3 +121,22 @@ def test_camus_layout_reads_back_with_its_sources(tmp_path):
     assert sources[0].startswith("name,split,seed,patient") and len(sources) == 3
     with pytest.raises(ValueError, match="has no source"):
         writer.check(_request("nosource", ef=None))
+
+
+def test_camus_layout_of_prompted_images_without_label_maps(tmp_path):
+    from echo_monai.apps.generation import prompt_requests
+
+    writer = CamusWriter(tmp_path, label_key=None, prompt_key="prompt", generator="echo_text_controlnet")
+    requests = prompt_requests("text", per_class=1)
+    for request in requests:
+        writer.write(request, torch.zeros(1, 8, 8), {})
+    writer.finalize()
+    data = CAMUS(tmp_path, require_label=False)
+    assert len(data) == 4 and "label" not in data[0]
+    assert not list(tmp_path.rglob("*_gt.nii.gz"))
+    assert "Synthetic: echo_text_controlnet" in next(tmp_path.rglob("Info_2CH.cfg")).read_text()
+    rows = (tmp_path / "prompts.csv").read_text().splitlines()
+    assert rows[0] == "name,patient,view,phase,prompt" and len(rows) == 5
+    assert "two-chamber view during the end-diastolic phase" in rows[1]
+    with pytest.raises(ValueError, match="has no text 'prompt'"):
+        writer.check(_request("x", ef=None, patient="patient0001", view="2CH", phase="ED"))
