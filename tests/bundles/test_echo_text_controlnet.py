@@ -157,7 +157,7 @@ def test_label_maps_of_another_size_or_with_bad_values_are_refused(trained, tmp_
     folder.mkdir()
     iio.imwrite(folder / "big.png", np.zeros((40, 40), np.uint8))
     args = {**o["infer"], "mode": "controlnet", "dataset_dir": str(folder), "label_map_split": None,
-            "output_dir": str(tmp_path / "out")}  # fmt: skip
+            "resize_label_maps": False, "output_dir": str(tmp_path / "out")}  # fmt: skip
     message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
     assert "big" in message and "40" in message and "resize_label_maps" in message
     (folder / "big.png").unlink()
