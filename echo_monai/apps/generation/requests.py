@@ -202,32 +202,22 @@ def prompt_requests(
         ]
     if per_class < 1:
         raise ValueError(f"prompt_requests: per_class must be >= 1, got {per_class}.")
-    requests = []
+    entries: list[tuple[str, str, str, int]] = []  # (prompt, view, phase, patient number) per item
     if prompts is not None and mode == "text":
         for number, text in enumerate(prompts):
             if not isinstance(text, str) or not text.strip():
                 raise ValueError(f"prompt_requests: prompts[{number}] must be a non-empty string, got {text!r}.")
-            view, phase = _named_class(text)
-            for _ in range(int(per_class)):
-                index = len(requests)
-                source = {"patient": f"{prefix}{index:05d}", "view": view, "phase": phase, "copy": 0}
-                requests.append(
-                    GenerationRequest(
-                        f"{source['patient']}_{view}_{phase}", index, int(seed) + index, {"prompt": text}, source=source
-                    )
-                )
-        return requests
-    for view in views:
-        for phase in phases:
-            text = prompt.build(view, phase, template) if mode == "text" else ""
-            for i in range(int(per_class)):
-                index = len(requests)
-                source = {"patient": f"{prefix}{i:05d}", "view": view, "phase": phase, "copy": 0}
-                requests.append(
-                    GenerationRequest(
-                        f"{source['patient']}_{view}_{phase}", index, int(seed) + index, {"prompt": text}, source=source
-                    )
-                )
+            entries += [(text, *_named_class(text), len(entries) + i) for i in range(int(per_class))]
+    else:  # a synthetic patient per copy, with one image per view x phase, as CAMUS has
+        for view in views:
+            for phase in phases:
+                text = prompt.build(view, phase, template) if mode == "text" else ""
+                entries += [(text, view, phase, i) for i in range(int(per_class))]
+    requests = []
+    for index, (text, view, phase, number) in enumerate(entries):
+        source = {"patient": f"{prefix}{number:05d}", "view": view, "phase": phase, "copy": 0}
+        name = f"{source['patient']}_{view}_{phase}"
+        requests.append(GenerationRequest(name, index, int(seed) + index, {"prompt": text}, source=source))
     return requests
 
 
