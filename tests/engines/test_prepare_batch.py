@@ -114,8 +114,10 @@ def test_errors_name_the_problem():
         DDPMPrepareBatch(DDPMScheduler(10), Conditioning({"seg": "label_map"}))({"image": torch.zeros(1, 1, 4, 4)})
     with pytest.raises(KeyError, match="'latent'"):
         DDPMPrepareBatch(DDPMScheduler(10), image_key="latent")({"image": torch.zeros(1, 1, 4, 4)})
-    with pytest.raises(ValueError, match="dropout"):
-        Conditioning(dropout=1.0)
+    with pytest.raises(ValueError, match=r"dropout must be in \[0, 1\], got 1.5"):
+        Conditioning(dropout=1.5)
+    every = Conditioning({"class_labels": "view"}, dropout=1.0, null_values={"class_labels": 3})  # unconditional
+    assert every.dropout_mask(64).all()
     with pytest.raises(ValueError, match="droppable"):
         Conditioning({"seg": "label_map"}, droppable=["context"])
     with pytest.raises(ValueError, match="sample_shape or like_key"):
