@@ -70,6 +70,7 @@ ABLATION = {
     # DDIM's own settings against DPM-Solver++1 (the same update, eta = 0) on our grids
     "ddim-50-noclip": Variant("ddim", 50, {"clip_sample": False}),
     "ddim-50-consistent": Variant("ddim", 50, {"_target_": "echo_monai.networks.schedulers.DDIMScheduler"}),
+    "ddim-50-monai": Variant("ddim", 50, {"_target_": "monai.networks.schedulers.DDIMScheduler"}),
     "dpm1-50": Variant("dpm_solver", 50, {"solver_order": 1}),
     "dpm1-50-linspace": Variant("dpm_solver", 50, {"solver_order": 1, "timestep_spacing": "linspace"}),
 }
