@@ -19,8 +19,9 @@ The phantoms (simulated, trained with the bundle's ``cpu`` preset through ``mona
 ``--workdir``): ``demo``, the demo's 20 standard patients (16 train the generator), held-out test phantom of 12
 patients; ``hard`` (``echo-monai simulate camus --variability hard``): 10 patients (8 train the generator: more
 shape, pose, gain, attenuation and wall-dropout variability), held-out test phantom of 30 patients. The generator
-takes 280 optimisation steps on both. Generated images are cached per (sampler, seed), so a rerun with more samplers
-only generates the new ones.
+takes 280 optimisation steps on both. Generated images are cached per (sampler name, label maps, seed), so a rerun
+with more samplers only generates the new ones; the cache does not notice a changed scheduler config or model, so
+delete ``<workdir>/<phantom>/generated`` after changing either.
 
     python benchmarks/seg_ddpm_samplers.py                                   # speed only
     python benchmarks/seg_ddpm_samplers.py --skip-speed --phantom hard demo --workdir bench_samplers
