@@ -41,7 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 def camus_samples(dataset: Sequence[Mapping[str, Any]], image_size: int, limit: int | None = None) -> list[dict]:
-    """CAMUS items → ``{"image": (1, S, S) float in [-1, 1], "label": (1, S, S) int64, "view": 0|1}``.
+    """CAMUS items → ``{"image": (1, S, S) float in [-1, 1], "label": (1, S, S) int64, "view": 0|1}`` (no ``label``
+    for an unlabelled item).
 
     Images are resized with area averaging, labels with nearest neighbour.
     """
@@ -49,14 +50,14 @@ def camus_samples(dataset: Sequence[Mapping[str, Any]], image_size: int, limit: 
     for i in range(len(dataset) if limit is None else min(limit, len(dataset))):
         item = dataset[i]
         image = torch.as_tensor(item["image"], dtype=torch.float32)[None] / 127.5 - 1.0
-        label = torch.as_tensor(item["label"]).float()[None]
-        samples.append(
-            {
-                "image": F.interpolate(image, size=(image_size, image_size), mode="area")[0],
-                "label": F.interpolate(label, size=(image_size, image_size), mode="nearest")[0].long(),
-                "view": int(item["view"] == "4CH"),
-            }
-        )
+        sample = {
+            "image": F.interpolate(image, size=(image_size, image_size), mode="area")[0],
+            "view": int(item["view"] == "4CH"),
+        }
+        if "label" in item:  # a reader with require_label=False gives unlabelled items
+            label = torch.as_tensor(item["label"]).float()[None]
+            sample["label"] = F.interpolate(label, size=(image_size, image_size), mode="nearest")[0].long()
+        samples.append(sample)
     return samples
 
 

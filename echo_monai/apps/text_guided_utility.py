@@ -51,20 +51,10 @@ def view_phase_samples(root: str | os.PathLike, image_size: int, split: Any = No
         FileNotFoundError / ValueError: from the CAMUS reader, naming the missing or invalid files.
     """
     reader = CAMUS(root, split=split, require_label=labels)
-    samples = camus_samples(reader, image_size) if labels else _images_only(reader, image_size)
+    samples = camus_samples(reader, image_size)
     for sample, (_, view, phase) in zip(samples, reader.item_keys(), strict=True):
         sample["view_phase"] = VIEW_PHASE_CLASSES.index((view, phase))
     return samples
-
-
-def _images_only(reader: CAMUS, image_size: int) -> list[dict]:
-    import torch.nn.functional as F
-
-    out = []
-    for i in range(len(reader)):
-        image = torch.as_tensor(reader[i]["image"], dtype=torch.float32)[None] / 127.5 - 1.0
-        out.append({"image": F.interpolate(image, size=(image_size, image_size), mode="area")[0]})
-    return out
 
 
 def _classes(samples: Sequence[Mapping[str, Any]]) -> list[dict]:
