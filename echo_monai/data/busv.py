@@ -22,6 +22,16 @@ from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 __all__ = ["BUSV"]
 
 
+def _is_coco(path: Path) -> bool:
+    """Whether a JSON file found in the dataset folder looks like COCO (a dict with ``images``); reports, settings
+    and fingerprints beside a generated dataset are not annotations."""
+    try:
+        content = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return True  # a broken annotation file is reported, naming it, when it is read
+    return isinstance(content, dict) and "images" in content
+
+
 class BUSV(ReaderDataset):
     """BUSV: ``rawframes/<video>/000000.png ...`` plus COCO-style JSON annotations.
 
@@ -47,7 +57,8 @@ class BUSV(ReaderDataset):
 
     Args:
         root: folder holding ``rawframes/`` and the JSON file(s).
-        annotation_files: JSON files to read; ``None`` reads every ``*.json`` in ``root`` and ``root/annotations``.
+        annotation_files: JSON files to read; ``None`` reads every COCO ``*.json`` (a dict with ``images``) in
+            ``root`` and ``root/annotations``.
         box_format: ``"xyxy"`` or ``"xywh"``.
         transform: MONAI transform applied to each item dict.
         on_invalid: ``"raise"`` one error listing every problem, or ``"skip"`` bad items (``self.invalid``).
@@ -76,7 +87,8 @@ class BUSV(ReaderDataset):
         super().__init__(transform=transform, on_invalid=on_invalid, validate=validate)
         self.root, self.box_format = Path(root), box_format
         if annotation_files is None:
-            annotation_files = sorted(self.root.glob("*.json")) + sorted(self.root.glob("annotations/*.json"))
+            candidates = sorted(self.root.glob("*.json")) + sorted(self.root.glob("annotations/*.json"))
+            annotation_files = [p for p in candidates if _is_coco(p)]  # not the generation pipeline's own JSON files
             if not annotation_files:
                 raise FileNotFoundError(
                     f"BUSV: no COCO JSON annotation file in {str(self.root)!r} or its annotations/ folder."
@@ -144,8 +156,16 @@ class BUSV(ReaderDataset):
             if self.box_format == "xyxy":
                 boxes[:, 2:] += boxes[:, :2]
             sizes = [(im.get("height"), im.get("width")) for im in frames]
-            records.append({"video_name": name, "frame_paths": [str(p) for p in paths], "boxes": boxes,
-                            "label": label, "frame_sizes": sizes, "annotation_file": str(path)})
+            records.append(
+                {
+                    "video_name": name,
+                    "frame_paths": [str(p) for p in paths],
+                    "boxes": boxes,
+                    "label": label,
+                    "frame_sizes": sizes,
+                    "annotation_file": str(path),
+                }
+            )
         return records
 
     def _box_problem(self, annotation: Mapping[str, Any], categories: Mapping[Any, str]) -> str | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +28,7 @@ def make_sampling_evaluator(
     seed: int | None = 0,
     val_handlers: Sequence[Any] = (),
     device: str | torch.device = "cpu",
+    decoder_condition: Mapping[str, str] | None = None,
 ) -> SupervisedEvaluator:
     """A ``SupervisedEvaluator`` whose inferer (a sampler) generates one sample per dataset item.
 
@@ -47,6 +48,8 @@ def make_sampling_evaluator(
         seed: noise seed; None for random noise.
         val_handlers: handlers of the evaluator.
         device: where it runs.
+        decoder_condition: decoder argument -> batch key for a latent sampler whose decoder needs more than the
+            latent (e.g. ``{"first_frame": "first_frame"}``).
 
     Example:
         >>> evaluator = make_sampling_evaluator(net, Sampler(DDIMScheduler(1000), 50), label_maps,
@@ -60,7 +63,7 @@ def make_sampling_evaluator(
         val_data_loader=DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=0),
         network=network,
         inferer=inferer,
-        prepare_batch=SamplingPrepareBatch(conditioning, sample_shape, like_key, channels, seed),
+        prepare_batch=SamplingPrepareBatch(conditioning, sample_shape, like_key, channels, seed, decoder_condition),
         val_handlers=list(val_handlers),
         decollate=False,
     )

@@ -160,6 +160,8 @@ class SamplingPrepareBatch:
         like_key: batch key whose spatial size (and batch size) the samples follow, e.g. the label map.
         channels: channels of the samples when ``sample_shape`` is None.
         seed: seed of the noise generator (CPU generator, so samples do not depend on the device); None for random.
+        decoder_condition: decoder argument -> batch key, passed to a latent sampler as ``decoder_condition`` (an
+            image-to-video decoder's ``first_frame``).
 
     Example:
         >>> prep = SamplingPrepareBatch(Conditioning({"seg": "label_map"}), like_key="label_map", channels=1, seed=0)
@@ -173,6 +175,7 @@ class SamplingPrepareBatch:
         like_key: str | None = None,
         channels: int = 1,
         seed: int | None = None,
+        decoder_condition: Mapping[str, str] | None = None,
     ) -> None:
         if sample_shape is None and like_key is None:
             raise ValueError("SamplingPrepareBatch: give sample_shape or like_key.")
@@ -185,6 +188,7 @@ class SamplingPrepareBatch:
         self.like_key = like_key
         self.channels = int(channels)
         self.generator = torch.Generator().manual_seed(seed) if seed is not None else None
+        self.decoder_condition = dict(decoder_condition or {})
 
     def __call__(
         self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
@@ -201,7 +205,13 @@ class SamplingPrepareBatch:
             if self.conditioning.is_conditional
             else Condition()
         )
-        return noise, None, (), {"condition": condition}
+        kwargs = {"condition": condition}
+        if self.decoder_condition:
+            kwargs["decoder_condition"] = {
+                argument: _fetch(batchdata, key, "SamplingPrepareBatch").float().to(device, non_blocking=non_blocking)
+                for argument, key in self.decoder_condition.items()
+            }
+        return noise, None, (), kwargs
 
 
 def _batch_size(batchdata: Any) -> int:

@@ -15,6 +15,7 @@ from echo_monai.handlers.checkpoint import (
 from echo_monai.handlers.ema import EMA
 from echo_monai.handlers.preview import SamplePreviewWriter, make_grid, write_video
 from echo_monai.handlers.progress import ProgressBar
+from echo_monai.handlers.trained_on import TrainedOn, check_trained_on, trained_on_path
 
 __all__ = [
     "AtomicCheckpointSaver",
@@ -28,6 +29,9 @@ __all__ = [
     "ProgressBar",
     "SamplePreviewWriter",
     "StageCheckpointLoader",
+    "TrainedOn",
+    "check_trained_on",
+    "trained_on_path",
     "latest_checkpoint",
     "load_stage_checkpoint",
     "make_grid",

@@ -196,6 +196,9 @@ class StageCheckpointLoader:
         load_dict: name in the checkpoint -> module to restore (a ``DistributedDataParallel`` wrapper is unwrapped).
         stage: the stage that produces the checkpoint, for the messages (e.g. ``"echo_seg_ddpm train"``).
         map_location: where the tensors go.
+        requires: name -> the loader (or network) of an earlier stage these weights must have been trained on;
+            checked against the record :class:`echo_monai.handlers.TrainedOn` keeps beside the weights (a latent
+            model trained on another autoencoder is refused in one line).
 
     Example:
         >>> weights = StageCheckpointLoader("models/model.pt", {"model": net}, stage="echo_seg_ddpm train")
@@ -204,16 +207,26 @@ class StageCheckpointLoader:
     """
 
     def __init__(
-        self, load_path: str | os.PathLike, load_dict: dict, stage: str = "training", map_location: Any = "cpu"
+        self,
+        load_path: str | os.PathLike,
+        load_dict: dict,
+        stage: str = "training",
+        map_location: Any = "cpu",
+        requires: Mapping[str, Any] | None = None,
     ) -> None:
         if not load_dict:
             raise ValueError("StageCheckpointLoader: load_dict must name at least one module.")
         self.load_path, self.load_dict, self.stage, self.map_location = str(load_path), load_dict, stage, map_location
+        self.requires = dict(requires or {})
         self.loaded = False
 
     def load(self) -> Any:
         """Restore the modules from the checkpoint (the first call only); returns the first module."""
         if not self.loaded:
+            if self.requires:
+                from echo_monai.handlers.trained_on import check_trained_on
+
+                check_trained_on(self.load_path, self.requires, self.stage)
             load_stage_checkpoint(self.load_path, self.load_dict, self.stage, self.map_location)
             self.loaded = True
         return next(iter(self.load_dict.values()))

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights, initialised_controlnet
+from echo_monai.inferers.image_animator import ImageAnimator
 from echo_monai.inferers.latent_sampler import LatentSampler
 from echo_monai.inferers.sampler import (
     STEP_RULES,
@@ -18,6 +19,7 @@ from echo_monai.inferers.temporal_window import TemporalSlidingWindow
 __all__ = [
     "ControlNetDenoiser",
     "FlowSolver",
+    "ImageAnimator",
     "LatentSampler",
     "LatentScaler",
     "STEP_RULES",

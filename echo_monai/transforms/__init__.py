@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from echo_monai.transforms.baseline_videos import affine_jitter_video, jitter_parameters, still_video
 from echo_monai.transforms.condition_map import ConditionMapd, MaskOutsideSector, ModelSized
 from echo_monai.transforms.intensity import ScaleIntensityToModelRanged
 from echo_monai.transforms.label_map import (
@@ -16,9 +17,21 @@ from echo_monai.transforms.label_map import (
 from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
 from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, TokenizePromptd, prompt_vocabulary
+from echo_monai.transforms.still_image import (
+    LesionCropd,
+    LetterboxResized,
+    LoadGreyImaged,
+    SpaceToDepthd,
+    read_grey_image,
+)
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
+    "LesionCropd",
+    "LetterboxResized",
+    "LoadGreyImaged",
+    "SpaceToDepthd",
+    "read_grey_image",
     "EchoPrompt",
     "EchoPromptd",
     "TokenizePromptd",
@@ -45,4 +58,7 @@ __all__ = [
     "ResizeVideod",
     "ScaleIntensityToModelRanged",
     "prompt_vocabulary",
+    "affine_jitter_video",
+    "jitter_parameters",
+    "still_video",
 ]

@@ -153,7 +153,7 @@ class ResampleFPSd(MapTransform):
 class _ClipBase(MapTransform):
     """Shared clip logic: ``num_frames`` frames ``period`` apart from a start, short videos padded at the end."""
 
-    PAD_MODES = ("edge", "zeros")
+    PAD_MODES = ("edge", "zeros", "error")
 
     def __init__(
         self,
@@ -186,11 +186,17 @@ class _ClipBase(MapTransform):
     def _start(self, total: int) -> int:
         """First source frame of the clip in a video of ``total`` frames."""
 
-    def _clip(self, video: Video, start: int) -> torch.Tensor:
+    def _clip(self, video: Video, start: int, name: Any = None) -> torch.Tensor:
         total = video.shape[1]
+        if self.pad_mode == "error" and total < start + self.span:
+            what = f"video {name!r}" if name is not None else "a video"
+            raise ValueError(
+                f"{type(self).__name__}: {what} has {total} frames; a clip of {self.num_frames} frames "
+                f"{self.period} apart needs at least {self.span} (shorter videos are refused with pad_mode='error')."
+            )
         stop = min(total, start + self.span)
         # basic slicing, so a memory map reads the clip's frames only
-        clip = _to_tensor(video[:, start:stop : self.period], self.dtype)
+        clip = _to_tensor(video[:, start : stop : self.period], self.dtype)
         missing = self.num_frames - clip.shape[1]
         if missing > 0:
             fill = clip[:, -1:] if self.pad_mode == "edge" else torch.zeros_like(clip[:, -1:])
@@ -207,8 +213,9 @@ class _ClipBase(MapTransform):
             raise ValueError(f"{type(self).__name__}: keys must have the same number of frames, got {totals}.")
         total = totals[keys[0]]
         start = self._start(total)
+        name = next((d[k] for k in ("video_name", "filename", "name") if isinstance(d.get(k), str)), None)
         for key in keys:
-            d[key] = self._clip(d[key], start)
+            d[key] = self._clip(d[key], start, name)
         kept = np.arange(start, min(total, start + self.span), self.period)
         for key in self.frame_keys:
             frame = int(d[key])
@@ -222,13 +229,14 @@ class RandClipd(Randomizable, _ClipBase):
     """Sample a clip of ``num_frames`` frames, ``period`` apart, from a random start (same start for all keys).
 
     Videos shorter than the clip's span ``(num_frames - 1) * period + 1`` start at 0 and are padded at the end by
-    repeating the last frame (``pad_mode="edge"``) or with zeros (``"zeros"``, as echonet/dynamic does).
+    repeating the last frame (``pad_mode="edge"``) or with zeros (``"zeros"``, as echonet/dynamic does), or are
+    refused with one error naming the video (``"error"``).
 
     Args:
         keys: video keys ``(C, T, H, W)`` (tensors or numpy arrays, memory maps included).
         num_frames: frames per clip.
         period: step between sampled frames.
-        pad_mode: ``"edge"`` or ``"zeros"``.
+        pad_mode: ``"edge"``, ``"zeros"`` or ``"error"``.
         frame_keys: frame-index keys (e.g. ``"ed_frame"``) mapped to their clip position, -1 when not sampled.
         start_key: when given, store the source index of the clip's first frame there.
         dtype: cast the clips to this torch dtype; ``None`` keeps the input's.
@@ -321,8 +329,13 @@ class ResizeVideod(MapTransform):
             video = _to_tensor(d[key])
             frames = video.permute(1, 0, 2, 3).float()  # (T, C, H, W): frames as a batch
             smooth = self.antialias and mode in ("bilinear", "bicubic")
-            resized = F.interpolate(frames, size=self.spatial_size, mode=mode, antialias=smooth,
-                                    **({"align_corners": False} if mode in ("bilinear", "bicubic") else {}))
+            resized = F.interpolate(
+                frames,
+                size=self.spatial_size,
+                mode=mode,
+                antialias=smooth,
+                **({"align_corners": False} if mode in ("bilinear", "bicubic") else {}),
+            )
             resized = resized.permute(1, 0, 2, 3)
             if not video.dtype.is_floating_point:
                 info = torch.iinfo(video.dtype)
@@ -351,7 +364,9 @@ class PickFramesd(MapTransform):
     """
 
     def __init__(
-        self, keys: KeysCollection, frame_keys: Sequence[str] | str = ("ed_frame", "es_frame"),
+        self,
+        keys: KeysCollection,
+        frame_keys: Sequence[str] | str = ("ed_frame", "es_frame"),
         allow_missing_keys: bool = False,
     ) -> None:
         super().__init__(keys, allow_missing_keys)

@@ -76,6 +76,10 @@ def test_clip_pads_short_videos_and_reads_memmaps(avi, tmp_path):
     assert edge[0, :, 0, 0].tolist() == [0, 2, 4, 4, 4, 4]
     zeros = CenterClipd("video", num_frames=4, pad_mode="zeros", dtype=torch.float32)({"video": _ramp(2)})["video"]
     assert zeros[0, :, 0, 0].tolist() == [0, 1, 0, 0]
+    with pytest.raises(ValueError, match=r"video 'v7' has 5 frames; a clip of 6 frames 2 apart needs at least 11"):
+        RandClipd("video", num_frames=6, period=2, pad_mode="error")({"video": _ramp(5), "video_name": "v7"})
+    exact = CenterClipd("video", num_frames=5, pad_mode="error")({"video": _ramp(5)})["video"]
+    assert exact[0, :, 0, 0].tolist() == [0, 1, 2, 3, 4]
     lazy = LoadVideod("video", cache_dir=tmp_path / "c", lazy=True)({"video": avi})
     clip = CenterClipd("video", num_frames=3, period=2, dtype=torch.float32)(lazy)["video"]
     assert isinstance(clip, torch.Tensor) and clip.dtype == torch.float32 and clip.shape == (1, 3, 16, 16)

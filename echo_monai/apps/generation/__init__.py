@@ -16,15 +16,27 @@ from echo_monai.apps.generation.requests import (
     GenerationReport,
     GenerationRequest,
     RankReport,
+    image_requests,
     label_map_requests,
     make_requests,
     prompt_requests,
     request_conditions,
     requests_fingerprint,
 )
+from echo_monai.apps.generation.video_writers import (
+    FLOW_METHODS,
+    VIDEO_FORMATS,
+    BusvWriter,
+    VideoFileWriter,
+    mask_box,
+    propagate_mask,
+)
 from echo_monai.apps.generation.writers import CamusWriter, DatasetWriter, EchoNetWriter, PngWriter, to_uint8
 
 __all__ = [
+    "FLOW_METHODS",
+    "VIDEO_FORMATS",
+    "BusvWriter",
     "CamusWriter",
     "DatasetWriter",
     "EchoNetWriter",
@@ -39,9 +51,13 @@ __all__ = [
     "ReferenceSource",
     "RequestConditioner",
     "SampledReference",
+    "VideoFileWriter",
+    "image_requests",
     "label_map_requests",
+    "mask_box",
     "make_requests",
     "prompt_requests",
+    "propagate_mask",
     "request_conditions",
     "request_error",
     "requests_fingerprint",

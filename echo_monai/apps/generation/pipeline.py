@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -68,6 +68,8 @@ class GenerationPipeline:
             reference or layout) made; by default such a folder is refused, and only the same job resumes.
         postprocess: ``(samples, items) -> samples`` after sampling, before writing (e.g.
             :class:`echo_monai.transforms.MaskOutsideSector`).
+        decoder_condition: decoder argument -> conditioned item key, stacked per batch and given to a latent
+            sampler as its ``decoder_condition`` (LDDM's decoder takes the seed image: ``{first_frame: first_frame}``).
 
     Example:
         >>> pipeline = GenerationPipeline(sampler, network, RequestConditioner(conditioning, transform),
@@ -90,6 +92,7 @@ class GenerationPipeline:
         world_size: int | None = None,
         overwrite: bool = False,
         postprocess: Callable[[torch.Tensor, list[dict[str, Any]]], torch.Tensor] | None = None,
+        decoder_condition: Mapping[str, str] | None = None,
     ) -> None:
         if len(sample_shape) not in (3, 4):
             raise ValueError(f"GenerationPipeline: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
@@ -106,6 +109,7 @@ class GenerationPipeline:
         self.rank, self.world_size = rank, world_size
         self.overwrite = bool(overwrite)
         self.postprocess = postprocess
+        self.decoder_condition = dict(decoder_condition or {})
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationReport | None:
         """Generate this rank's missing items; returns the merged report on the rank that writes it, else None.
@@ -157,7 +161,8 @@ class GenerationPipeline:
         # 4. sampling from each request's own noise (stochastic steps follow the batch's first seed)
         noise = torch.stack([seeded_noise(self.sample_shape, r.seed) for r, _ in kept]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(kept[0][0].seed)
-        samples = self.sampler(noise, self.network, condition=condition, generator=generator)
+        decoding = {"decoder_condition": self._decoder_condition(items)} if self.decoder_condition else {}
+        samples = self.sampler(noise, self.network, condition=condition, generator=generator, **decoding)
         if self.postprocess is not None:
             samples = self.postprocess(samples, items)
         # 5. the missing items of the batch, files first and the record last
@@ -167,6 +172,20 @@ class GenerationPipeline:
             extra = {"reference_attempts": reference.attempts} if reference.attempts else {}
             self.writer.write(request, sample, item, extra)
             report.written.append(request.name)
+
+    def _decoder_condition(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """The decoder conditions of a batch, stacked from its conditioned items."""
+        out = {}
+        for argument, key in self.decoder_condition.items():
+            missing = [i for i, item in enumerate(items) if item.get(key) is None]
+            if missing:
+                raise ValueError(
+                    f"GenerationPipeline: conditioned item(s) {missing} of the batch have no '{key}' (the decoder's "
+                    f"'{argument}')."
+                )
+            values = [torch.as_tensor(item[key]).as_subclass(torch.Tensor).float() for item in items]
+            out[argument] = torch.stack(values).to(self.device)
+        return out
 
     def fingerprint(self, requests: Sequence[GenerationRequest]) -> dict[str, Any]:
         """What makes this job's items what they are: a hash per part (requests, sampler, network, reference,
@@ -180,6 +199,8 @@ class GenerationPipeline:
             "postprocess": digest(describe(self.postprocess)),
             "noise": digest([self.sample_shape, self.batch_size]),
         }
+        if self.decoder_condition:
+            parts["decoder_condition"] = digest(sorted(self.decoder_condition.items()))
         return {"job": digest(parts), "parts": parts}
 
     def _claim(self, requests: Sequence[GenerationRequest]) -> None:

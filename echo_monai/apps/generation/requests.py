@@ -10,12 +10,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from echo_monai.data.busi import BUSI
 from echo_monai.data.label_maps import label_map_datalist
 from echo_monai.transforms.prompts import EchoPrompt
 
@@ -23,6 +26,7 @@ __all__ = [
     "GenerationReport",
     "GenerationRequest",
     "RankReport",
+    "image_requests",
     "label_map_requests",
     "make_requests",
     "prompt_requests",
@@ -147,6 +151,127 @@ def label_map_requests(
         requests.append(
             GenerationRequest(f"{item['name']}_c{item['copy']:02d}", i, int(seed) + i, conditions, source=source)
         )
+    return requests
+
+
+#: still-image files :func:`image_requests` takes as a single image (what ``LoadGreyImaged`` reads)
+STILL_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
+_MASK_STEM = re.compile(r"^(?P<stem>.+)_mask(?:_(?P<index>\d+))?$")  # BUSI's mask names: NAME_mask, NAME_mask_1
+
+
+def _image_suffix(path: Path) -> str:
+    name = path.name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else path.suffix.lower()
+
+
+def _image_stem(path: Path) -> str:
+    return path.name[: len(path.name) - len(_image_suffix(path))]
+
+
+def _sanitised(stem: str) -> str:
+    """A file-stem-safe name: runs of anything but letters, digits, ``.``, ``_`` and ``-`` become one ``_``."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", stem).strip("._") or "image"
+
+
+def _single_image(path: Path) -> dict[str, Any]:
+    """One image file as a BUSI-like record: its sibling ``<stem>_mask[_k]`` files and the class its name or folder
+    gives (``benign (3).png``, ``malignant/x.png``), else None."""
+    suffix, stem = _image_suffix(path), _image_stem(path)
+    if suffix not in STILL_IMAGE_SUFFIXES:
+        raise ValueError(
+            f"image_requests: {str(path)!r} is not an image file; expected a BUSI folder or one of "
+            f"{list(STILL_IMAGE_SUFFIXES)}."
+        )
+    if _MASK_STEM.match(stem):
+        raise ValueError(f"image_requests: {str(path)!r} is a lesion mask (BUSI '_mask' name); give its image.")
+    masks = []
+    for sibling in sorted(path.parent.iterdir()):
+        match = _MASK_STEM.match(_image_stem(sibling))
+        if match and match["stem"] == stem and _image_suffix(sibling) in STILL_IMAGE_SUFFIXES and sibling.is_file():
+            masks.append(str(sibling))
+    label = next((c for c in BUSI.CLASSES if stem.lower().startswith(c) or path.parent.name == c), None)
+    return {"filename": path.name, "image_path": str(path), "label": label, "mask_paths": masks}
+
+
+def image_requests(
+    root: str | os.PathLike,
+    copies: int = 1,
+    classes: Sequence[str] = ("benign", "malignant"),
+    limit: int | None = None,
+    seed: int = 0,
+    split: str = "TRAIN",
+    prefix: str | None = None,
+) -> list[GenerationRequest]:
+    """One request per still image and copy (image-to-video: each copy is another stochastic video of the image).
+
+    ``root`` is a BUSI-layout folder (``Dataset_BUSI_with_GT/<class>/<class> (k).png`` with ``_mask[_k].png`` files,
+    indexed by :class:`echo_monai.data.BUSI` without reading pixels; every image needs a mask there) or one image
+    file (PNG / JPEG / BMP / TIFF / DICOM / NIfTI) with its BUSI-named sibling masks when there are any, and the class
+    its name or folder gives (``benign (3).png``), else None. ``classes`` filters the BUSI folder only.
+
+    Copy ``c`` of image ``i`` is request ``i * copies + c``, seeded ``seed`` plus that running index and named
+    ``[<prefix>_]<stem>_v<c:02d>`` (the image's stem with spaces and brackets made ``_``: ``benign_3_v00``; a stem
+    that two images share gets ``_2``, ``_3``...). Conditions: ``image`` (path), ``mask`` (list of mask paths, merged
+    by union when loaded, or None) and ``label`` (class or None); source: ``image`` (path relative to the BUSI root,
+    or the file name), ``label`` and ``copy``.
+
+    Args:
+        root: a BUSI-layout folder (or its parent) or one image file.
+        copies: videos per image.
+        classes: BUSI classes to animate; ``normal`` (no lesion) is left out by default, as BUSV has only benign
+            and malignant videos.
+        limit: the first ``limit`` images (after filtering), each with its copies; None for all.
+        seed: base seed.
+        split: split of every request.
+        prefix: prepended to every name, or None.
+
+    Raises:
+        FileNotFoundError: ``root`` (or a class folder) does not exist.
+        ValueError: ``copies < 1``, ``limit < 0``, an unknown class, a file that is not an image (or is a mask).
+
+    Example:
+        >>> requests = image_requests("BUSI", copies=2, limit=10)
+        >>> requests[1].name, requests[1].conditions["label"]    # ('benign_1_v01', 'benign')
+    """
+    if isinstance(copies, bool) or int(copies) != copies or copies < 1:
+        raise ValueError(f"image_requests: copies must be an integer >= 1, got {copies!r}.")
+    if limit is not None and (int(limit) != limit or limit < 0):
+        raise ValueError(f"image_requests: limit must be an integer >= 0 or None, got {limit!r}.")
+    classes = [classes] if isinstance(classes, str) else list(classes)
+    unknown = [c for c in classes if c not in BUSI.CLASSES]
+    if not classes or unknown:
+        raise ValueError(
+            f"image_requests: classes must be a non-empty subset of {list(BUSI.CLASSES)}, got {classes!r}"
+            + (f" (unknown: {unknown})." if unknown else ".")
+        )
+    path = Path(root)
+    if path.is_file():
+        records = [_single_image(path)]
+    elif path.is_dir():
+        records = list(BUSI(path, classes=classes, validate=False).data)
+    else:
+        raise FileNotFoundError(f"image_requests: root {str(path)!r} does not exist; expected a BUSI folder or image.")
+    records = records[: int(limit)] if limit is not None else records
+    requests, used = [], set()
+    for record in records:
+        stem = _sanitised(_image_stem(Path(record["image_path"])))
+        stem = f"{_sanitised(prefix)}_{stem}" if prefix else stem
+        unique, k = stem, 1
+        while unique in used:
+            k += 1
+            unique = f"{stem}_{k}"
+        used.add(unique)
+        conditions = {
+            "image": record["image_path"],
+            "mask": list(record["mask_paths"]) or None,
+            "label": record["label"],
+        }
+        for copy in range(int(copies)):
+            index = len(requests)
+            source = {"image": record["filename"], "label": record["label"], "copy": copy}
+            requests.append(
+                GenerationRequest(f"{unique}_v{copy:02d}", index, int(seed) + index, dict(conditions), split, source)
+            )
     return requests
 
 

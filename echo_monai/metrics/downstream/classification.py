@@ -1,17 +1,20 @@
 """Classification utility evaluators for images (view, phase, benign/malignant/normal) and videos.
 
 A MONAI ``ResNet`` (ResNet-10 layout, 2D for images, 3D for videos) is trained with cross-entropy on real and/or
-synthetic samples and scored on real ones by accuracy and macro precision, recall and F1. Its penultimate features are
-the project's default image encoder when it is trained as a view/phase classifier on the user's real data.
+synthetic samples and scored on real ones by accuracy, macro precision, recall and F1, and ROC AUC. Its penultimate
+features are the project's default image encoder when it is trained as a view/phase classifier on the user's real data.
 """
 
 from __future__ import annotations
 
+import math
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 import torch
+from monai.metrics import compute_roc_auc
 from monai.networks.nets import ResNet
 from torch import nn
 
@@ -23,6 +26,7 @@ __all__ = [
     "ImageClassificationEvaluator",
     "VideoClassificationEvaluator",
     "classification_metrics",
+    "roc_auc",
 ]
 
 
@@ -59,8 +63,47 @@ def classification_metrics(predicted: np.ndarray | torch.Tensor, target: np.ndar
     }
 
 
+def roc_auc(logits: torch.Tensor, target: torch.Tensor) -> float:
+    """ROC AUC of class scores with MONAI's :func:`~monai.metrics.compute_roc_auc`.
+
+    Two classes: the AUC of ``softmax(logits)[:, 1]`` against ``target == 1``. More classes: the macro one-vs-rest
+    average over the classes present in `target` (a class absent from the test set has no AUC and is skipped).
+
+    Args:
+        logits: class scores `(N, C)`, `C >= 2`.
+        target: true class indices `(N,)`.
+
+    Returns:
+        the AUC in [0, 1]; NaN when `target` holds a single class (no AUC is defined).
+
+    Raises:
+        ValueError: when `logits` is not `(N, C)` with `C >= 2` or `target` does not hold `N` indices.
+
+    Example:
+        >>> roc_auc(torch.tensor([[0.0, 1.0], [1.0, 0.0]]), torch.tensor([1, 0]))
+        1.0
+    """
+    logits = torch.as_tensor(logits).detach().float().cpu()
+    target = torch.as_tensor(target).detach().cpu().reshape(-1).long()
+    if logits.ndim != 2 or logits.shape[1] < 2:
+        raise ValueError(f"roc_auc: logits must be (N, C) with C >= 2, got {tuple(logits.shape)}.")
+    if target.numel() != logits.shape[0]:
+        raise ValueError(f"roc_auc: target must hold N = {logits.shape[0]} class indices, got {target.numel()}.")
+    if target.unique().numel() < 2:
+        return math.nan
+    probabilities = logits.softmax(dim=1)
+    with warnings.catch_warnings():  # MONAI warns (and returns NaN) for a class absent from the targets
+        warnings.simplefilter("ignore", UserWarning)
+        if logits.shape[1] == 2:
+            return float(compute_roc_auc(probabilities[:, 1], target))
+        one_hot = torch.nn.functional.one_hot(target, logits.shape[1])
+        per_class = np.asarray(compute_roc_auc(probabilities, one_hot, average="none"), dtype=np.float64)
+    finite = per_class[np.isfinite(per_class)]
+    return float(finite.mean()) if finite.size else math.nan
+
+
 class ClassificationEvaluator(DownstreamEvaluator):
-    """Train a MONAI ResNet classifier on real and/or synthetic samples; accuracy and macro P/R/F1 on real ones.
+    """Train a MONAI ResNet classifier on real and/or synthetic samples; accuracy, macro P/R/F1 and AUC on real ones.
 
     Samples are dicts ``{input_key: (C, H, W) or (C, T, H, W) float, "label": int}``.
 
@@ -132,16 +175,17 @@ class ClassificationEvaluator(DownstreamEvaluator):
         self.class_names = list(class_names) if class_names is not None else None
 
     def compute_metrics(self, predictions: torch.Tensor, targets: torch.Tensor) -> dict[str, float]:
-        """Accuracy and macro precision/recall/F1.
+        """Accuracy, macro precision/recall/F1 and ROC AUC.
 
         Args:
             predictions: logits `(N, num_classes)`.
             targets: class indices `(N,)`.
 
         Returns:
-            ``{"accuracy", "precision", "recall", "f1"}``.
+            ``{"accuracy", "precision", "recall", "f1", "auc"}``; ``auc`` is :func:`roc_auc` (binary: of the softmax
+            probability of class 1; more classes: macro one-vs-rest), NaN when the test set holds one class only.
         """
-        return classification_metrics(predictions.argmax(dim=1), targets)
+        return {**classification_metrics(predictions.argmax(dim=1), targets), "auc": roc_auc(predictions, targets)}
 
 
 class ImageClassificationEvaluator(ClassificationEvaluator):

@@ -11,10 +11,13 @@ generates dynamics given an image. Shapes, with ``L = len(channels)`` and ``f = 
     e_0      (B, F, H/f, W/f)           MONAI 2D Encoder of x_0 (same levels, so the same grid as z)
     decoder  cat([post_quant_conv(z), e_0 repeated over T/f], channels) -> MONAI 3D Decoder -> (B, C_out, T, H, W)
     residual_first_frame=True: x_hat = x_0 repeated over T + decoder output (the decoder predicts x - x_0)
+    exact_first_frame=True:    x_hat[:, :, 0] = x_0 (the first frame is reproduced exactly, by construction)
 
 The paper propagates the first frame into the decoder at several scales (AdaIN); here it enters once, concatenated
 at the latent grid, so MONAI's ``Encoder``/``Decoder`` are reused unchanged; ``residual_first_frame`` carries the
-first frame's full-resolution detail.
+first frame's full-resolution detail. With ``exact_first_frame`` the reconstruction's first frame *is* the
+conditioning frame (by construction, not by a loss term), so an animated image starts from the image itself and the
+reconstruction loss is spent on the motion.
 """
 
 from __future__ import annotations
@@ -61,6 +64,9 @@ class FirstFrameVideoAutoencoder(LatentAutoencoder):
         with_decoder_nonlocal_attn: add it at the top of the decoder.
         residual_first_frame: the decoder predicts the difference to the first frame repeated over time (needs
             ``out_channels == in_channels``).
+        exact_first_frame: replace the decoded first frame by the conditioning frame, so frame 0 of every
+            reconstruction and every generated video is the given image exactly (needs
+            ``out_channels == in_channels``).
         use_flash_attention: use PyTorch's scaled-dot-product attention in the attention blocks.
         use_checkpoint: activation checkpointing of the encoder and decoder, to save memory.
 
@@ -87,6 +93,7 @@ class FirstFrameVideoAutoencoder(LatentAutoencoder):
         with_encoder_nonlocal_attn: bool = False,
         with_decoder_nonlocal_attn: bool = False,
         residual_first_frame: bool = False,
+        exact_first_frame: bool = False,
         use_flash_attention: bool = False,
         use_checkpoint: bool = False,
     ) -> None:
@@ -129,11 +136,12 @@ class FirstFrameVideoAutoencoder(LatentAutoencoder):
                 f"{name}: num_res_blocks must be a positive int or one positive int per level of channels "
                 f"{list(channels)}, got {num_res_blocks}."
             )
-        if residual_first_frame and out_channels != in_channels:
-            raise ValueError(
-                f"{name}: residual_first_frame=True needs out_channels == in_channels, got out_channels "
-                f"{out_channels} and in_channels {in_channels}."
-            )
+        for arg, value in (("residual_first_frame", residual_first_frame), ("exact_first_frame", exact_first_frame)):
+            if value and out_channels != in_channels:
+                raise ValueError(
+                    f"{name}: {arg}=True needs out_channels == in_channels, got out_channels {out_channels} and "
+                    f"in_channels {in_channels}."
+                )
 
         common = {
             "num_res_blocks": num_res_blocks,
@@ -175,6 +183,7 @@ class FirstFrameVideoAutoencoder(LatentAutoencoder):
         self.first_frame_features = first_frame_features
         self.downsample_factor = 2 ** (len(channels) - 1)
         self.residual_first_frame = bool(residual_first_frame)
+        self.exact_first_frame = bool(exact_first_frame)
         self.use_checkpoint = bool(use_checkpoint)
 
     def latent_shape(self, video_shape: Sequence[int]) -> tuple[int, int, int, int, int]:
@@ -278,4 +287,6 @@ class FirstFrameVideoAutoencoder(LatentAutoencoder):
         video = self._run(self.decoder, torch.cat([self.post_quant_conv(z), features], dim=1))
         if self.residual_first_frame:
             video = video + first_frame.unsqueeze(2)  # broadcast over T
+        if self.exact_first_frame:
+            video = torch.cat([first_frame.unsqueeze(2).to(video.dtype), video[:, :, 1:]], dim=2)
         return video

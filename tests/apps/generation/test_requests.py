@@ -73,3 +73,66 @@ def test_prompt_requests_of_every_mode(tmp_path):
         prompt_requests("text", per_class=0)
     with pytest.raises(ValueError, match=r"prompts\[0\] must be a non-empty string"):
         prompt_requests("text", prompts=[""])
+
+
+@pytest.fixture
+def busi_root(tmp_path):
+    return simulate("busi", tmp_path / "busi", n=6, seed=0, image_size=(64, 80))
+
+
+def test_image_requests_cover_each_busi_image_and_copy(busi_root):
+    from echo_monai.apps.generation import image_requests
+
+    requests = image_requests(busi_root, copies=2, seed=3)
+    assert len(requests) == 2 * 4  # 2 benign + 2 malignant images (normal left out), 2 copies each
+    assert [r.seed for r in requests] == list(range(3, 11)) and [r.index for r in requests] == list(range(8))
+    assert [r.name for r in requests[:3]] == ["benign_1_v00", "benign_1_v01", "benign_2_v00"]
+    assert len({r.name for r in requests}) == 8 and not any(c in r.name for r in requests for c in " ()")
+    first = requests[1]
+    assert first.conditions["image"].endswith("benign/benign (1).png") and first.conditions["label"] == "benign"
+    assert [m.rsplit("/", 1)[-1] for m in first.conditions["mask"]] == ["benign (1)_mask.png"]
+    assert first.source == {"image": "benign/benign (1).png", "label": "benign", "copy": 1}
+    assert {r.conditions["label"] for r in requests} == {"benign", "malignant"} and requests[0].split == "TRAIN"
+
+
+def test_image_requests_filter_limit_prefix_and_split(busi_root):
+    from echo_monai.apps.generation import image_requests
+
+    normal = image_requests(busi_root, classes=("normal",), split="VAL", prefix="syn")
+    assert [r.name for r in normal] == ["syn_normal_1_v00", "syn_normal_2_v00"] and normal[0].split == "VAL"
+    assert [r.name for r in image_requests(busi_root, classes="malignant", limit=1)] == ["malignant_1_v00"]
+    assert len(image_requests(busi_root, classes=("benign", "malignant", "normal"))) == 6
+
+
+def test_image_requests_of_one_image_file(busi_root, tmp_path):
+    from echo_monai.apps.generation import image_requests
+
+    image = busi_root / "Dataset_BUSI_with_GT" / "malignant" / "malignant (2).png"
+    requests = image_requests(image, copies=3, seed=7)
+    assert [r.name for r in requests] == ["malignant_2_v00", "malignant_2_v01", "malignant_2_v02"]
+    assert [r.seed for r in requests] == [7, 8, 9] and requests[0].conditions["label"] == "malignant"
+    assert requests[0].conditions["mask"] == [str(image.with_name("malignant (2)_mask.png"))]
+    assert requests[0].source == {"image": "malignant (2).png", "label": "malignant", "copy": 0}
+    lone = tmp_path / "scan 1.nii.gz"
+    lone.write_bytes(b"")
+    (only,) = image_requests(lone)
+    assert only.name == "scan_1_v00" and only.conditions["mask"] is None and only.conditions["label"] is None
+
+
+def test_image_requests_refuse_bad_arguments(busi_root, tmp_path):
+    from echo_monai.apps.generation import image_requests
+
+    with pytest.raises(FileNotFoundError, match="root '.*nowhere' does not exist"):
+        image_requests(tmp_path / "nowhere")
+    with pytest.raises(ValueError, match=r"unknown: \['cyst'\]"):
+        image_requests(busi_root, classes=("benign", "cyst"))
+    with pytest.raises(ValueError, match="copies must be an integer >= 1, got 0"):
+        image_requests(busi_root, copies=0)
+    with pytest.raises(ValueError, match="limit must be an integer >= 0"):
+        image_requests(busi_root, limit=-1)
+    with pytest.raises(ValueError, match="is a lesion mask"):
+        image_requests(busi_root / "Dataset_BUSI_with_GT" / "benign" / "benign (1)_mask.png")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("x")
+    with pytest.raises(ValueError, match="is not an image file"):
+        image_requests(notes)

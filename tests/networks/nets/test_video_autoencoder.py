@@ -111,6 +111,20 @@ def test_residual_first_frame_adds_the_frame(make_video_autoencoder, video):
         torch.testing.assert_close(residual.decode(z, first_frame=video[:, :, 0]), expected)
 
 
+@pytest.mark.parametrize("residual", [False, True])
+def test_exact_first_frame_reproduces_the_frame_by_construction(make_video_autoencoder, video, residual):
+    plain = make_video_autoencoder(seed=4, residual_first_frame=residual).eval()
+    exact = make_video_autoencoder(seed=4, residual_first_frame=residual, exact_first_frame=True).eval()
+    exact.load_state_dict(plain.state_dict())
+    with torch.no_grad():
+        z = plain.encode(video)
+        other = torch.randn_like(video[:, :, 0])
+        out = exact.decode(z, first_frame=other)
+        assert torch.equal(out[:, :, 0], other)  # frame 0 is the conditioning frame, whatever the latent
+        torch.testing.assert_close(out[:, :, 1:], plain.decode(z, first_frame=other)[:, :, 1:])
+        assert torch.equal(exact(video)[0][:, :, 0], video[:, :, 0])
+
+
 @pytest.mark.parametrize(
     "shape, match",
     [
@@ -160,6 +174,7 @@ def test_decode_first_frame_errors(make_video_autoencoder):
         ({"num_res_blocks": (1, 1, 1)}, "num_res_blocks"),
         ({"num_res_blocks": 0}, "num_res_blocks"),
         ({"residual_first_frame": True, "out_channels": 2}, "residual_first_frame"),
+        ({"exact_first_frame": True, "out_channels": 2}, "exact_first_frame=True needs out_channels"),
     ],
 )
 def test_constructor_errors(overrides, match):

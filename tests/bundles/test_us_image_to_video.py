@@ -1,0 +1,158 @@
+"""us_image_to_video end to end with tiny overrides on the breast phantom: train_vae -> encode -> train (flow and
+DDPM) -> infer (a BUSI folder into a BUSV-layout dataset; one image into viewer files) -> evaluate; and the bad
+inputs each get one clear line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import cli_args, cli_error
+
+from echo_monai.apps import cli
+from echo_monai.apps.simulate import simulate
+from echo_monai.data import BUSV, LatentCacheDataset
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "us_image_to_video"
+
+
+def make_overrides(root: Path) -> dict[str, dict]:
+    """Tiny phantom data (BUSV videos to train on, BUSI images to animate), the stage-1 autoencoder and latent cache,
+    and overrides per command. The contract test uses ``train`` and ``infer``; ``check_properties`` instantiates
+    their datasets, which read the latent cache, so it is built here (train_vae then encode, seconds at this size)."""
+    busv, busi = root / "busv", root / "busi"
+    if not busv.exists():
+        simulate("busv", busv, n=10, seed=0, image_size=(32, 40), n_frames=10)  # 8 train, 2 val videos
+        simulate("busi", busi, n=6, seed=0, image_size=(32, 40))  # 2 benign, 2 malignant, 2 normal
+    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(busv), "preset": "tiny"}
+    overrides = {
+        "train_vae": common,
+        "encode": common,
+        "train": common,
+        "infer": {**common, "images": str(busi), "output_dir": str(root / "synthetic")},
+        "evaluate": {
+            **common,
+            "images": str(busi),
+            "synthetic_dir": str(root / "synthetic"),
+            "report_dir": str(root / "report"),
+        },  # fmt: skip
+    }
+    if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
+        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
+        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("us_image_to_video")
+    o = make_overrides(root)
+    assert cli.main(["train", str(BUNDLE), *cli_args(o["train"])]) == 0
+    return root, o
+
+
+def test_stage_one_reproduces_the_first_frame_and_caches_it(trained):
+    root, o = trained
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config([str(BUNDLE / "configs" / "inference.yaml"), str(BUNDLE / "configs" / "presets" / "tiny.yaml")])
+    parser.update({"bundle_root": o["train"]["bundle_root"]})
+    autoencoder = parser.get_parsed_content("checkpoints::autoencoder").load().eval()
+    cache = LatentCacheDataset(Path(o["train"]["bundle_root"]) / "latents" / "train")
+    assert len(cache) == 8
+    item = cache[0]
+    assert item["latent"].shape == (4, 4, 8, 8) and item["first_frame"].shape == (1, 16, 16)
+    assert item["label"] in ("benign", "malignant") and "video_name" in item
+    video = torch.rand(1, 1, 8, 16, 16) * 2 - 1
+    with torch.no_grad():
+        assert torch.equal(autoencoder(video)[0][:, :, 0], video[:, :, 0])  # by construction
+
+
+def test_infer_busi_folder_into_a_busv_dataset_with_boxes(trained):
+    root, o = trained
+    assert cli.main(["infer", str(BUNDLE), *cli_args(o["infer"])]) == 0
+    synthetic = BUSV(root / "synthetic", validate=True)
+    assert len(synthetic) == 8  # 4 benign/malignant images (normal ones are not animated) x 2 videos each
+    labels = sorted(synthetic[i]["label"] for i in range(len(synthetic)))
+    assert labels == ["benign"] * 4 + ["malignant"] * 4
+    item = synthetic[0]
+    assert item["video"].shape == (1, 8, 16, 16)
+    assert torch.isfinite(item["boxes"]).all()  # every BUSI image has a lesion mask: a box per frame
+    report = json.loads((root / "synthetic" / "generation_report.json").read_text())
+    assert report["requested"] == 8 and len(report["written"]) == 8
+    # the two videos of one image differ (their own seeds) and both start from the image
+    names = sorted(p.name for p in (root / "synthetic" / "rawframes" / "benign").iterdir())
+    first = [cv2.imread(str(root / "synthetic" / "rawframes" / "benign" / n / "000000.png"), 0) for n in names[:2]]
+    later = [cv2.imread(str(root / "synthetic" / "rawframes" / "benign" / n / "000007.png"), 0) for n in names[:2]]
+    assert np.array_equal(first[0], first[1]) and not np.array_equal(later[0], later[1])
+
+
+def test_infer_one_image_into_viewer_files_and_ddpm(trained, tmp_path):
+    root, o = trained
+    image = sorted((root / "busi").rglob("malignant (1).png"))[0]
+    args = {**o["infer"], "images": str(image), "output_layout": "files", "output_dir": str(tmp_path / "files")}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    files = sorted(p.name for p in (tmp_path / "files").iterdir())
+    for suffix in (".gif", ".mp4", ".nii.gz", ".dcm"):
+        assert sum(name.endswith(suffix) for name in files) == 2, (suffix, files)
+    # DDPM (v-prediction) instead of flow matching: the same stage, another objective
+    ddpm_root = tmp_path / "ddpm"
+    shutil.copytree(o["train"]["bundle_root"], ddpm_root, ignore=shutil.ignore_patterns("model.pt", "video_*"))
+    ddpm = {**o["train"], "bundle_root": str(ddpm_root), "objective": "ddpm"}
+    assert cli.main(["train", str(BUNDLE), *cli_args(ddpm)]) == 0
+    args = {**args, "bundle_root": str(ddpm_root), "objective": "ddpm", "output_dir": str(tmp_path / "ddpm_files"),
+            "formats": ["nifti"]}  # fmt: skip
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    assert len(list((tmp_path / "ddpm_files").glob("*.nii.gz"))) == 2
+
+
+def test_evaluate_writes_the_continuation_and_downstream_report(trained):
+    root, o = trained
+    if not (root / "synthetic" / "generation_report.json").is_file():
+        assert cli.main(["infer", str(BUNDLE), *cli_args(o["infer"])]) == 0
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(o["evaluate"])]) == 0
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    assert 0.0 <= metrics["continuation"]["ssim"] <= 1.0
+    assert any(k.startswith("FD_video_classifier") for k in metrics["continuation"])
+    assert any(k.startswith("DT_FD_video_classifier") for k in metrics["continuation"])
+    assert (root / "report" / "report.md").is_file()
+
+
+def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
+    root, o = trained
+    # an image of the wrong kind, and an unreadable one
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    args = {**o["infer"], "images": str(tmp_path / "broken.png"), "output_layout": "files",
+            "output_dir": str(tmp_path / "out")}  # fmt: skip
+    report = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "broken.png" in report and "could not be decoded" in report
+    # a BUSI image without its mask when boxes are asked for
+    busi = tmp_path / "busi"
+    shutil.copytree(root / "busi", busi)
+    mask = sorted(busi.rglob("benign (1)_mask.png"))[0]
+    mask.unlink()
+    args = {**o["infer"], "images": str(busi), "output_dir": str(tmp_path / "nomask")}
+    report = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "benign (1)" in report and "mask" in report
+    # a video with fewer frames than a clip
+    args = {**o["train_vae"], "num_frames": 16, "bundle_root": str(tmp_path / "short")}
+    report = cli_error(["train", str(BUNDLE), "--stage", "vae", *cli_args(args)], capsys)
+    assert "frames; a clip of 16 frames" in report
+    # a stage-2 checkpoint for another autoencoder (same network, other weights: a retrained stage 1)
+    other = tmp_path / "other"
+    shutil.copytree(o["train"]["bundle_root"], other)
+    state = torch.load(other / "models" / "autoencoder.pt", map_location="cpu", weights_only=True)
+    weights = state.get("autoencoder", state)
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = weights[first] + 0.5
+    torch.save(state, other / "models" / "autoencoder.pt")
+    args = {**o["infer"], "bundle_root": str(other), "output_dir": str(tmp_path / "stale")}
+    report = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "model.pt' was trained on the latents of another autoencoder" in report
+    assert not (tmp_path / "stale" / "rows").exists()  # refused before anything was generated
