@@ -56,7 +56,7 @@ def trained(tmp_path_factory):
     return root, o
 
 
-def test_stage_one_reproduces_the_first_frame_and_caches_it(trained):
+def test_train_stage_one_reproduces_the_first_frame_and_caches_it(trained):
     root, o = trained
     from monai.bundle import ConfigParser
 
