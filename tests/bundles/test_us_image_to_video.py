@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error
+from bundle_helpers import cli_args, cli_error, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -72,6 +72,17 @@ def test_train_stage_one_reproduces_the_first_frame_and_caches_it(trained):
     video = torch.rand(1, 1, 8, 16, 16) * 2 - 1
     with torch.no_grad():
         assert torch.equal(autoencoder(video)[0][:, :, 0], video[:, :, 0])  # by construction
+
+
+def test_multi_gpu_overlay_trains_stage_two_with_torchrun_on_cpu(tmp_path):
+    """The torchrun + DDP overlay through the same engines, two CPU processes with Gloo."""
+    overrides = make_overrides(tmp_path)["train"]
+    done = torchrun_train(BUNDLE, overrides)
+    assert done.returncode == 0, done.stderr[-3000:]
+    models = Path(overrides["bundle_root"]) / "models"
+    # 8 training clips, 2 ranks x batch 2 -> 4 clips and 2 iterations per rank
+    assert (models / "model.pt").is_file() and (models / "video_flow_checkpoint_final_iteration=2.pt").is_file()
+    assert (models / "model.pt.trained_on.json").is_file()
 
 
 def test_infer_busi_folder_into_a_busv_dataset_with_boxes(trained):
