@@ -40,6 +40,18 @@ def cli_error(argv: list[str], capsys) -> str:
     return report
 
 
+def ensure_latent_cache(bundle: Path, overrides: dict, last_cache: Path) -> None:
+    """Train a latent bundle's stage-1 autoencoder and encode its latent cache through the CLI, once: skipped when
+    ``last_cache`` (the cache the encode stage writes last) is complete. ``overrides`` holds ``train_vae`` and
+    ``encode``."""
+    from echo_monai.apps import cli
+
+    if (last_cache / "latent_stats.json").is_file():
+        return
+    assert cli.main(["train", str(bundle), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
+    assert cli.main(["infer", str(bundle), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
+
+
 def torchrun_train(bundle: Path, overrides: dict, processes: int = 2) -> subprocess.CompletedProcess:
     """``echo-monai train BUNDLE --multi-gpu`` under torchrun: one CPU process per rank (Gloo)."""
     script = shutil.which("echo-monai") or str(Path(sys.executable).parent / "echo-monai")

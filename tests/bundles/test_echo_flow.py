@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from bundle_helpers import cli_args, cli_error, torchrun_train
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -60,9 +60,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
         },
     }
     # the later stages' data is the stage-1 latent cache: train the tiny VAE and encode the phantom once
-    if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
-        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
-        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
+    ensure_latent_cache(BUNDLE, overrides, root / "bundle" / "latents" / "val")
     return overrides
 
 

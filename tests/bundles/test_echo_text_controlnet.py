@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -43,9 +43,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
             "test_split": "testing",  # the 10-patient phantom: 1 patient, 4 test images
         },
     }
-    if not (root / "bundle" / "latents" / "validation" / "latent_stats.json").is_file():
-        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
-        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
+    ensure_latent_cache(BUNDLE, overrides, root / "bundle" / "latents" / "validation")
     return overrides
 
 

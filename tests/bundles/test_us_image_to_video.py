@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error, torchrun_train
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -42,9 +42,7 @@ def make_overrides(root: Path) -> dict[str, dict]:
             "report_dir": str(root / "report"),
         },  # fmt: skip
     }
-    if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
-        assert cli.main(["train", str(BUNDLE), "--stage", "vae", *cli_args(overrides["train_vae"])]) == 0
-        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(overrides["encode"])]) == 0
+    ensure_latent_cache(BUNDLE, overrides, root / "bundle" / "latents" / "val")
     return overrides
 
 
