@@ -42,6 +42,7 @@ from echo_monai.metrics import (
     markdown_tables,
     ms_ssim_diversity,
     paired_difference,
+    reconstruction_metrics,
     sample_grid,
     summarise_runs,
     to_json_compatible,
@@ -451,6 +452,7 @@ def evaluate_image_to_video(
     seed: int = 0,
     frames_per_video: int = 4,
     title: str = "us_image_to_video evaluation",
+    reconstruct: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The evaluate stage of ``us_image_to_video``: continuation metrics, the utility study, the report.
 
@@ -485,6 +487,9 @@ def evaluate_image_to_video(
         evaluator_kwargs: arguments of every classifier (``max_epochs``, ``max_steps``, ``batch_size``, ...).
         jitter_kwargs: bounds of :func:`~echo_monai.transforms.affine_jitter_video` (not ``seed``).
         seed: seed of `animate`, of the judges and of the jitter motions.
+        reconstruct: the stage-1 autoencoder's deterministic reconstruction of clips ``(N, 1, T, H, W)`` (e.g.
+            ``FirstFrameVideoAutoencoder.reconstruct``); None skips the ``reconstruction`` section (SSIM, PSNR and L1
+            on frames 1..T-1, next to the first frame held still).
         frames_per_video: frames of each real clip the 2D judge is trained on.
         title: report title.
 
@@ -551,6 +556,16 @@ def evaluate_image_to_video(
             f"{caller}: animate must return {expected} for these first frames, got {tuple(generated.shape)}."
         )
     continuation = continuation_metrics(real, generated, encoder=encoder, perceptual=perceptual, seed=seed)
+    # the same scores of the first frame held still: what a model that learnt no motion would get
+    held_still = real[:, :, :1].expand_as(real)[:, None]
+    continuation_still = continuation_metrics(real, held_still, encoder=encoder, perceptual=perceptual, seed=seed)
+    reconstruction: dict[str, float] = {}
+    if reconstruct is not None:
+        with torch.no_grad():
+            rebuilt = torch.as_tensor(reconstruct(real)).as_subclass(torch.Tensor).float().cpu()
+        if rebuilt.shape != real.shape:
+            raise ValueError(f"{caller}: reconstruct must return {tuple(real.shape)}, got {tuple(rebuilt.shape)}.")
+        reconstruction = _reconstruction(real, rebuilt)
 
     # 3. utility: real vs real + synthetic / still / jitter
     still, jitter = _baselines(stills, len(sets["synthetic"]), steps, dict(jitter_kwargs or {}), seed)
@@ -574,11 +589,27 @@ def evaluate_image_to_video(
             "frame_size": [height, width],
         },
         "judges": judges,
+        "reconstruction": reconstruction,
         "continuation": continuation,
+        "continuation_still_baseline": continuation_still,
         "classification": study,
     }
     _write(Path(report_dir), metrics, real, generated, title)
     return metrics
+
+
+def _reconstruction(real: torch.Tensor, rebuilt: torch.Tensor) -> dict[str, float]:
+    """SSIM, PSNR and L1 of the autoencoder's reconstruction on frames 1..T-1, and of the first frame held still."""
+    later = slice(1, None)
+    still = real[:, :, :1].expand_as(real)
+    out = {}
+    for name, video in (("autoencoder", rebuilt), ("first_frame_held_still", still)):
+        window = min(7, real.shape[-1], real.shape[-2])
+        scores = reconstruction_metrics(video[:, :, later], real[:, :, later], win_size=window - (1 - window % 2))
+        out[f"{name}_ssim"], out[f"{name}_psnr"] = scores["ssim"], scores["psnr"]
+        out[f"{name}_l1"] = float((video[:, :, later] - real[:, :, later]).abs().mean())
+    out["first_frame_exact"] = float(torch.equal(rebuilt[:, :, 0], real[:, :, 0]))
+    return out
 
 
 def _write(folder: Path, metrics: Mapping[str, Any], real: torch.Tensor, generated: torch.Tensor, title: str) -> None:
@@ -587,7 +618,8 @@ def _write(folder: Path, metrics: Mapping[str, Any], real: torch.Tensor, generat
     write_json(folder / "metrics.json", clean)
     figure = "samples_held_out_vs_generated.png"
     write_png(folder / figure, sample_grid(real, generated[:, 0]))
-    tables = markdown_tables({key: clean[key] for key in ("data", "judges", "continuation") if clean[key]})
+    sections = ("data", "judges", "reconstruction", "continuation", "continuation_still_baseline")
+    tables = markdown_tables({key: clean[key] for key in sections if clean.get(key)})
     text = (
         f"# {title}\n\n{tables}\n\n## Video classification: real vs real + added videos\n\n"
         f"{study_table(clean['classification'])}\n\n## Figures\n\n**Held-out real (top) vs generated from its first "

@@ -82,6 +82,25 @@ class LatentAutoencoder(nn.Module, ABC):
         """
         return self.encode_posterior(x)[0]
 
+    @torch.no_grad()
+    def reconstruct(self, x: torch.Tensor, batch_size: int = 8) -> torch.Tensor:
+        """Deterministic reconstruction (posterior mean, decoder conditions from ``x``), in batches on the
+        autoencoder's device, returned on ``x``'s device.
+
+        Args:
+            x: the inputs ``(N, ...)``.
+            batch_size: inputs per encoder / decoder call.
+
+        Returns:
+            the reconstructions, shaped like the decoder's output for ``x``.
+        """
+        device = next(self.parameters()).device
+        parts = []
+        for chunk in torch.split(x, max(1, int(batch_size))):
+            chunk = chunk.to(device)
+            parts.append(self.decode(self.encode(chunk), **self.decoder_condition(chunk)).to(x.device))
+        return torch.cat(parts)
+
     def decoder_condition(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """The decoder conditions derived from an input (``{}`` for plain autoencoders).
 

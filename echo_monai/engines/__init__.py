@@ -11,6 +11,7 @@ from echo_monai.engines.autoencoder import (
 )
 from echo_monai.engines.conditioning import Condition, Conditioning
 from echo_monai.engines.evaluation import make_sampling_evaluator
+from echo_monai.engines.frame_interpolation import FrameTripletPrepareBatch, MAFELoss
 from echo_monai.engines.prepare_batch import (
     DDPMPrepareBatch,
     DenoisingPrepareBatch,
@@ -42,6 +43,8 @@ __all__ = [
     "DDPMPrepareBatch",
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
+    "FrameTripletPrepareBatch",
+    "MAFELoss",
     "SamplingPrepareBatch",
     "attach_stage_handlers",
     "checkpoint_prefix",

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from echo_monai.transforms.baseline_videos import affine_jitter_video, jitter_parameters, still_video
 from echo_monai.transforms.condition_map import ConditionMapd, MaskOutsideSector, ModelSized
+from echo_monai.transforms.frame_triplets import FrameTripletd, PseudoFlowd
 from echo_monai.transforms.intensity import ScaleIntensityToModelRanged
 from echo_monai.transforms.label_map import (
     CAMUS_CLASSES,
@@ -49,9 +50,11 @@ __all__ = [
     "sector_from_image",
     "CenterClipd",
     "ClassIndexd",
+    "FrameTripletd",
     "LoadVideod",
     "PairedFramesd",
     "PickFramesd",
+    "PseudoFlowd",
     "RandClipd",
     "RandTracedFramed",
     "ResampleFPSd",

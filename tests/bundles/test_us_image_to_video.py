@@ -128,6 +128,9 @@ def test_evaluate_writes_the_continuation_and_downstream_report(trained):
     assert cli.main(["evaluate", str(BUNDLE), *cli_args(o["evaluate"])]) == 0
     metrics = json.loads((root / "report" / "metrics.json").read_text())
     assert 0.0 <= metrics["continuation"]["ssim"] <= 1.0
+    assert metrics["continuation_still_baseline"]["motion_energy_generated"] == 0.0
+    assert metrics["reconstruction"]["first_frame_exact"] == 1.0
+    assert 0.0 <= metrics["reconstruction"]["autoencoder_ssim"] <= 1.0
     assert any(k.startswith("FD_video_classifier") for k in metrics["continuation"])
     assert any(k.startswith("DT_FD_video_classifier") for k in metrics["continuation"])
     assert (root / "report" / "report.md").is_file()

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from echo_monai.data.latent_autoencoder import FramewiseAutoencoder, LatentAutoencoder, as_latent_autoencoder
 from echo_monai.networks.nets.context_embedding_denoiser import ContextEmbeddingDenoiser
+from echo_monai.networks.nets.mafe import MotionAppearanceFeatureExtractor
 from echo_monai.networks.nets.reidentification import ReIdentificationNet
 from echo_monai.networks.nets.spatiotemporal_controlnet import SpatioTemporalControlNet
 from echo_monai.networks.nets.spatiotemporal_unet import SpatioTemporalUNet
@@ -12,6 +13,7 @@ __all__ = [
     "FirstFrameVideoAutoencoder",
     "FramewiseAutoencoder",
     "LatentAutoencoder",
+    "MotionAppearanceFeatureExtractor",
     "ReIdentificationNet",
     "SpatioTemporalControlNet",
     "SpatioTemporalUNet",
