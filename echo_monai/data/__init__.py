@@ -15,12 +15,14 @@ from echo_monai.data.latent_cache import (
     latent_frames,
 )
 from echo_monai.data.latents import LatentScaler, framewise
+from echo_monai.data.motion_prior import MotionPrior
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import FieldChecker, InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
 __all__ = [
+    "MotionPrior",
     "FramewiseAutoencoder",
     "LatentAutoencoder",
     "as_latent_autoencoder",

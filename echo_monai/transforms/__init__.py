@@ -18,6 +18,7 @@ from echo_monai.transforms.label_map import (
 from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
 from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, TokenizePromptd, prompt_vocabulary
+from echo_monai.transforms.motion import CheckShaped, MotionTokensd, ReferenceFramed, SampleMotiond
 from echo_monai.transforms.still_image import (
     LesionCropd,
     LetterboxResized,
@@ -28,6 +29,10 @@ from echo_monai.transforms.still_image import (
 from echo_monai.transforms.video import CenterClipd, LoadVideod, PickFramesd, RandClipd, ResampleFPSd, ResizeVideod
 
 __all__ = [
+    "CheckShaped",
+    "MotionTokensd",
+    "ReferenceFramed",
+    "SampleMotiond",
     "LesionCropd",
     "LetterboxResized",
     "LoadGreyImaged",

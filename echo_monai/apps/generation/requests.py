@@ -29,6 +29,7 @@ __all__ = [
     "image_requests",
     "label_map_requests",
     "make_requests",
+    "motion_requests",
     "prompt_requests",
     "request_conditions",
     "requests_fingerprint",
@@ -422,3 +423,69 @@ class GenerationReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "gate_rejection_rate": self.gate_rejection_rate}
+
+
+def motion_requests(
+    root: str | os.PathLike,
+    mode: str = "transfer",
+    split: str = "TEST",
+    limit: int | None = None,
+    copies: int = 1,
+    reference: str | os.PathLike | None = None,
+    seed: int = 0,
+    output_split: str = "TRAIN",
+) -> list[GenerationRequest]:
+    """Requests of a motion-conditioned video model (MCDM): one per source video and copy.
+
+    ``mode="transfer"``: the source video drives the motion (``driving``: its path, ``ejection_fraction``: its EF
+    when the source is an EchoNet-Dynamic root, so an EchoNet-layout export can record it). ``mode="prior"``: the
+    motion is drawn from a prior, seeded ``motion_seed`` (the request's seed), and the source video only gives the
+    reference frame. The reference frame is the source video's first frame, or ``reference`` (one image file) for
+    every request (a reference from any image, the motion from another video).
+
+    Args:
+        root: an EchoNet-Dynamic root (``FileList.csv`` + ``Videos/``), a folder of ``.avi`` files or one ``.avi``.
+        mode: ``"transfer"`` or ``"prior"``.
+        split: the EchoNet split whose videos are read (held-out ones by default: never the training videos).
+        limit: the first ``limit`` videos.
+        copies: requests per video (each its own seed).
+        reference: an image every request takes its reference frame from; None for each video's first frame.
+        seed: base seed; request ``i`` gets ``seed + i``.
+        output_split: the split the items are written to.
+
+    Raises:
+        FileNotFoundError: a missing root or reference.
+        ValueError: an unknown mode, ``copies < 1``, no video found.
+    """
+    if mode not in ("transfer", "prior"):
+        raise ValueError(f"motion_requests: mode must be 'transfer' or 'prior', got {mode!r}.")
+    if int(copies) < 1:
+        raise ValueError(f"motion_requests: copies must be >= 1, got {copies}.")
+    root = Path(root)
+    if reference is not None and not Path(reference).is_file():
+        raise FileNotFoundError(f"motion_requests: reference image {str(reference)!r} does not exist.")
+    if (root / "FileList.csv").is_file():
+        from echo_monai.data.echonet import EchoNetDynamic
+
+        records = EchoNetDynamic(root, split=split, require_tracings=False).data
+        videos = [(Path(r["video_path"]), r["meta"]["ejection_fraction"]) for r in records]
+    elif root.is_dir():
+        videos = [(p, None) for p in sorted(root.glob("*.avi"))]
+    elif root.is_file():
+        videos = [(root, None)]
+    else:
+        raise FileNotFoundError(f"motion_requests: {str(root)!r} is neither an EchoNet root, a folder nor a video.")
+    videos = videos[: None if limit is None else int(limit)]
+    if not videos:
+        raise ValueError(f"motion_requests: no video in {str(root)!r} (split {split!r}).")
+    requests = []
+    for i, ((path, ef), copy) in enumerate((v, c) for v in videos for c in range(int(copies))):
+        conditions: dict[str, Any] = {"driving": str(path), "reference": None if reference is None else str(reference)}
+        if mode == "prior":
+            conditions["motion_seed"] = int(seed) + i
+        if ef is not None and mode == "transfer":
+            conditions["ejection_fraction"] = float(ef)
+        source = {"source_video": path.name, "copy": copy, "mode": mode}
+        requests.append(GenerationRequest(f"{path.stem}_{mode}_c{copy:02d}", i, int(seed) + i, conditions,
+                                          split=output_split, source=source))  # fmt: skip
+    return requests
