@@ -310,8 +310,12 @@ class LatentCacheDataset(Dataset):
         if isinstance(expected_fingerprint, torch.nn.Module):
             expected_fingerprint = autoencoder_fingerprint(expected_fingerprint, expected_config)
         if expected_fingerprint is not None and expected_fingerprint != self.fingerprint:
+            built_with = index.get("autoencoder_config") or {}
+            differ = sorted(k for k in set(built_with) | set(expected_config or {})
+                            if built_with.get(k) != (expected_config or {}).get(k))  # fmt: skip
+            what = f" or with another {', '.join(differ)}" if differ else ""
             raise LatentCacheError(
-                f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} was built by another autoencoder "
+                f"LatentCacheDataset: latent cache {str(self.cache_dir)!r} was built by another autoencoder{what} "
                 f"(fingerprint {self.fingerprint}); expected {expected_fingerprint}. Re-encode it with the {stage} "
                 "stage's checkpoint (encode_latent_cache into a new cache_dir)."
             )

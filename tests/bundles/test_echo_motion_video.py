@@ -1,0 +1,107 @@
+"""echo_motion_video end to end with tiny overrides on an EchoNet phantom: train_vae -> train_reid -> train_mafe ->
+encode (latents + motion tokens) -> train -> infer (transfer, prior) -> evaluate; and the bad inputs each get one
+clear line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from bundle_helpers import cli_args, cli_error
+
+from echo_monai.apps import cli
+from echo_monai.apps.simulate import simulate
+from echo_monai.data import EchoNetDynamic, LatentCacheDataset
+
+BUNDLE = Path(__file__).resolve().parents[2] / "bundles" / "echo_motion_video"
+
+
+def make_overrides(root: Path) -> dict[str, dict]:
+    """Tiny phantom data, the three stages before the cache (autoencoder, re-ID, MAFE), the cache, and overrides per
+    command. The contract test uses ``train`` and ``infer``, whose datasets read the cache, so it is built here."""
+    echonet = root / "echonet"
+    if not echonet.exists():
+        simulate("echonet", echonet, n=10, seed=0, image_size=(32, 32), n_frames=32)
+    common = {"bundle_root": str(root / "bundle"), "dataset_dir": str(echonet), "preset": "tiny"}
+    overrides = {
+        "train": common,
+        "infer": {**common, "output_dir": str(root / "synthetic")},
+        "evaluate": {**common, "report_dir": str(root / "report")},
+    }
+    if not (root / "bundle" / "latents" / "val" / "latent_stats.json").is_file():
+        for stage in ("vae", "reid", "mafe"):
+            assert cli.main(["train", str(BUNDLE), "--stage", stage, *cli_args(common)]) == 0, stage
+        assert cli.main(["infer", str(BUNDLE), "--stage", "encode", *cli_args(common)]) == 0
+    return overrides
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("echo_motion_video")
+    o = make_overrides(root)
+    assert cli.main(["train", str(BUNDLE), *cli_args(o["train"])]) == 0
+    return root, o
+
+
+def test_train_mafe_then_cache_motion_tokens_fingerprinted_against_it(trained):
+    root, o = trained
+    models = Path(o["train"]["bundle_root"]) / "models"
+    for name in ("autoencoder.pt", "reid.pt", "mafe.pt", "model.pt", "model.pt.trained_on.json"):
+        assert (models / name).is_file(), name
+    recorded = json.loads((models / "model.pt.trained_on.json").read_text())["fingerprints"]
+    assert set(recorded) == {"autoencoder", "mafe"}
+    cache = LatentCacheDataset(Path(o["train"]["bundle_root"]) / "latents" / "train")
+    item = cache[0]
+    assert item["latent"].shape == (4, 8, 8, 8) and item["motion"].shape == (1, 8)
+    motions = torch.stack([cache[i]["motion"] for i in range(len(cache))])
+    assert motions.std(0).max() > 0  # the videos' motions differ
+    index = json.loads((Path(o["train"]["bundle_root"]) / "latents" / "train" / "latent_index.json").read_text())
+    assert "mafe" in index["autoencoder_config"]
+
+
+def test_infer_transfer_and_prior(trained):
+    root, o = trained
+    assert cli.main(["infer", str(BUNDLE), *cli_args({**o["infer"], "output_dir": str(root / "transfer")})]) == 0
+    exported = EchoNetDynamic(root / "transfer", split="TRAIN", require_tracings=False)
+    test_videos = EchoNetDynamic(root / "echonet", split="TEST", require_tracings=False)
+    assert len(exported) == len(test_videos) >= 1
+    item = exported[0]
+    assert item["video"].shape == (1, 8, 16, 16)
+    # the export records each driving video's EF
+    assert sorted(r["meta"]["ejection_fraction"] for r in exported.data) == pytest.approx(
+        sorted(r["meta"]["ejection_fraction"] for r in test_videos.data), abs=1e-3
+    )
+    args = {**o["infer"], "mode": "prior", "copies": 2, "output_dir": str(root / "prior")}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    gifs = sorted((root / "prior").glob("*.gif"))
+    assert len(gifs) == 2 * len(test_videos)
+    import nibabel as nib
+
+    videos = [nib.load(str(p)).get_fdata() for p in sorted((root / "prior").glob("*.nii.gz"))]
+    assert not np.allclose(videos[0], videos[1])  # two motions drawn for one reference
+
+
+def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
+    root, o = trained
+    # a driving video shorter than a clip
+    args = {**o["infer"], "num_frames": 64, "output_dir": str(tmp_path / "short")}
+    report = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "a clip of 64 frames" in report
+    # motion features of another size than the video model expects (another MAFE's settings)
+    other = tmp_path / "other"
+    shutil.copytree(o["train"]["bundle_root"], other, ignore=shutil.ignore_patterns("model.pt*", "video_*"))
+    args = {**o["train"], "bundle_root": str(other), "num_motion_tokens": 2}
+    report = cli_error(["train", str(BUNDLE), *cli_args(args)], capsys)
+    assert "'motion' from the latent cache's motion features" in report and "expects (2, 8)" in report
+    # a feature cache made with another MAFE (retrained: other weights, same settings)
+    state = torch.load(other / "models" / "mafe.pt", map_location="cpu", weights_only=True)
+    weights = state.get("model", state)
+    first = next(k for k, v in weights.items() if v.is_floating_point())
+    weights[first] = weights[first] + 0.5
+    torch.save(state, other / "models" / "mafe.pt")
+    report = cli_error(["train", str(BUNDLE), *cli_args({**o["train"], "bundle_root": str(other)})], capsys)
+    assert "latent cache" in report and "or with another mafe" in report
