@@ -16,9 +16,9 @@ from echo_monai.transforms.label_map import (
     sector_from_image,
 )
 from echo_monai.transforms.latent import ClassIndexd, RandTracedFramed
+from echo_monai.transforms.motion import CheckShaped, MotionTokensd, ReferenceFramed, SampleMotiond
 from echo_monai.transforms.pairs import PairedFramesd
 from echo_monai.transforms.prompts import EchoPrompt, EchoPromptd, TokenizePromptd, prompt_vocabulary
-from echo_monai.transforms.motion import CheckShaped, MotionTokensd, ReferenceFramed, SampleMotiond
 from echo_monai.transforms.still_image import (
     LesionCropd,
     LetterboxResized,
