@@ -20,7 +20,6 @@ model given the same inputs (e.g. echo_flow's EF-conditioned model, or a still b
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 from collections.abc import Callable, Mapping, Sequence
@@ -53,8 +52,6 @@ __all__ = [
     "motion_faithfulness",
     "temporal_consistency",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: the name of the model passed as ``generate`` in the report, and of the real driving clips' reference row
 MODEL, REAL = "model", "real_driving"
@@ -114,7 +111,8 @@ def dense_flow(
         float32 flow `(N, T - 1, 2, H, W)` in pixels per frame: channel 0 is dx (along W), channel 1 dy (along H).
 
     Raises:
-        ValueError: when `video` is not `(N, 1, T, H, W)` with `T >= 2`, or `method` is unknown.
+        ValueError: when `video` is not `(N, 1, T, H, W)` with `T >= 2`, `method` is unknown, or OpenCV rejects the
+            frames or the options (DIS needs frames of at least 12 px).
 
     Example:
         >>> flow = dense_flow(torch.rand(2, 1, 8, 32, 32) * 2 - 1)  # (2, 7, 2, 32, 32)
@@ -122,12 +120,18 @@ def dense_flow(
     """
     video = _check_videos(video, "video", "dense_flow")
     if str(method) not in FLOW_METHODS:
-        raise ValueError(f"dense_flow: method must be one of {sorted(FLOW_METHODS)}, got {method!r}.")
+        raise ValueError(f"dense_flow: method must be one of {[str(m) for m in FLOW_METHODS]}, got {method!r}.")
     flow_fn, settings = FLOW_METHODS[str(method)], dict(options or {})
     frames = ((video.clamp(-1.0, 1.0) + 1.0) * 127.5).round().to(torch.uint8).numpy()[:, 0]  # (N, T, H, W)
-    flows = np.stack(
-        [np.stack([flow_fn(clip[t], clip[t + 1], settings) for t in range(len(clip) - 1)]) for clip in frames]
-    )  # (N, T - 1, H, W, 2)
+    try:
+        flows = np.stack(
+            [np.stack([flow_fn(clip[t], clip[t + 1], settings) for t in range(len(clip) - 1)]) for clip in frames]
+        )  # (N, T - 1, H, W, 2)
+    except cv2.error as error:  # e.g. DIS needs frames of >= 12 px, or a bad option
+        raise ValueError(
+            f"dense_flow: OpenCV's {str(method)!r} flow failed on frames of {tuple(video.shape[-2:])} px with options "
+            f"{settings}: {str(error).strip().splitlines()[-1]}"
+        ) from error
     return torch.from_numpy(np.ascontiguousarray(flows.transpose(0, 1, 4, 2, 3), dtype=np.float32))
 
 
@@ -201,7 +205,7 @@ def motion_faithfulness(
         )
     num, height, width = driving.shape[0], driving.shape[3], driving.shape[4]
     if mask is not None:
-        mask = torch.as_tensor(np.asarray(mask)).bool()
+        mask = torch.as_tensor(mask).as_subclass(torch.Tensor).bool().cpu()
         if mask.shape == (height, width):
             mask = mask.expand(num, 1, height, width)
         if mask.shape != (num, 1, height, width):

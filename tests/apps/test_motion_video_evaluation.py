@@ -84,7 +84,8 @@ def test_same_motion_correlates_and_opposite_motion_anticorrelates():
 
 def test_shuffled_pairs_give_the_chance_level_and_a_mask_restricts_the_pixels():
     driving = torch.stack([_beating(i, kind) for i, kind in enumerate(["zoom", "turn", "zoom", "turn"])])
-    scores = motion_faithfulness(driving, driving + 0.01 * torch.randn(driving.shape, generator=torch.Generator().manual_seed(0)))
+    noise = 0.01 * torch.randn(driving.shape, generator=torch.Generator().manual_seed(0))
+    scores = motion_faithfulness(driving, driving + noise)
     assert scores["flow_correlation"] > 0.8 and abs(scores["flow_correlation_shuffled"]) < 0.3
     assert scores["flow_correlation_standard_error"] >= 0
     # inside a mask of one column of pixels only, identical videos still agree
@@ -105,12 +106,16 @@ def test_motion_faithfulness_errors():
         motion_faithfulness(video, video, mask=torch.ones(SIZE, SIZE + 1, dtype=torch.bool))
     with pytest.raises(ValueError, match="method must be one of"):
         dense_flow(video, method="horn_schunck")
+    with pytest.raises(ValueError, match="OpenCV's 'dis' flow failed on frames of"):
+        dense_flow(video[..., :6, :6], method="dis")
 
 
 def test_temporal_consistency_of_a_still_video_and_of_noise():
     frame = torch.from_numpy(_texture(5, SIZE))
     still = frame.expand(2, 1, 5, SIZE, SIZE)
-    assert temporal_consistency(still) == {"frame_ssim_mean": pytest.approx(1.0), "frame_ssim_min": 1.0, "num_videos": 2}
+    assert temporal_consistency(still) == pytest.approx(
+        {"frame_ssim_mean": 1.0, "frame_ssim_min": 1.0, "num_videos": 2}
+    )
     noise = torch.rand(2, 1, 5, SIZE, SIZE, generator=torch.Generator().manual_seed(0)) * 2 - 1
     scores = temporal_consistency(noise)
     assert abs(scores["frame_ssim_mean"]) < 0.1 and scores["frame_ssim_min"] <= scores["frame_ssim_mean"]
