@@ -4,6 +4,7 @@ from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights, initialised_controlnet
 from echo_monai.inferers.image_animator import ImageAnimator
 from echo_monai.inferers.latent_sampler import LatentSampler
+from echo_monai.inferers.motion_transfer import MotionTransfer
 from echo_monai.inferers.sampler import (
     STEP_RULES,
     FlowSolver,
@@ -22,6 +23,7 @@ __all__ = [
     "ImageAnimator",
     "LatentSampler",
     "LatentScaler",
+    "MotionTransfer",
     "STEP_RULES",
     "Sampler",
     "SchedulerKind",

@@ -85,6 +85,16 @@ def test_infer_transfer_and_prior(trained):
     assert not np.allclose(videos[0], videos[1])  # two motions drawn for one reference
 
 
+def test_evaluate_scores_motion_and_ef_faithfulness(trained):
+    root, o = trained
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(o["evaluate"])]) == 0
+    metrics = json.loads((root / "report" / "metrics.json").read_text())
+    assert -1.0 <= metrics["motion_faithfulness"]["model"]["flow_correlation"] <= 1.0
+    assert set(metrics["temporal_consistency"]) == {"real_driving", "model"}
+    assert metrics["ef_faithfulness"]["model"]["mae"] >= 0.0
+    assert (root / "report" / "report.md").is_file()
+
+
 def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
     root, o = trained
     # a driving video shorter than a clip
