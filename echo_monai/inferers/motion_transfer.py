@@ -69,7 +69,8 @@ class MotionTransfer:
             )
         if driving.shape[2] != self.latent_shape[1]:
             raise ValueError(
-                f"MotionTransfer: driving videos have {driving.shape[2]} frames; the model makes {self.latent_shape[1]}."
+                f"MotionTransfer: driving videos have {driving.shape[2]} frames; the model makes "
+                f"{self.latent_shape[1]}."
             )
         self.network.eval()
         if hasattr(self.extractor, "eval"):
