@@ -32,10 +32,10 @@ import contextlib
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import torch
+from timing import best_time
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "echo_flow"
 NUM_FRAMES = 64
@@ -84,24 +84,6 @@ def build(overrides: dict, device: torch.device) -> tuple[torch.nn.Module, torch
     return network, autoencoder, inferer, channels, size
 
 
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def timed(fn, device: torch.device, repeats: int) -> float:
-    """Best wall time (s) of ``repeats`` calls after one warm-up call."""
-    fn()
-    synchronize(device)
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        synchronize(device)
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
 def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     from echo_monai.engines import Condition
 
@@ -114,11 +96,11 @@ def measure(name: str, args: argparse.Namespace, device: torch.device) -> dict:
     autocast = torch.autocast(device.type, dtype=torch.bfloat16) if args.bf16 else contextlib.nullcontext()
     decode_frames = min(args.decode_frames, NUM_FRAMES)
     with torch.no_grad(), autocast:
-        nfe = timed(lambda: inferer.sampler.predict(network, noise, t, condition), device, args.repeats)
-        decode_part = timed(lambda: inferer.decode(noise[:, :, :decode_frames]), device, args.repeats)
+        nfe = best_time(lambda: inferer.sampler.predict(network, noise, t, condition), device, args.repeats)
+        decode_part = best_time(lambda: inferer.decode(noise[:, :, :decode_frames]), device, args.repeats)
         end_to_end = None
         if args.end_to_end:
-            end_to_end = timed(lambda: inferer(noise, network, condition=condition), device, args.repeats)
+            end_to_end = best_time(lambda: inferer(noise, network, condition=condition), device, args.repeats)
     decode = decode_part * NUM_FRAMES / decode_frames
     flow = FM_STEPS * nfe + decode
     ddpm = DDPM_STEPS * nfe + decode

@@ -17,11 +17,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from timing import best_time
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "us_image_to_video"
 NETWORK_KEYS = ("autoencoder_def::", "network_def::")
@@ -40,20 +40,6 @@ def bundle_parser(preset: str, image_size: int, num_frames: int, steps: int, dev
     settings = {"image_size": image_size, "num_frames": num_frames, "num_inference_steps": steps, **overrides}
     parser.update({**sizes, "bundle_root": str(BUNDLE), "device": f"$torch.device('{device}')", **settings})
     return parser
-
-
-def timed(function, device: str, repeats: int = 2) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def measure(preset: str, args: argparse.Namespace, objective: str = "flow", guidance: float = 1.5) -> dict:
@@ -82,8 +68,8 @@ def measure(preset: str, args: argparse.Namespace, objective: str = "flow", guid
     def decode():
         autoencoder.decode(latents["z"], first_frame=frames)
 
-    sampling = timed(sample, args.device)
-    decoding = timed(decode, args.device)
+    sampling = best_time(sample, args.device)
+    decoding = best_time(decode, args.device)
     total = sampling + decoding
     return {
         "preset": preset,

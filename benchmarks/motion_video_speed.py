@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 import torch
+from timing import best_time
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "echo_motion_video"
 
@@ -31,20 +31,6 @@ def bundle_parser(device: str, **overrides):
     parser.read_config(str(BUNDLE / "configs" / "inference.yaml"))
     parser.update({"bundle_root": str(BUNDLE), "device": f"$torch.device('{device}')", **overrides})
     return parser
-
-
-def timed(function, device: str, repeats: int = 2) -> float:
-    function()  # warm-up
-    best = float("inf")
-    for _ in range(repeats):
-        if device == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        function()
-        if device == "cuda":
-            torch.cuda.synchronize()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -81,12 +67,12 @@ def main(argv: list[str] | None = None) -> dict:
         value.backward()
         optimizer.step()
 
-    step = timed(mafe_step, args.device)
-    flow_s = timed(lambda: flows({"frame_a": frames[0, 0], "frame_b": frames[0, 2]}), "cpu", repeats=3)
+    step = best_time(mafe_step, args.device)
+    flow_s = best_time(lambda: flows({"frame_a": frames[0, 0], "frame_b": frames[0, 2]}), "cpu", repeats=3)
     mafe.eval()
     clip = torch.rand(1, 1, args.frames, size, size).to(args.device) * 2 - 1
     with torch.no_grad():
-        extraction = timed(lambda: mafe.motion_tokens(clip, 1), args.device)
+        extraction = best_time(lambda: mafe.motion_tokens(clip, 1), args.device)
     # the video model: per-step cost, then default steps vs the paper's
     network = config.get_parsed_content("network").eval()
     autoencoder = config.get_parsed_content("autoencoder").eval()
@@ -97,8 +83,8 @@ def main(argv: list[str] | None = None) -> dict:
     motion = torch.randn(1, 1, int(config.get_parsed_content("motion_dim"))).to(args.device)
     condition = Condition(kwargs={"context": motion}, concat=[torch.randn(1, shape[1], *shape[3:]).to(args.device)])
     with torch.no_grad():
-        sampling = timed(lambda: sampler(noise, network, condition=condition, clip=False), args.device, repeats=1)
-        decoding = timed(lambda: autoencoder.decode(noise[0].transpose(0, 1)), args.device, repeats=1)
+        sampling = best_time(lambda: sampler(noise, network, condition=condition, clip=False), args.device, repeats=1)
+        decoding = best_time(lambda: autoencoder.decode(noise[0].transpose(0, 1)), args.device, repeats=1)
     per_step = sampling / args.steps
     default_s, paper_s = sampling + decoding, per_step * args.paper_steps + decoding
     result = {

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import time
 from pathlib import Path
 
 import torch
 import yaml
+from timing import best_time
 
 BUNDLE = Path(__file__).resolve().parents[1] / "bundles" / "echo_text_controlnet"
 
@@ -33,16 +33,6 @@ def bundle_parser(image_size: int, steps: int, mode: str = "text", **overrides):
     parser.update({**preset, "bundle_root": str(BUNDLE), "device": "$torch.device('cpu')", "image_size": image_size,
                    "num_inference_steps": steps, "mode": mode, **overrides})  # fmt: skip
     return parser
-
-
-def best_of(function, repeats: int = 3) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return min(times)
 
 
 def inputs(parser, batch: int, mode: str):
@@ -85,8 +75,8 @@ def guidance(parser, batch: int) -> dict:
         arguments = (network, noise, t, condition)
         slow = (*arguments, conditioning.null(condition), 3.0)
         with torch.inference_mode():
-            doubled = best_of(lambda: sampler.predict(*arguments))  # noqa: B023 - called inside the iteration
-            separate = best_of(lambda: two_calls(*slow))  # noqa: B023
+            doubled = best_time(lambda: sampler.predict(*arguments), repeats=3)  # noqa: B023 - called inside the iteration
+            separate = best_time(lambda: two_calls(*slow), repeats=3)  # noqa: B023
             torch.testing.assert_close(sampler.predict(*arguments), two_calls(*slow), atol=1e-4, rtol=1e-4)
         results[mode] = {"doubled_s": doubled, "two_calls_s": separate, "speedup": separate / doubled}
         print(f"guidance, {mode:<10}: doubled batch {doubled * 1000:7.1f} ms, two calls {separate * 1000:7.1f} ms "
@@ -106,7 +96,7 @@ def images_per_second(image_size: int, batch: int, steps: int) -> dict:
         if mode == "unconditional":
             condition = parser.get_parsed_content("conditioning").null(condition)
         with torch.inference_mode():
-            seconds = best_of(lambda: sampler(noise, network, condition=condition), repeats=2)  # noqa: B023
+            seconds = best_time(lambda: sampler(noise, network, condition=condition), repeats=2)  # noqa: B023
         rate = batch / seconds
         nfe = sampler.sampler.network_evaluations
         results[mode] = {"images_per_s": rate, "network_evaluations": nfe, "guidance": sampler.sampler.guidance_scale}
@@ -139,7 +129,7 @@ def prompt_cache(batch: int, steps: int) -> dict | None:
             encoder._cache.clear()
             encoder(ids)
 
-    with_cache, without = best_of(cached), best_of(recomputed)
+    with_cache, without = best_time(cached, repeats=3), best_time(recomputed, repeats=3)
     print(f"prompt tokens over {steps} steps, batch {batch}: cached {with_cache * 1000:.1f} ms, re-encoded "
           f"{without * 1000:.1f} ms -> {without / with_cache:.0f}x")  # fmt: skip
     return {"cached_s": with_cache, "reencoded_s": without, "speedup": without / with_cache}
