@@ -215,6 +215,8 @@ def make_training_stage(
     n_saved: int | None = 2,
     resume: bool = True,
     key_metric_name: str = "val_loss",
+    val_loss_function: Callable | None = None,
+    val_output_key: str | None = None,
     train_handlers: Sequence[Any] = (),
     device: str | torch.device = "cpu",
     amp: bool = False,
@@ -251,6 +253,10 @@ def make_training_stage(
         n_saved: resumable checkpoints kept.
         resume: continue from this stage's newest checkpoint in ``ckpt_dir``.
         key_metric_name: name of the validation loss metric.
+        val_loss_function: the validation metric when it is not ``loss_function`` (e.g. L1 of one output, for an
+            objective whose loss reads a dict of outputs, which MONAI's metric handlers do not take).
+        val_output_key: with dict-valued network outputs and targets, the entry the validation metric compares
+            (``"middle"`` for the frame-interpolation objective); None for tensor outputs.
         train_handlers: further handlers, attached on every rank after the recipe's own.
         device: training device.
         amp: automatic mixed precision.
@@ -316,8 +322,8 @@ def make_training_stage(
     trainer.validator = None
     if val_dataset is not None:
         trainer.validator = _validator(
-            sampled_network, val_dataset, prepare_batch, loss_function, key_metric_name,
-            val_batch_size or batch_size, val_sampler, device, amp, summary_writer, trainer, rank,
+            sampled_network, val_dataset, prepare_batch, val_loss_function or loss_function, key_metric_name,
+            val_batch_size or batch_size, val_sampler, device, amp, summary_writer, trainer, rank, val_output_key,
         )  # fmt: skip
         ValidationHandler(validator=trainer.validator, interval=val_interval, epoch_level=True).attach(trainer)
     if rank == 0:
@@ -328,6 +334,19 @@ def make_training_stage(
     for handler in train_handlers:
         handler.attach(trainer)
     return trainer
+
+
+def _pred_and_label(key: str | None) -> Callable[[Any], tuple[Any, Any]]:
+    """The (prediction, target) pair the validation metric compares: the engine output's, or one entry of them."""
+    pair = from_engine(["pred", "label"])
+    if key is None:
+        return pair
+
+    def entry(output: Any) -> tuple[Any, Any]:
+        pred, label = pair(output)
+        return pred[key], label[key]
+
+    return entry
 
 
 def _validator(
@@ -343,6 +362,7 @@ def _validator(
     summary_writer: Any | None,
     trainer: Engine,
     rank: int,
+    output_key: str | None = None,
 ) -> SupervisedEvaluator:
     """The objective's loss on held-out items (with the EMA weights when there are some); lower is better."""
     handlers: list[Any] = []
@@ -364,7 +384,7 @@ def _validator(
         inferer=SimpleInferer(),
         prepare_batch=prepare_batch,
         key_val_metric={
-            metric_name: IgniteMetricHandler(loss_fn=loss_function, output_transform=from_engine(["pred", "label"]))
+            metric_name: IgniteMetricHandler(loss_fn=loss_function, output_transform=_pred_and_label(output_key))
         },
         metric_cmp_fn=lambda current, previous: current < previous,
         val_handlers=handlers,
