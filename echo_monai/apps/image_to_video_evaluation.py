@@ -21,6 +21,7 @@ A breast-ultrasound still image (BUSI) is animated into a video (BUSV-like). The
 from __future__ import annotations
 
 import copy
+import functools
 import logging
 import math
 import os
@@ -39,6 +40,7 @@ from echo_monai.metrics import (
     PerceptualDistance,
     VideoClassificationEvaluator,
     distribution_metrics,
+    i3d_encoder,
     markdown_tables,
     ms_ssim_diversity,
     paired_difference,
@@ -444,6 +446,7 @@ def evaluate_image_to_video(
     samples_per_image: int = 2,
     num_frames: int = 16,
     encoder_factory: Callable[[], FeatureEncoder] | None = None,
+    i3d_path: str | os.PathLike | None = None,
     perceptual_layers: Sequence[str] | None = ("layer1", "layer2", "layer3"),
     fractions: Sequence[float] = (0.25, 0.5, 1.0),
     seeds: Sequence[int] = (0, 1, 2),
@@ -481,6 +484,8 @@ def evaluate_image_to_video(
         samples_per_image: videos per held-out first frame (>= 2 adds ``diversity_ms_ssim``).
         num_frames: frames per clip, ``T`` of every set and of `animate`'s output (>= 2).
         encoder_factory: zero-argument callable giving the video encoder; None: the real-trained video classifier.
+        i3d_path: a local TorchScript file of the standard I3D: the video encoder is I3D (FVD, DT-FVD), on the
+            judges' device; ignored when ``encoder_factory`` is given. Nothing is downloaded.
         perceptual_layers: layers of the 2D judge for the LPIPS-style distance.
         fractions: real fractions of the study.
         seeds: seeds of the study.
@@ -523,6 +528,8 @@ def evaluate_image_to_video(
             f"{caller}: images must be {(channels, height, width)} like the clips' frames, got {tuple(bad)}."
         )
     options = dict(evaluator_kwargs or {})
+    if encoder_factory is None and i3d_path:
+        encoder_factory = functools.partial(i3d_encoder, i3d_path, options.get("device", "cpu"))
 
     # 1. the judges, trained on real videos only
     judges: dict[str, Any] = {}

@@ -14,6 +14,7 @@ from echo_monai.inferers.sampler import (
     double_batch,
     register_scheduler,
     scheduler_kind,
+    seeded_noise,
 )
 from echo_monai.inferers.temporal_window import TemporalSlidingWindow
 
@@ -35,4 +36,5 @@ __all__ = [
     "framewise",
     "register_scheduler",
     "scheduler_kind",
+    "seeded_noise",
 ]

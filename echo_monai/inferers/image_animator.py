@@ -9,6 +9,7 @@ from monai.networks.utils import pixelunshuffle
 
 from echo_monai.engines.conditioning import Condition
 from echo_monai.inferers.latent_sampler import LatentSampler
+from echo_monai.inferers.sampler import seeded_noise
 
 __all__ = ["ImageAnimator"]
 
@@ -82,12 +83,8 @@ class ImageAnimator:
         for start in range(0, len(jobs), self.batch_size):
             batch = jobs[start : start + self.batch_size]
             frames = torch.stack([first_frames[n] for n, _ in batch]).float().to(self.device)
-            noise = torch.stack(
-                [
-                    torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(seed + n * samples + k))
-                    for n, k in batch
-                ]
-            ).to(self.device)
+            noise = torch.stack([seeded_noise(self.latent_shape, seed + n * samples + k) for n, k in batch])
+            noise = noise.to(self.device)
             reference = pixelunshuffle(frames, spatial_dims=2, scale_factor=self.factor)
             generator = torch.Generator(device=self.device).manual_seed(seed + batch[0][0] * samples + batch[0][1])
             video = self.sampler(

@@ -9,6 +9,7 @@ import torch
 
 from echo_monai.engines.conditioning import Condition
 from echo_monai.inferers.latent_sampler import LatentSampler
+from echo_monai.inferers.sampler import seeded_noise
 
 __all__ = ["MotionTransfer"]
 
@@ -80,12 +81,8 @@ class MotionTransfer:
             stop = min(start + self.batch_size, driving.shape[0])
             motion = self.extractor.motion_tokens(driving[start:stop].float().to(self.device), self.num_tokens)
             reference = reference_frames[start:stop].float().to(self.device)
-            noise = torch.stack(
-                [
-                    torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(seed + n))
-                    for n in range(start, stop)
-                ]
-            ).to(self.device)
+            noise = torch.stack([seeded_noise(self.latent_shape, seed + n) for n in range(start, stop)])
+            noise = noise.to(self.device)
             generator = torch.Generator(device=self.device).manual_seed(seed + start)
             condition = Condition(kwargs={"context": motion.float()}, concat=[reference])
             videos.append(self.sampler(noise, self.network, condition=condition, generator=generator).float().cpu())

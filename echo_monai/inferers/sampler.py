@@ -26,7 +26,7 @@ doubled alongside, so both halves see them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -39,6 +39,7 @@ from echo_monai.engines.conditioning import Condition, Conditioning
 
 __all__ = [
     "FlowSolver",
+    "seeded_noise",
     "STEP_RULES",
     "Sampler",
     "SchedulerKind",
@@ -47,6 +48,12 @@ __all__ = [
     "register_scheduler",
     "scheduler_kind",
 ]
+
+
+def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """Standard normal noise of ``shape`` from its own CPU generator: the same on every device, run and batching
+    (the generation pipeline and the study samplers start every item from the noise of its own seed)."""
+    return torch.randn(tuple(int(s) for s in shape), generator=torch.Generator().manual_seed(int(seed)))
 
 
 class FlowSolver(StrEnum):

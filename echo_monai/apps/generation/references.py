@@ -17,13 +17,9 @@ import torch
 
 from echo_monai.apps.generation.conditioner import RequestConditioner, request_error
 from echo_monai.apps.generation.requests import GenerationRequest
+from echo_monai.inferers.sampler import seeded_noise
 
 __all__ = ["ImageReference", "NoReference", "Reference", "ReferenceSource", "SampledReference", "seeded_noise"]
-
-
-def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
-    """Standard normal noise of ``shape`` from its own CPU generator (the same on every device and run)."""
-    return torch.randn(tuple(int(s) for s in shape), generator=torch.Generator().manual_seed(int(seed)))
 
 
 @dataclass
