@@ -117,8 +117,14 @@ class BUSI(ReaderDataset):
                 if stem not in masks:
                     self.reject(name, f"mask {str(path.with_name(stem + '_mask.png'))!r} is missing.", missing=True)
                     continue
-                records.append({"filename": name, "image_path": str(path), "label": label,
-                                "mask_paths": [str(p) for p in sorted(masks.pop(stem))]})
+                records.append(
+                    {
+                        "filename": name,
+                        "image_path": str(path),
+                        "label": label,
+                        "mask_paths": [str(p) for p in sorted(masks.pop(stem))],
+                    }
+                )
             for stem, paths in masks.items():
                 image_path = str(paths[0].with_name(stem + ".png"))
                 self.reject(f"{label}/{paths[0].name}", f"mask without image {image_path!r}.", missing=True)

@@ -32,11 +32,23 @@ from echo_monai.data.reader_base import FieldChecker, OnInvalid, ReaderDataset
 __all__ = ["CAMUS", "read_metaimage", "read_camus_image", "read_info_cfg", "save_camus_nifti"]
 
 _MET_TYPES = {
-    "MET_UCHAR": np.uint8, "MET_CHAR": np.int8, "MET_USHORT": np.uint16, "MET_SHORT": np.int16,
-    "MET_UINT": np.uint32, "MET_INT": np.int32, "MET_FLOAT": np.float32, "MET_DOUBLE": np.float64,
+    "MET_UCHAR": np.uint8,
+    "MET_CHAR": np.int8,
+    "MET_USHORT": np.uint16,
+    "MET_SHORT": np.int16,
+    "MET_UINT": np.uint32,
+    "MET_INT": np.int32,
+    "MET_FLOAT": np.float32,
+    "MET_DOUBLE": np.float64,
 }
-_SPLIT_NAMES = {"training": "training", "train": "training", "validation": "validation", "val": "validation",
-                "testing": "testing", "test": "testing"}
+_SPLIT_NAMES = {
+    "training": "training",
+    "train": "training",
+    "validation": "validation",
+    "val": "validation",
+    "testing": "testing",
+    "test": "testing",
+}
 
 
 def read_metaimage(path: str | os.PathLike) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -321,8 +333,17 @@ class CAMUS(ReaderDataset):
             if missing:
                 self.reject(item, f"missing file(s) {missing}.", missing=True)
                 continue
-            records.append({"item": item, "image_path": str(image), "label_path": label and str(label),
-                            "phase": phase, "info_path": str(cfg), "num_frames": num_frames, "meta": meta})
+            records.append(
+                {
+                    "item": item,
+                    "image_path": str(image),
+                    "label_path": label and str(label),
+                    "phase": phase,
+                    "info_path": str(cfg),
+                    "num_frames": num_frames,
+                    "meta": meta,
+                }
+            )
         return records
 
     def item_keys(self) -> list[tuple[str, str, str]]:

@@ -91,9 +91,18 @@ class TracedVideoReader(ReaderDataset):
         if checked is None:
             return None
         frames, ed, es = checked
-        return {"filename": filename, "video_path": str(video_path), "tracings": frames, "ed_frame": ed,
-                "es_frame": es, "fps": fps, "num_frames": num_frames, "frame_size": frame_size,
-                "index_file": index_file, "meta": meta}
+        return {
+            "filename": filename,
+            "video_path": str(video_path),
+            "tracings": frames,
+            "ed_frame": ed,
+            "es_frame": es,
+            "fps": fps,
+            "num_frames": num_frames,
+            "frame_size": frame_size,
+            "index_file": index_file,
+            "meta": meta,
+        }
 
     def _index_tracings(
         self, filename: str, tracings: dict[str, dict[int, np.ndarray]], num_frames: int | None, required: bool
@@ -260,15 +269,24 @@ class EchoNetDynamic(TracedVideoReader):
             }
             fields.volumes(meta["edv"], meta["esv"])
             fps = fields.number(row, "FPS", above=0, required=False, unit="frames/s")
-            counts = [fields.number(row, key, minimum=1, integer=True, required=False)
-                      for key in ("NumberOfFrames", "FrameHeight", "FrameWidth")]
+            counts = [
+                fields.number(row, key, minimum=1, integer=True, required=False)
+                for key in ("NumberOfFrames", "FrameHeight", "FrameWidth")
+            ]
             if fields.problems:
                 self.reject(filename, fields.reason)
                 continue
             num_frames, height, width = (_count(value) for value in counts)
             record = self._traced_record(
-                filename, video_path, tracings, num_frames, require_tracings, None if math.isnan(fps) else fps, meta,
-                str(filelist), (height, width) if height and width else None,
+                filename,
+                video_path,
+                tracings,
+                num_frames,
+                require_tracings,
+                None if math.isnan(fps) else fps,
+                meta,
+                str(filelist),
+                (height, width) if height and width else None,
             )
             if record is not None:
                 records.append(record)

@@ -43,5 +43,13 @@ class ScaleIntensityToModelRanged(ScaleIntensityRanged):
             raise ValueError(
                 f"ScaleIntensityToModelRanged: source_max must exceed source_min, got {source_min!r}, {source_max!r}."
             )
-        super().__init__(keys, a_min=source_min, a_max=source_max, b_min=-1.0, b_max=1.0, clip=clip, dtype=dtype,
-                         allow_missing_keys=allow_missing_keys)
+        super().__init__(
+            keys,
+            a_min=source_min,
+            a_max=source_max,
+            b_min=-1.0,
+            b_max=1.0,
+            clip=clip,
+            dtype=dtype,
+            allow_missing_keys=allow_missing_keys,
+        )

@@ -34,6 +34,7 @@ def words(prompt: str) -> list[str]:
     """
     return _WORD.findall(prompt.lower())
 
+
 #: the sentence templates; ``{view}`` and ``{phase}`` are always filled, attributes follow as ", with ..." clauses
 PROMPT_TEMPLATES = (
     "An ultrasound image shows the heart in a {view} view during the {phase} phase",
@@ -98,9 +99,7 @@ class EchoPrompt:
             raise ValueError("EchoPrompt: templates must be non-empty and each hold '{view}' and '{phase}'.")
         self.templates = tuple(templates)
 
-    def build(
-        self, view: str, phase: str, template: int = 0, attributes: Mapping[str, Any] | None = None
-    ) -> str:
+    def build(self, view: str, phase: str, template: int = 0, attributes: Mapping[str, Any] | None = None) -> str:
         """The prompt for ``view`` (``2CH``/``4CH``), ``phase`` (``ED``/``ES``) with the template of that index and the
         given attributes (absent values are skipped).
 

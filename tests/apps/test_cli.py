@@ -140,7 +140,7 @@ def test_a_failed_run_prints_its_project_error_on_one_line(bundles, capsys):
     assert first.startswith("echo-monai: error: make_requests: condition lists must have one value per item")
     log = Path(second.split("traceback is in ")[1].split(";")[0])
     assert log == bundles / "toy" / "logs" / "last_error.log" and "Traceback" in log.read_text()
-    assert 'raise ValueError(' not in err  # the failure's traceback is in the log, not on the screen
+    assert "raise ValueError(" not in err  # the failure's traceback is in the log, not on the screen
     with pytest.raises(RuntimeError, match="Failed to"):
         cli.main(["infer", "toy", "--stage", "failing", "--debug"])
 

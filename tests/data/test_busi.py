@@ -106,8 +106,10 @@ def test_folder_of_unknown_class(tmp_path):
     for suffix in ("", "_mask"):
         source = base / "benign" / f"benign (1){suffix}.png"
         (base / "cyst" / f"cyst (1){suffix}.png").write_bytes(source.read_bytes())
-    expected = re.escape(f"cyst/: folder {str(base / 'cyst')!r} holds 2 image(s) but 'cyst' is not a BUSI class; "
-                         "expected class folders ['benign', 'malignant', 'normal']")
+    expected = re.escape(
+        f"cyst/: folder {str(base / 'cyst')!r} holds 2 image(s) but 'cyst' is not a BUSI class; "
+        "expected class folders ['benign', 'malignant', 'normal']"
+    )
     with pytest.raises(InvalidItemError, match=expected):
         BUSI(base)
     dataset = BUSI(base, on_invalid="skip")
@@ -118,8 +120,10 @@ def test_image_named_after_another_class(tmp_path):
     base = _simulated(tmp_path)
     for suffix in ("", "_mask"):
         (base / "benign" / f"benign (1){suffix}.png").rename(base / "malignant" / f"benign (1){suffix}.png")
-    expected = re.escape(f"malignant/benign (1).png: image {str(base / 'malignant' / 'benign (1).png')!r} is named as "
-                         "class 'benign' but lies in folder 'malignant'")
+    expected = re.escape(
+        f"malignant/benign (1).png: image {str(base / 'malignant' / 'benign (1).png')!r} is named as "
+        "class 'benign' but lies in folder 'malignant'"
+    )
     with pytest.raises(InvalidItemError, match=expected):
         BUSI(base)
     dataset = BUSI(base, on_invalid="skip")

@@ -24,14 +24,23 @@ def _make_busv(root: Path) -> Path:
             (root / "rawframes" / name).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(root / "rawframes" / file_name), rng.integers(0, 255, (H, W), np.uint8))
             image_id = v * 100 + t
-            images.append({"id": image_id, "file_name": file_name, "video_id": v, "frame_id": t,
-                           "height": H, "width": W})
+            images.append(
+                {"id": image_id, "file_name": file_name, "video_id": v, "frame_id": t, "height": H, "width": W}
+            )
             if t != 2:  # frame 2 has no box
-                annotations.append({"id": image_id, "image_id": image_id, "category_id": category,
-                                    "bbox": [2.0 + t, 3.0, 10.0, 6.0], "area": 60.0})
+                annotations.append(
+                    {
+                        "id": image_id,
+                        "image_id": image_id,
+                        "category_id": category,
+                        "bbox": [2.0 + t, 3.0, 10.0, 6.0],
+                        "area": 60.0,
+                    }
+                )
     categories = [{"id": 1, "name": "benign"}, {"id": 2, "name": "malignant"}]
-    (root / "val.json").write_text(json.dumps({"videos": videos, "images": images, "annotations": annotations,
-                                               "categories": categories}))
+    (root / "val.json").write_text(
+        json.dumps({"videos": videos, "images": images, "annotations": annotations, "categories": categories})
+    )
     return root
 
 

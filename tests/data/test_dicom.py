@@ -46,8 +46,12 @@ def _write(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2", jpe
         setattr(ds, keyword, value)
     if jpeg:
         frames = pixels if multi else pixels[None]
-        ds.PixelData = encapsulate([cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR),
-                                                 [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes() for f in frames])
+        ds.PixelData = encapsulate(
+            [
+                cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 98])[1].tobytes()
+                for f in frames
+            ]
+        )
         ds["PixelData"].VR = "OB"
     else:
         ds.PixelData = np.ascontiguousarray(pixels).tobytes()

@@ -88,9 +88,7 @@ def test_atomic_saver_leaves_no_partial_file_and_rotation_keeps_the_newest(tmp_p
 
     net = {"model": torch.nn.Linear(2, 2), "head": torch.nn.Linear(2, 1)}  # several objects: checkpoint_* names
     engine = Engine(lambda e, b: None)
-    AtomicCheckpointSaver(str(tmp_path), net, epoch_level=False, save_interval=1, n_saved=None).attach(
-        engine
-    )
+    AtomicCheckpointSaver(str(tmp_path), net, epoch_level=False, save_interval=1, n_saved=None).attach(engine)
     engine.run([0, 1, 2], max_epochs=1)
     assert [p.name for p in stage_checkpoints(tmp_path)] == [f"checkpoint_iteration={i}.pt" for i in (3, 2, 1)]
     # a save killed half way (torch.save raising) leaves neither a partial file under the real name nor a temporary

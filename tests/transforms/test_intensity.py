@@ -16,8 +16,9 @@ def test_maps_source_range_to_minus_one_one():
 
 
 def test_uint8_input_and_custom_range():
-    out = ScaleIntensityToModelRanged("image", source_min=10, source_max=20)({"image": torch.tensor([10, 15, 20],
-                                                                                                   dtype=torch.uint8)})
+    out = ScaleIntensityToModelRanged("image", source_min=10, source_max=20)(
+        {"image": torch.tensor([10, 15, 20], dtype=torch.uint8)}
+    )
     assert out["image"].tolist() == pytest.approx([-1.0, 0.0, 1.0])
 
 

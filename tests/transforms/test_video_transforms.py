@@ -66,8 +66,10 @@ def test_random_clip_is_seeded_and_shares_start_between_keys():
     assert start == again["start"] and 0 <= start <= 50 - 15
     assert first["video"][0, :, 0, 0].tolist() == list(range(start, start + 16, 2))
     assert torch.equal(first["label"].float(), first["video"]) and first["label"].dtype == torch.uint8
-    starts = {RandClipd("video", num_frames=8).set_random_state(s)({"video": _ramp(50)})["video"][0, 0, 0, 0].item()
-              for s in range(10)}
+    starts = {
+        RandClipd("video", num_frames=8).set_random_state(s)({"video": _ramp(50)})["video"][0, 0, 0, 0].item()
+        for s in range(10)
+    }
     assert len(starts) > 3
 
 
@@ -128,11 +130,13 @@ def test_pick_frames():
 
 def test_chain_with_compose_is_reproducible(avi, tmp_path):
     def chain():
-        return Compose([
-            LoadVideod("video", cache_dir=tmp_path / "cache", lazy=True, fps_key="fps"),
-            RandClipd("video", num_frames=4, period=2, dtype=torch.float32),
-            ResizeVideod("video", (8, 8)),
-        ]).set_random_state(7)
+        return Compose(
+            [
+                LoadVideod("video", cache_dir=tmp_path / "cache", lazy=True, fps_key="fps"),
+                RandClipd("video", num_frames=4, period=2, dtype=torch.float32),
+                ResizeVideod("video", (8, 8)),
+            ]
+        ).set_random_state(7)
 
     first, second = chain()({"video": str(avi)}), chain()({"video": str(avi)})
     assert first["video"].shape == (1, 4, 8, 8) and torch.equal(first["video"], second["video"])

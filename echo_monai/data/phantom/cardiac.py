@@ -18,13 +18,9 @@ from echo_monai.data.phantom.geometry import ProbeGeometry
 
 __all__ = ["CardiacPhantom", "CardiacSequence"]
 
-_DECAY_MM = (
-    18.0  # distance over which the heart's motion fades into the surrounding tissue
-)
+_DECAY_MM = 18.0  # distance over which the heart's motion fades into the surrounding tissue
 _ATTENUATION = {"tissue": 0.5, "blood": 0.18}  # dB/cm/MHz
-_COARSE_MOTION_CELLS = (
-    40_000  # beam grids larger than this (about 150x150 images) interpolate the motion
-)
+_COARSE_MOTION_CELLS = 40_000  # beam grids larger than this (about 150x150 images) interpolate the motion
 
 
 @dataclass
@@ -103,13 +99,9 @@ class CardiacPhantom:
         seed: int = 0,
     ) -> None:
         if len(image_size) != 2 or min(image_size) < 16:
-            raise ValueError(
-                f"CardiacPhantom: image_size must be (H, W) with H, W >= 16, got {image_size}."
-            )
+            raise ValueError(f"CardiacPhantom: image_size must be (H, W) with H, W >= 16, got {image_size}.")
         self.parameters = parameters
-        self.geometry = ProbeGeometry(
-            tuple(image_size), parameters.depth_mm, "sector", parameters.half_angle_deg
-        )
+        self.geometry = ProbeGeometry(tuple(image_size), parameters.depth_mm, "sector", parameters.half_angle_deg)
         self.simulator = BModeSimulator(
             self.geometry,
             center_frequency_mhz=parameters.center_frequency_mhz,
@@ -128,24 +120,16 @@ class CardiacPhantom:
             )
         self.reference = self.shape(parameters.edv_ml)
         self._material_spacing = self.geometry.sample_spacing
-        self._material_origin = np.array(
-            [-self.geometry.half_width_mm * 1.15, -0.1 * parameters.depth_mm]
-        )
-        self._material_field = self._build_material_field(
-            np.random.default_rng([seed, 1])
-        )
+        self._material_origin = np.array([-self.geometry.half_width_mm * 1.15, -0.1 * parameters.depth_mm])
+        self._material_field = self._build_material_field(np.random.default_rng([seed, 1]))
         beam_x, beam_z = self.geometry.beam_coordinates()
-        self._beam_frame = self._to_frame(
-            beam_x, beam_z
-        )  # LV-frame coordinates of the beam grid
+        self._beam_frame = self._to_frame(beam_x, beam_z)  # LV-frame coordinates of the beam grid
         self._beam_range = np.hypot(beam_x, beam_z)
         # large grids: evaluate the (smooth) tissue motion on every other sample and interpolate it bilinearly
         rows, beams = self.geometry.beam_shape
         self._motion_stride = 2 if rows * beams > _COARSE_MOTION_CELLS else 1
         if self._motion_stride > 1:
-            self._coarse_frame = tuple(
-                np.ascontiguousarray(c[::2, ::2]) for c in self._beam_frame
-            )
+            self._coarse_frame = tuple(np.ascontiguousarray(c[::2, ::2]) for c in self._beam_frame)
             self._coarse_maps = np.meshgrid(
                 np.arange(beams, dtype=np.float32) / 2.0,
                 np.arange(rows, dtype=np.float32) / 2.0,
@@ -164,9 +148,7 @@ class CardiacPhantom:
         x, y = self.geometry.to_pixels(*self._from_frame(a, np.zeros(2)))
         return np.array([x[0], y[0]]), np.array([x[1], y[1]])
 
-    def _disc_volume(
-        self, shape: ChamberShape, n_discs: int = 20
-    ) -> tuple[float, np.ndarray]:
+    def _disc_volume(self, shape: ChamberShape, n_discs: int = 20) -> tuple[float, np.ndarray]:
         """Method-of-discs volume (mL) of the rasterised cavity along the true long axis, and the disc diameters."""
         x, z = self.geometry.pixel_coordinates()
         mask = self._chamber_labels(*self._to_frame(x, z), shape) == 1
@@ -174,9 +156,7 @@ class CardiacPhantom:
         diameters = disc_diameters(mask, start, end, n_discs)[:, 0]
         length = float(np.hypot(*(end - start)))
         spacing = self.geometry.pixel_spacing
-        return float(
-            np.pi / 4.0 * np.sum(diameters**2) * length / n_discs * spacing**3 / 1000.0
-        ), diameters
+        return float(np.pi / 4.0 * np.sum(diameters**2) * length / n_discs * spacing**3 / 1000.0), diameters
 
     def _calibrate(self, volume_ml: float, iterations: int = 8) -> float:
         """Linear scale of the shape whose rasterised mask has a method-of-discs volume equal to ``volume_ml``.
@@ -187,9 +167,7 @@ class CardiacPhantom:
         """
         scale, best = 1.0, (math.inf, 1.0)
         for _ in range(iterations):
-            measured, diameters = self._disc_volume(
-                self.parameters.shape(volume_ml, scale)
-            )
+            measured, diameters = self._disc_volume(self.parameters.shape(volume_ml, scale))
             if np.count_nonzero(diameters) < 10:
                 return 1.0  # too few pixels to measure
             error = measured / volume_ml - 1.0
@@ -202,24 +180,16 @@ class CardiacPhantom:
 
     # ---------------------------------------------------------- coordinates
     def _to_frame(self, x: np.ndarray, z: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        (ox, oz), (ux, uz), (vx, vz) = (
-            map(float, vector) for vector in (self.origin, self.axis, self.lateral)
-        )
+        (ox, oz), (ux, uz), (vx, vz) = (map(float, vector) for vector in (self.origin, self.axis, self.lateral))
         dx, dz = x - ox, z - oz
         return dx * ux + dz * uz, dx * vx + dz * vz
 
-    def _from_frame(
-        self, a: np.ndarray, l: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        (ox, oz), (ux, uz), (vx, vz) = (
-            map(float, vector) for vector in (self.origin, self.axis, self.lateral)
-        )
+    def _from_frame(self, a: np.ndarray, l: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        (ox, oz), (ux, uz), (vx, vz) = (map(float, vector) for vector in (self.origin, self.axis, self.lateral))
         return ox + a * ux + l * vx, oz + a * uz + l * vz
 
     # ---------------------------------------------------------------- labels
-    def _chamber_labels(
-        self, a: np.ndarray, l: np.ndarray, shape: ChamberShape
-    ) -> np.ndarray:
+    def _chamber_labels(self, a: np.ndarray, l: np.ndarray, shape: ChamberShape) -> np.ndarray:
         """Labels of LV-frame points for a chamber shape (CAMUS convention)."""
         labels = np.zeros(a.shape, np.uint8)
         if self.parameters.view == "PSAX":
@@ -229,16 +199,12 @@ class CardiacPhantom:
             labels[radius <= inner] = 1
             return labels
         c = shape.centre
-        outer = ((a - c) / (c + shape.wall)) ** 2 + (
-            l / (shape.radius + shape.wall)
-        ) ** 2 <= 1.0
+        outer = ((a - c) / (c + shape.wall)) ** 2 + (l / (shape.radius + shape.wall)) ** 2 <= 1.0
         inner = ((a - c) / c) ** 2 + (l / shape.radius) ** 2 <= 1.0
         below = a <= shape.length
         labels[outer & below] = 2
         labels[inner & below] = 1
-        atrium = ((a - shape.atrium_centre) / shape.atrium_length) ** 2 + (
-            l / shape.atrium_width
-        ) ** 2 <= 1.0
+        atrium = ((a - shape.atrium_centre) / shape.atrium_length) ** 2 + (l / shape.atrium_width) ** 2 <= 1.0
         labels[atrium & ~below] = 3
         return labels
 
@@ -253,15 +219,11 @@ class CardiacPhantom:
             return np.zeros(a0.shape, bool)
         if view == "PSAX":
             r = self._psax_radius(ref) + ref.wall
-            crescent = ((l0 + 0.25 * r) / (1.7 * r)) ** 2 + (
-                (a0 + 0.85 * r) / (0.85 * r)
-            ) ** 2 <= 1.0
+            crescent = ((l0 + 0.25 * r) / (1.7 * r)) ** 2 + ((a0 + 0.85 * r) / (0.85 * r)) ** 2 <= 1.0
             return crescent & (np.hypot(a0, l0) > r + 0.5 * ref.wall)
         half = 0.7 * ref.radius
         centre_l = -(ref.radius + ref.wall + half)
-        ventricle = ((a0 - 0.62 * ref.length) / (0.42 * ref.length)) ** 2 + (
-            (l0 - centre_l) / half
-        ) ** 2 <= 1.0
+        ventricle = ((a0 - 0.62 * ref.length) / (0.42 * ref.length)) ** 2 + ((l0 - centre_l) / half) ** 2 <= 1.0
         ventricle &= a0 <= ref.length
         atrium = (
             ((a0 - ref.length - 0.8 * 0.25 * ref.length) / (0.25 * ref.length)) ** 2
@@ -278,9 +240,7 @@ class CardiacPhantom:
         return self._chamber_labels(a, l, shape) * self.geometry.sector_mask
 
     # ---------------------------------------------------------------- motion
-    def _inverse_map(
-        self, a1: np.ndarray, l1: np.ndarray, cur: ChamberShape
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def _inverse_map(self, a1: np.ndarray, l1: np.ndarray, cur: ChamberShape) -> tuple[np.ndarray, np.ndarray]:
         """Reference (end-diastolic) LV-frame position of the tissue now at ``(a1, l1)``."""
         ref = self.reference
         if self.parameters.view == "PSAX":
@@ -306,9 +266,7 @@ class CardiacPhantom:
             np.where(
                 a1 >= -cur.wall,
                 a1 * (ref.wall / cur.wall),
-                a1
-                + (cur.wall - ref.wall)
-                * np.exp(np.minimum(a1 + cur.wall, 0.0) / _DECAY_MM),
+                a1 + (cur.wall - ref.wall) * np.exp(np.minimum(a1 + cur.wall, 0.0) / _DECAY_MM),
             ),
         )
         ro_t = cur.outer_half_width(a1)
@@ -350,10 +308,7 @@ class CardiacPhantom:
     def _build_material_field(self, rng: np.random.Generator) -> np.ndarray:
         """``(Hm, Wm, 2)`` complex scatterer field of the subject at end-diastole (blood regions empty)."""
         params = self.parameters
-        size = np.ceil(
-            np.array([1.2 * params.depth_mm, 2.3 * self.geometry.half_width_mm])
-            / self._material_spacing
-        )
+        size = np.ceil(np.array([1.2 * params.depth_mm, 2.3 * self.geometry.half_width_mm]) / self._material_spacing)
         rows, cols = int(size[0]), int(size[1])
         z = self._material_origin[1] + (np.arange(rows) + 0.5) * self._material_spacing
         x = self._material_origin[0] + (np.arange(cols) + 0.5) * self._material_spacing
@@ -375,26 +330,17 @@ class CardiacPhantom:
         if params.view == "PSAX":
             gap = np.hypot(a0, l0) - (self._psax_radius(ref) + ref.wall)
         else:
-            gap = np.sqrt(
-                ((a0 - ref.centre) / (ref.centre + ref.wall)) ** 2
-                + (l0 / (ref.radius + ref.wall)) ** 2
-            )
+            gap = np.sqrt(((a0 - ref.centre) / (ref.centre + ref.wall)) ** 2 + (l0 / (ref.radius + ref.wall)) ** 2)
             gap = (gap - 1.0) * (ref.radius + ref.wall)
-        pericardium = (
-            (gap > 0) & (gap < 3.0) & ((a0 <= ref.length) | (params.view == "PSAX"))
-        )
+        pericardium = (gap > 0) & (gap < 3.0) & ((a0 <= ref.length) | (params.view == "PSAX"))
         amplitude = np.where(pericardium, 2.2 * params.myocardium_echo, amplitude)
         blood = (labels == 1) | (labels == 3) | self._right_heart(a0, l0)
         amplitude = np.where(blood, 0.0, amplitude).astype(np.float32)
-        field = rng.standard_normal((rows, cols, 2), dtype=np.float32) * np.float32(
-            np.sqrt(0.5)
-        )
+        field = rng.standard_normal((rows, cols, 2), dtype=np.float32) * np.float32(np.sqrt(0.5))
         return field * amplitude[:, :, None]
 
     # ----------------------------------------------------------------- frames
-    def render(
-        self, frame: float, rng: np.random.Generator
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def render(self, frame: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """One B-mode frame and its labels at a (fractional) frame index.
 
         Returns:
@@ -424,17 +370,11 @@ class CardiacPhantom:
         columns = ((x0 - mx) * scale - 0.5).astype(np.float32)
         rows = ((z0 - mz) * scale - 0.5).astype(np.float32)
         shift = self._beam_range - np.hypot(x0, z0)
-        scatterers = self.simulator.sample_tissue(
-            self._material_field, columns, rows, shift
-        )
+        scatterers = self.simulator.sample_tissue(self._material_field, columns, rows, shift)
         beam_labels = self._chamber_labels(a1, l1, shape)
         blood = (beam_labels == 1) | (beam_labels == 3) | self._right_heart(a0, l0)
-        scatterers[blood] += self.simulator.random_scatterers(
-            rng, params.blood_echo, int(np.count_nonzero(blood))
-        )
-        attenuation = np.where(
-            blood, _ATTENUATION["blood"], _ATTENUATION["tissue"]
-        ).astype(np.float32)
+        scatterers[blood] += self.simulator.random_scatterers(rng, params.blood_echo, int(np.count_nonzero(blood)))
+        attenuation = np.where(blood, _ATTENUATION["blood"], _ATTENUATION["tissue"]).astype(np.float32)
         image = self.simulator.render(scatterers, attenuation, rng)
         return image, self.labels(frame)
 
@@ -446,27 +386,20 @@ class CardiacPhantom:
         rasterised cavity mask, so the tracings and the masks give the same method-of-discs volume.
         """
         if self.parameters.view == "PSAX":
-            raise ValueError(
-                "CardiacPhantom.disc_chords: the method of discs needs an apical view, got 'PSAX'."
-            )
+            raise ValueError("CardiacPhantom.disc_chords: the method of discs needs an apical view, got 'PSAX'.")
         shape = self.shape(float(self.parameters.volume(frame)))
         start, end = self._axis_pixels(shape)
         _, diameters = self._disc_volume(shape, n_discs)
         direction = (end - start) / np.hypot(*(end - start))
-        normal = np.array(
-            [direction[1], -direction[0]]
-        )  # towards the image left (negative lateral)
+        normal = np.array([direction[1], -direction[0]])  # towards the image left (negative lateral)
         normal *= (
             1.0
-            if normal
-            @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, -1.0)))
+            if normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, -1.0)))
             - normal @ np.asarray(self.geometry.to_pixels(*self._from_frame(0.0, 0.0)))
             > 0
             else -1.0
         )
-        centres = start + ((np.arange(n_discs) + 0.5) / n_discs)[:, None] * (
-            end - start
-        )
+        centres = start + ((np.arange(n_discs) + 0.5) / n_discs)[:, None] * (end - start)
         left = centres + 0.5 * diameters[:, None] * normal
         right = centres - 0.5 * diameters[:, None] * normal
         chords = np.concatenate([left, right], axis=1)

@@ -46,6 +46,7 @@ __all__ = [
     "minilm_path",
 ]
 
+
 class TextEncoder(nn.Module):
     """Base class: ``tokenize`` prompts into ``(B, N)`` ids, ``forward`` ids into ``(B, N, dim)`` tokens.
 

@@ -61,7 +61,8 @@ def test_round_trip_through_the_busi_reader(written):
     items = {item["filename"]: item for item in (BUSI(root)[i] for i in range(4))}
     for name, still in zip(
         ["benign/benign (1).png", "benign/benign (2).png", "malignant/malignant (1).png", "normal/normal (1).png"],
-        stills, strict=False,
+        stills,
+        strict=False,
     ):
         item = items[name]
         np.testing.assert_array_equal(item["image"].numpy()[0], still.frames[0])

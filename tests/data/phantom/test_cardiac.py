@@ -28,12 +28,7 @@ def _speckle(frame: np.ndarray) -> np.ndarray:
 
 
 def _eroded(mask: np.ndarray, iterations: int) -> np.ndarray:
-    return (
-        cv2.erode(
-            mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=iterations
-        )
-        > 0
-    )
+    return cv2.erode(mask.astype(np.uint8), np.ones((3, 3), np.uint8), iterations=iterations) > 0
 
 
 def test_sequence_shapes_dtypes_and_ranges():
@@ -41,10 +36,7 @@ def test_sequence_shapes_dtypes_and_ranges():
     sequence = CardiacPhantom(params, (48, 40), seed=1).simulate(_short(params))
     frames, labels = sequence.frames, sequence.labels
     assert frames.shape == labels.shape == (_short(params), 48, 40)
-    assert (
-        frames.dtype == labels.dtype == np.uint8
-        and sequence.sector_mask.dtype == np.uint8
-    )
+    assert frames.dtype == labels.dtype == np.uint8 and sequence.sector_mask.dtype == np.uint8
     assert set(np.unique(labels)) == {0, 1, 2, 3}
     outside = sequence.sector_mask == 0
     assert not frames[:, outside].any() and not labels[:, outside].any()
@@ -52,9 +44,7 @@ def test_sequence_shapes_dtypes_and_ranges():
     assert sequence.volumes_ml[sequence.es_frame] == pytest.approx(params.esv_ml)
     assert sequence.ejection_fraction == pytest.approx(params.ejection_fraction)
     # the LV cavity shrinks from ED to ES
-    assert (labels[sequence.es_frame] == 1).sum() < (
-        labels[sequence.ed_frame] == 1
-    ).sum()
+    assert (labels[sequence.es_frame] == 1).sum() < (labels[sequence.ed_frame] == 1).sum()
 
 
 def test_simulation_is_deterministic_for_a_seed():
@@ -65,9 +55,7 @@ def test_simulation_is_deterministic_for_a_seed():
     np.testing.assert_array_equal(first.frames, second.frames)
     np.testing.assert_array_equal(first.labels, second.labels)
     assert not np.array_equal(first.frames, other.frames)
-    np.testing.assert_array_equal(
-        first.labels, other.labels
-    )  # anatomy comes from the parameters
+    np.testing.assert_array_equal(first.labels, other.labels)  # anatomy comes from the parameters
 
 
 @pytest.mark.parametrize("view", ["4CH", "2CH"])
@@ -81,23 +69,13 @@ def test_method_of_discs_on_masks_recovers_the_prescribed_ef(view, pediatric):
             params.ed_offset_frames + params.systole_frames,
         )
         spacing = phantom.geometry.pixel_spacing
-        estimated = [
-            method_of_discs_volume(phantom.labels(f) == 1, spacing) for f in (ed, es)
-        ]  # axis from the mask
+        estimated = [method_of_discs_volume(phantom.labels(f) == 1, spacing) for f in (ed, es)]  # axis from the mask
         traced = []
         for frame in (ed, es):
             axis = phantom.disc_chords(frame)[0]
-            traced.append(
-                method_of_discs_volume(
-                    phantom.labels(frame) == 1, spacing, axis=(axis[:2], axis[2:])
-                )
-            )
-        assert ejection_fraction(*estimated) == pytest.approx(
-            params.ejection_fraction, abs=2.0
-        )
-        assert ejection_fraction(*traced) == pytest.approx(
-            params.ejection_fraction, abs=2.0
-        )
+            traced.append(method_of_discs_volume(phantom.labels(frame) == 1, spacing, axis=(axis[:2], axis[2:])))
+        assert ejection_fraction(*estimated) == pytest.approx(params.ejection_fraction, abs=2.0)
+        assert ejection_fraction(*traced) == pytest.approx(params.ejection_fraction, abs=2.0)
         assert traced[0] == pytest.approx(params.edv_ml, rel=0.03)
         assert traced[1] == pytest.approx(params.esv_ml, rel=0.03)
 
@@ -115,9 +93,7 @@ def test_disc_chords_follow_the_echonet_layout_and_give_the_ef():
         axis = chords[0, 2:] - chords[0, :2]
         assert axis[1] > 0  # apex first, at the top; mitral plane below
         cross = chords[1:, 2:] - chords[1:, :2]
-        np.testing.assert_allclose(
-            cross @ axis, 0.0, atol=1e-6
-        )  # chords perpendicular to the long axis
+        np.testing.assert_allclose(cross @ axis, 0.0, atol=1e-6)  # chords perpendicular to the long axis
         assert np.all(chords[1:, 0] < chords[1:, 2])  # left end first
         diameters = np.hypot(cross[:, 0], cross[:, 1])
         volumes.append(np.pi / 4 * np.sum(diameters**2) * np.hypot(*axis) / 20)
@@ -127,9 +103,7 @@ def test_disc_chords_follow_the_echonet_layout_and_give_the_ef():
             np.round(chords[1:, ::2].mean(axis=1)).astype(int),
         )
         assert mask[rows, cols].all()  # chord centres inside the cavity
-    assert ejection_fraction(*volumes) == pytest.approx(
-        params.ejection_fraction, abs=2.0
-    )
+    assert ejection_fraction(*volumes) == pytest.approx(params.ejection_fraction, abs=2.0)
 
 
 def test_tissue_speckle_is_coherent_and_blood_speckle_is_redrawn():
@@ -137,12 +111,8 @@ def test_tissue_speckle_is_coherent_and_blood_speckle_is_redrawn():
     phantom = CardiacPhantom(params, (96, 96), seed=4)
     frame = params.ed_offset_frames + 2
     first, labels = phantom.render(frame, np.random.default_rng(0))
-    second, _ = phantom.render(
-        frame, np.random.default_rng(1)
-    )  # same instant: only blood and noise are redrawn
-    tissue = _eroded(
-        (labels != 1) & (labels != 3) & (phantom.geometry.sector_mask == 1), 3
-    )
+    second, _ = phantom.render(frame, np.random.default_rng(1))  # same instant: only blood and noise are redrawn
+    tissue = _eroded((labels != 1) & (labels != 3) & (phantom.geometry.sector_mask == 1), 3)
     blood = _eroded(labels == 1, 4)
     assert _correlation(_speckle(first)[tissue], _speckle(second)[tissue]) > 0.9
     assert abs(_correlation(_speckle(first)[blood], _speckle(second)[blood])) < 0.3
@@ -151,11 +121,7 @@ def test_tissue_speckle_is_coherent_and_blood_speckle_is_redrawn():
     tissue_corr, blood_corr = [], []
     for t in range(len(sequence.frames) - 1):
         a, b = _speckle(sequence.frames[t]), _speckle(sequence.frames[t + 1])
-        both = (
-            (sequence.labels[t] == 0)
-            & (sequence.labels[t + 1] == 0)
-            & (sequence.sector_mask == 1)
-        )
+        both = (sequence.labels[t] == 0) & (sequence.labels[t + 1] == 0) & (sequence.sector_mask == 1)
         tissue_corr.append(_correlation(a[_eroded(both, 3)], b[_eroded(both, 3)]))
         cavity = _eroded((sequence.labels[t] == 1) & (sequence.labels[t + 1] == 1), 4)
         blood_corr.append(_correlation(a[cavity], b[cavity]))
@@ -192,9 +158,7 @@ def test_invalid_arguments_raise():
     with pytest.raises(ValueError, match="image_size"):
         CardiacPhantom(params, (8, 8))
     with pytest.raises(ValueError, match="n_frames"):
-        CardiacPhantom(params, (32, 32)).simulate(
-            params.ed_offset_frames + params.systole_frames
-        )
+        CardiacPhantom(params, (32, 32)).simulate(params.ed_offset_frames + params.systole_frames)
 
 
 def test_coarse_motion_on_large_grids_matches_the_exact_map():
@@ -212,10 +176,7 @@ def test_coarse_motion_on_large_grids_matches_the_exact_map():
             borderMode=cv2.BORDER_REPLICATE,
         )
         error = np.abs(upsampled - full)
-        assert (
-            np.median(error) < 0.02
-            and np.percentile(error, 99) < phantom.geometry.sample_spacing
-        )
+        assert np.median(error) < 0.02 and np.percentile(error, 99) < phantom.geometry.sample_spacing
     image, labels = phantom.render(params.ed_offset_frames, np.random.default_rng(0))
     assert image.shape == labels.shape == (176, 176)
 
