@@ -15,7 +15,9 @@ model given the same inputs (e.g. echo_flow's EF-conditioned model, or a still b
 - **feature distances**: :func:`~echo_monai.metrics.distribution_metrics` of generated vs driving clips with the EF
   regressor's features (``FD_ef_regressor``) and any other video or frame encoder.
 
-:func:`evaluate_motion_video` runs them all and writes ``metrics.json`` and ``report.md``.
+:func:`evaluate_motion_video` runs them all and writes ``metrics.json`` and ``report.md``;
+:func:`ef_conditioned_models` loads trained echo_flow bundles as extra models (the label-conditioned counterpart,
+animating the same reference frames at the driving videos' EF labels).
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from echo_monai.transforms.label_map import sector_from_image
 __all__ = [
     "FlowMethod",
     "dense_flow",
+    "ef_conditioned_models",
     "ef_faithfulness",
     "evaluate_motion_video",
     "motion_faithfulness",
@@ -312,6 +315,76 @@ def ef_faithfulness(
 
 
 # --------------------------------------------------------------------------------------------- entry point
+def ef_conditioned_models(
+    bundle_roots: Mapping[str, str | os.PathLike] | None,
+    num_frames: int,
+    image_size: int,
+    fps: float,
+    bundle: str = "echo_flow",
+    batch_size: int = 4,
+) -> dict[str, Callable[..., torch.Tensor]]:
+    """Trained EF-conditioned video models (``echo_flow`` bundles) as :func:`evaluate_motion_video` extra models.
+
+    Each ``bundle_root`` is read as ``echo-monai infer <bundle>`` reads it (the preset and settings its checkpoints
+    record), and its video model becomes a :class:`echo_monai.inferers.MotionTransfer` without motion: the reference
+    frame (encoded by that bundle's autoencoder) is animated at the driving video's EF label over `num_frames` frames
+    (overlapping windows when the model was trained on shorter clips), from the same seeded noise scheme. So
+    label-free (MCDM) and label-conditioned (EchoFlow) generation are scored on the same inputs.
+
+    Args:
+        bundle_roots: model name -> the ``--bundle_root`` the bundle was trained in; None or empty: none.
+        num_frames: frames of the evaluated clips.
+        image_size: their frame size; the bundle must have been trained at it.
+        fps: their frame rate; the bundle must have been trained at it (else its motion runs at another speed).
+        bundle: the bundle (``echo_flow``: its ``generation::network``, ``video_sampler``, ``conditioning``).
+        batch_size: videos sampled together.
+
+    Raises:
+        FileNotFoundError: a bundle root without the trained ``models/``.
+        ValueError: a bundle trained at another frame size or frame rate, naming both.
+    """
+    from monai.bundle import ConfigParser
+
+    from echo_monai.apps.bundles import find_bundle
+    from echo_monai.apps.cli import resolve_run
+    from echo_monai.inferers import LatentSampler, MotionTransfer
+
+    models: dict[str, Callable[..., torch.Tensor]] = {}
+    for name, root in dict(bundle_roots or {}).items():
+        if not (Path(root) / "models").is_dir():
+            raise FileNotFoundError(
+                f"ef_conditioned_models: {name!r}: '{root}' has no models/ folder; train {bundle} there first."
+            )
+        overrides = {"bundle_root": str(root), "generate_frames": int(num_frames)}
+        args = resolve_run(find_bundle(bundle), "infer", None, overrides, check_dataset=False, record=False)
+        parser = ConfigParser()
+        parser.read_config(args.pop("config_file"))
+        parser.update({k: v for k, v in args.items() if k not in ("meta_file", "logging_file")})
+        trained = {"image_size": parser.get_parsed_content("image_size"), "fps": parser.get_parsed_content("fps")}
+        for key, wanted in (("image_size", int(image_size)), ("fps", float(fps))):
+            if float(trained[key]) != float(wanted):
+                raise ValueError(
+                    f"ef_conditioned_models: {name!r} ({bundle} in '{root}') was trained with {key} {trained[key]}; "
+                    f"the evaluated clips have {key} {wanted} (train it with --{key} {wanted})."
+                )
+        sampler = LatentSampler(
+            parser.get_parsed_content("video_sampler"),
+            autoencoder=parser.get_parsed_content("checkpoints::autoencoder").load(),
+            scaler=parser.get_parsed_content("train_cache"),
+            encode_concat=True,  # the references are pixel frames
+        )
+        models[name] = MotionTransfer(
+            sampler,
+            parser.get_parsed_content("generation::network"),
+            None,
+            parser.get_parsed_content("generation::sample_shape"),
+            batch_size=batch_size,
+            device=parser.get_parsed_content("device"),
+            conditioning=parser.get_parsed_content("conditioning"),
+        )
+    return models
+
+
 def _stack(data: Any, name: str, key: str, layout: str, caller: str) -> torch.Tensor:
     """``(N, *shape)`` of the items' `key`, every item of one `layout` shape; ValueError naming `name` otherwise."""
     if data is None or isinstance(data, (str, bytes, Mapping)) or len(data) == 0:
@@ -330,9 +403,11 @@ def _stack(data: Any, name: str, key: str, layout: str, caller: str) -> torch.Te
     return torch.stack(items)
 
 
-def _generate(model: Callable, label: str, references: torch.Tensor, driving: torch.Tensor, seed: int) -> torch.Tensor:
+def _generate(
+    model: Callable, label: str, references: torch.Tensor, driving: torch.Tensor, seed: int, ef: torch.Tensor
+) -> torch.Tensor:
     with torch.no_grad():
-        videos = model(references, driving, seed)
+        videos = model(references, driving, seed, ef.clone())
     if not isinstance(videos, torch.Tensor) or tuple(videos.shape) != tuple(driving.shape):
         shape = tuple(videos.shape) if isinstance(videos, torch.Tensor) else type(videos).__name__
         raise ValueError(
@@ -391,7 +466,7 @@ def _check_real_train(real_train: Any, ef_evaluator: Any, caller: str) -> None:
 
 
 def evaluate_motion_video(
-    generate: Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor],
+    generate: Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor],
     driving: Sequence[Mapping[str, Any]],
     references: Sequence[Mapping[str, Any]] | None,
     report_dir: str | os.PathLike,
@@ -401,7 +476,7 @@ def evaluate_motion_video(
     frame_stride: int = 4,
     seed: int = 0,
     title: str = "echo_motion_video evaluation",
-    extra_models: Mapping[str, Callable[[torch.Tensor, torch.Tensor, int], torch.Tensor]] | None = None,
+    extra_models: Mapping[str, Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor]] | None = None,
 ) -> dict[str, Any]:
     """The evaluate stage of ``echo_motion_video``: motion transfer from held-out driving clips, scored per model.
 
@@ -421,7 +496,10 @@ def evaluate_motion_video(
 
     Args:
         generate: the trained model, ``generate(reference_frames (N, 1, H, W), driving_videos (N, 1, T, H, W),
-            seed)`` returning videos `(N, 1, T, H, W)` in [-1, 1].
+            seed, ejection_fraction (N,))`` returning videos `(N, 1, T, H, W)` in [-1, 1]. ``ejection_fraction`` holds
+            the driving clips' EF labels in percent (NaN where a clip has none): a label-free model ignores it, an
+            EF-conditioned one (MCDM's optional EF token, echo_flow through :class:`EFConditionedAnimator`) is
+            conditioned on it.
         driving: held-out real clips ``{"video": (1, T, H, W) in [-1, 1], "ejection_fraction": % (optional)}``.
         references: ``{"image": (1, H, W)}``, one per driving clip, or None (the driving clips' first frames).
         report_dir: output folder (created if missing).
@@ -467,7 +545,13 @@ def evaluate_motion_video(
     _check_real_train(real_train, ef_evaluator, caller)
     video_encoders, frame_encoders = _extra_encoders(encoder_factory)
 
-    generated = {name: _generate(model, labels[name], reference_frames, real, seed) for name, model in models.items()}
+    labels_ef = torch.tensor(
+        [math.nan if item.get("ejection_fraction") is None else float(item["ejection_fraction"]) for item in driving],
+        dtype=torch.float64,
+    )
+    generated = {
+        name: _generate(model, labels[name], reference_frames, real, seed, labels_ef) for name, model in models.items()
+    }
     metrics: dict[str, Any] = {
         "data": {
             "driving_videos": len(real),

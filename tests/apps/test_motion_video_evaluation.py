@@ -145,12 +145,12 @@ def _driving(count: int = 4) -> list[dict]:
     return [{"video": _beating(10 + i, kinds[i]), "ejection_fraction": 40.0 + 5 * i} for i in range(count)]
 
 
-def _noisy_copy(reference_frames, driving_videos, seed):
+def _noisy_copy(reference_frames, driving_videos, seed, ejection_fraction):
     generator = torch.Generator().manual_seed(seed)
     return (driving_videos + 0.02 * torch.randn(driving_videos.shape, generator=generator)).clamp(-1, 1)
 
 
-def _still(reference_frames, driving_videos, seed):
+def _still(reference_frames, driving_videos, seed, ejection_fraction):
     return reference_frames[:, :, None].expand(-1, -1, driving_videos.shape[2], -1, -1).clone()
 
 
@@ -192,12 +192,13 @@ def test_references_are_animated_instead_of_the_first_frames(tmp_path):
     references = [{"image": torch.full((1, SIZE, SIZE), 0.5)}, {"image": torch.full((1, SIZE, SIZE), -0.5)}]
     seen = {}
 
-    def model(reference_frames, driving_videos, seed):
-        seen["references"], seen["seed"] = reference_frames, seed
+    def model(reference_frames, driving_videos, seed, ejection_fraction):
+        seen["references"], seen["seed"], seen["ef"] = reference_frames, seed, ejection_fraction
         return driving_videos
 
     metrics = evaluate_motion_video(model, driving, references, tmp_path, seed=7)
     assert torch.equal(seen["references"][:, 0, 0, 0], torch.tensor([0.5, -0.5])) and seen["seed"] == 7
+    assert torch.equal(seen["ef"], torch.tensor([40.0, 45.0], dtype=torch.float64))  # the driving clips' labels
     assert "cross-patient" in metrics["data"]["references"] and "ef_faithfulness" not in metrics
     assert (tmp_path / "metrics.json").is_file() and (tmp_path / "report.md").is_file()
 
@@ -217,7 +218,7 @@ def test_evaluate_motion_video_errors(tmp_path):
     with pytest.raises(ValueError, match="pass ef_evaluator too"):
         evaluate_motion_video(_still, driving, None, tmp_path, real_train=driving)
     with pytest.raises(ValueError, match=r"extra_models\['half'\] must return videos"):
-        evaluate_motion_video(_still, driving, None, tmp_path, extra_models={"half": lambda r, d, s: d[:, :, :3]})
+        evaluate_motion_video(_still, driving, None, tmp_path, extra_models={"half": lambda r, d, s, e: d[:, :, :3]})
     with pytest.raises(ValueError, match="encoder_factory must return a FeatureEncoder"):
         evaluate_motion_video(_still, driving, None, tmp_path, encoder_factory=lambda: "i3d")
     assert not (tmp_path / "metrics.json").exists()

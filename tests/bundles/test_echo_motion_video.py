@@ -115,3 +115,46 @@ def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
     torch.save(state, other / "models" / "mafe.pt")
     report = cli_error(["train", str(BUNDLE), *cli_args({**o["train"], "bundle_root": str(other)})], capsys)
     assert "latent cache" in report and "or with another mafe" in report
+
+
+def test_ef_as_a_second_token(trained, tmp_path):
+    root, o = trained
+    ef_root = tmp_path / "ef_token"
+    shutil.copytree(o["train"]["bundle_root"], ef_root, ignore=shutil.ignore_patterns("model.pt*", "video_*"))
+    common = {**o["train"], "bundle_root": str(ef_root), "ef_conditioning": "token"}
+    assert cli.main(["train", str(BUNDLE), *cli_args(common)]) == 0
+    weights = torch.load(ef_root / "models" / "model.pt", map_location="cpu", weights_only=True)
+    weights = weights.get("model", weights)
+    assert any(k.startswith("extra_tokens.ejection_fraction.") for k in weights)  # the EF embedding is learnt with it
+    args = {**common, "ejection_fraction": 40.0, "output_dir": str(tmp_path / "at40")}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    exported = EchoNetDynamic(tmp_path / "at40", split="TRAIN", require_tracings=False)
+    assert [r["meta"]["ejection_fraction"] for r in exported.data] == pytest.approx([40.0] * len(exported))
+    args = {**common, "report_dir": str(tmp_path / "report")}
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(args)]) == 0  # conditioned on the driving videos' labels
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["ef_faithfulness"]["model"]["num_videos"] >= 1
+
+
+def test_evaluate_beside_echo_flow_trained_on_the_same_phantom(trained, tmp_path):
+    from echo_monai.apps.motion_video_evaluation import ef_conditioned_models
+
+    root, o = trained
+    flow = Path(__file__).resolve().parents[2] / "bundles" / "echo_flow"
+    same_clips = {"image_size": 16, "num_frames": 8, "fps": 16}
+    common = {"bundle_root": str(tmp_path / "flow"), "dataset_dir": o["train"]["dataset_dir"], "preset": "tiny",
+              **same_clips}  # fmt: skip
+    assert cli.main(["train", str(flow), "--stage", "vae", *cli_args(common)]) == 0
+    assert cli.main(["infer", str(flow), "--stage", "encode", *cli_args(common)]) == 0
+    assert cli.main(["train", str(flow), *cli_args(common)]) == 0
+    compare = {"echo_flow": common["bundle_root"]}
+    args = {**o["evaluate"], "report_dir": str(tmp_path / "report"), "compare_with": compare}
+    assert cli.main(["evaluate", str(BUNDLE), *cli_args(args)]) == 0
+    metrics = json.loads((tmp_path / "report" / "metrics.json").read_text())
+    assert metrics["data"]["models"] == ["model", "echo_flow"]
+    for section in ("motion_faithfulness", "ef_faithfulness", "temporal_consistency"):
+        assert {"model", "echo_flow"} <= set(metrics[section]), section
+    with pytest.raises(ValueError, match="was trained with fps 16"):
+        ef_conditioned_models({"echo_flow": common["bundle_root"]}, 8, 16, fps=25)
+    with pytest.raises(FileNotFoundError, match="has no models/ folder"):
+        ef_conditioned_models({"echo_flow": str(tmp_path / "nowhere")}, 8, 16, fps=16)

@@ -434,6 +434,7 @@ def motion_requests(
     reference: str | os.PathLike | None = None,
     seed: int = 0,
     output_split: str = "TRAIN",
+    ejection_fraction: float | None = None,
 ) -> list[GenerationRequest]:
     """Requests of a motion-conditioned video model (MCDM): one per source video and copy.
 
@@ -452,15 +453,21 @@ def motion_requests(
         reference: an image every request takes its reference frame from; None for each video's first frame.
         seed: base seed; request ``i`` gets ``seed + i``.
         output_split: the split the items are written to.
+        ejection_fraction: the EF (percent) of every request, for a model with an EF token; None: the source
+            video's label in mode transfer, none in mode prior.
 
     Raises:
         FileNotFoundError: a missing root or reference.
-        ValueError: an unknown mode, ``copies < 1``, no video found.
+        ValueError: an unknown mode, ``copies < 1``, no video found, an EF outside [0, 100] (other than -1, none).
     """
     if mode not in ("transfer", "prior"):
         raise ValueError(f"motion_requests: mode must be 'transfer' or 'prior', got {mode!r}.")
     if int(copies) < 1:
         raise ValueError(f"motion_requests: copies must be >= 1, got {copies}.")
+    if ejection_fraction is not None and not (0.0 <= float(ejection_fraction) <= 100.0 or ejection_fraction == -1):
+        raise ValueError(
+            f"motion_requests: ejection_fraction must be in [0, 100] (or -1: none), got {ejection_fraction}."
+        )
     root = Path(root)
     if reference is not None and not Path(reference).is_file():
         raise FileNotFoundError(f"motion_requests: reference image {str(reference)!r} does not exist.")
@@ -483,7 +490,9 @@ def motion_requests(
         conditions: dict[str, Any] = {"driving": str(path), "reference": None if reference is None else str(reference)}
         if mode == "prior":
             conditions["motion_seed"] = int(seed) + i
-        if ef is not None and mode == "transfer":
+        if ejection_fraction is not None:
+            conditions["ejection_fraction"] = float(ejection_fraction)
+        elif ef is not None and mode == "transfer":
             conditions["ejection_fraction"] = float(ef)
         source = {"source_video": path.name, "copy": copy, "mode": mode}
         requests.append(GenerationRequest(f"{path.stem}_{mode}_c{copy:02d}", i, int(seed) + i, conditions,

@@ -86,3 +86,33 @@ def test_context_reaches_the_denoiser_as_tokens(make_net):
         a = net(x, t, context=torch.tensor([[[30.0]], [[30.0]]]))
         b = net(x, t, context=torch.tensor([[[70.0]], [[30.0]]]))
     assert not torch.allclose(a[0], b[0]) and torch.allclose(a[1], b[1])
+
+
+def test_extra_tokens_follow_the_context_tokens(make_video_unet):
+    unet = make_video_unet(with_conditioning=True, cross_attention_dim=16).eval()
+    seen = []
+    unet.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["context"]), with_kwargs=True)
+    net = ContextEmbeddingDenoiser(unet, None, {"ejection_fraction": ScalarTokenEmbedding(16, scale=100.0)}).eval()
+    x, t, motion = torch.randn(2, 2, 3, 8, 8), torch.tensor([500, 500]), torch.randn(2, 3, 16)
+    with torch.no_grad():
+        net(x, t, context=motion, ejection_fraction=torch.tensor([30.0, 60.0]))
+        net(x, t, context=motion)  # no EF: the motion tokens alone
+    assert seen[0].shape == (2, 4, 16) and torch.equal(seen[0][:, :3], motion)
+    assert torch.allclose(seen[0][:, 3:], net.extra_tokens["ejection_fraction"](torch.tensor([30.0, 60.0])))
+    assert torch.equal(seen[1], motion)
+
+
+def test_extra_tokens_refuse_reserved_names_and_mismatched_sizes(make_video_unet):
+    unet = make_video_unet(with_conditioning=True, cross_attention_dim=16)
+    with pytest.raises(ValueError, match="cannot be named"):
+        ContextEmbeddingDenoiser(unet, None, {"context": ScalarTokenEmbedding(16)})
+    with pytest.raises(ValueError, match="give a context_embedding"):
+        ContextEmbeddingDenoiser(unet)
+    net = ContextEmbeddingDenoiser(unet, None, {"ejection_fraction": ScalarTokenEmbedding(8)})
+    with pytest.raises(ValueError, match="different sizes"):
+        net(
+            torch.randn(1, 2, 3, 8, 8),
+            torch.tensor([1]),
+            context=torch.randn(1, 1, 16),
+            ejection_fraction=torch.tensor([50.0]),
+        )
