@@ -477,6 +477,7 @@ def evaluate_motion_video(
     seed: int = 0,
     title: str = "echo_motion_video evaluation",
     extra_models: Mapping[str, Callable[[torch.Tensor, torch.Tensor, int, torch.Tensor], torch.Tensor]] | None = None,
+    privacy_gate: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, Any]:
     """The evaluate stage of ``echo_motion_video``: motion transfer from held-out driving clips, scored per model.
 
@@ -492,7 +493,10 @@ def evaluate_motion_video(
     4. **Feature distances** of generated vs driving clips (needs N >= 2): the EF regressor's features
        (``FD_ef_regressor``, ...) and the video encoders of `encoder_factory`; its image encoders score every
        `frame_stride`-th frame (``frame_features``).
-    5. **Report**: ``metrics.json`` and ``report.md`` (a table per section, a row per model), written atomically.
+    5. **Privacy** (with `privacy_gate`, the export's gate): the share of each model's videos the gate drops
+       (``gated_rate``) and their highest frame similarity to a training frame, next to the real driving clips
+       (held-out patients: about ``1 - percentile / 100`` of them are dropped by construction).
+    6. **Report**: ``metrics.json`` and ``report.md`` (a table per section, a row per model), written atomically.
 
     Args:
         generate: the trained model, ``generate(reference_frames (N, 1, H, W), driving_videos (N, 1, T, H, W),
@@ -511,10 +515,13 @@ def evaluate_motion_video(
         title: report title.
         extra_models: name -> a ``generate``-like model scored the same way (e.g. an EF-conditioned model adapted to
             this signature, or a still baseline).
+        privacy_gate: the export's privacy gate (:class:`echo_monai.metrics.PrivacyGate` of frames, with its
+            ``similarity`` and ``threshold``); None skips the privacy section.
 
     Returns:
         the metrics written to ``metrics.json``: ``data``, ``motion_faithfulness``, ``temporal_consistency`` and,
-        as available, ``judge``, ``ef_faithfulness``, ``video_features``, ``frame_features`` (rows: models).
+        as available, ``judge``, ``ef_faithfulness``, ``video_features``, ``frame_features``, ``privacy`` (rows:
+        models).
 
     Raises:
         ValueError: naming the argument, for an empty or malformed `driving`, `references` or `real_train`,
@@ -598,8 +605,27 @@ def evaluate_motion_video(
             name: _feature_distances(real_frames, video_frames(video, frame_stride), frame_encoders, 1000)
             for name, video in generated.items()
         }
+    if privacy_gate is not None:
+        metrics["privacy"] = {
+            REAL: _privacy(privacy_gate, real),
+            **{name: _privacy(privacy_gate, video) for name, video in generated.items()},
+        }
     _write(Path(report_dir), metrics, title)
     return metrics
+
+
+def _privacy(gate: Callable[[torch.Tensor], torch.Tensor], videos: torch.Tensor) -> dict[str, float]:
+    """The gate's verdict on videos: the share dropped, and the similarities when the gate gives them."""
+    keep = torch.as_tensor(gate(videos)).flatten().bool()
+    out = {"gated_rate": float((~keep).float().mean()), "videos": int(keep.numel())}
+    if hasattr(gate, "similarity") and hasattr(gate, "threshold"):
+        similarity = gate.similarity(videos).double()
+        out.update(
+            threshold=float(gate.threshold),
+            nearest_train_similarity_mean=float(similarity.mean()),
+            nearest_train_similarity_max=float(similarity.max()),
+        )
+    return out
 
 
 def _write(folder: Path, metrics: Mapping[str, Any], title: str) -> None:
@@ -611,6 +637,7 @@ def _write(folder: Path, metrics: Mapping[str, Any], title: str) -> None:
         "motion); flow_correlation_shuffled: the same with each driving clip paired with another clip's "
         "generation (the chance level). ef_faithfulness compares the EF the judge measures on the generated clip "
         "with the EF it measures on the driving clip (the model is label-free). real_driving: the real clips' own "
-        "frame-to-frame SSIM, for reference."
+        "frame-to-frame SSIM, for reference. privacy: the share of videos the export's re-identification gate drops "
+        "(real_driving: held-out real clips, dropped at about 1 - percentile / 100 by construction)."
     )
     write_text(folder / "report.md", f"# {title}\n\n{markdown_tables(clean)}\n\n## Notes\n\n{notes}\n")

@@ -244,18 +244,33 @@ class PrivacyGate:
     costs one embedding. EchoNet-Synthetic (Reynaud et al., MICCAI 2024) gates every sampled reference frame this
     way before animating it.
 
+    Generated *videos* ``(B, C, T, H, W)`` given to a gate of frames are judged by every ``frame_stride``-th frame: a
+    video passes only when none of those frames is re-identified (MCDM's export: its reference frame is real, so the
+    whole generated video is checked against the training patients before it is written).
+
     Args:
         embed: the re-identification network (or any embedding callable).
         train: the generator's real training samples ``(N, ...)`` (latent frames, say).
         held_out: real samples of other patients ``(H, ...)``.
         percentile: threshold percentile (95 in EchoNet-Synthetic).
+        frame_stride: frames between the checked frames of a gated video.
 
     Example:
         >>> gate = PrivacyGate(reid_network, train_frames, held_out_frames)
         >>> keep = gate(sampled_reference_latents)   # bool (B,)
     """
 
-    def __init__(self, embed: Any, train: torch.Tensor, held_out: torch.Tensor, percentile: float = 95.0) -> None:
+    def __init__(
+        self,
+        embed: Any,
+        train: torch.Tensor,
+        held_out: torch.Tensor,
+        percentile: float = 95.0,
+        frame_stride: int = 1,
+    ) -> None:
+        if int(frame_stride) < 1:
+            raise ValueError(f"PrivacyGate: frame_stride must be >= 1, got {frame_stride}.")
+        self.frame_stride, self.sample_ndim = int(frame_stride), torch.as_tensor(train).ndim
         if isinstance(embed, nn.Module):
             embed.eval()
         self.audit = MemorisationAudit(embed=embed, percentile=percentile)
@@ -283,11 +298,47 @@ class PrivacyGate:
             frame_stride: frames between real samples.
             percentile: threshold percentile.
         """
-        return cls(embed, latent_frames(train, frame_stride), latent_frames(held_out, frame_stride), percentile)
+        return cls.from_videos(embed, train, held_out, "latent", frame_stride, percentile)
+
+    @classmethod
+    def from_videos(
+        cls,
+        embed: Any,
+        train: Any,
+        held_out: Any,
+        key: str = "video",
+        frame_stride: int = 1,
+        percentile: float = 95.0,
+    ) -> PrivacyGate:
+        """A gate of frames calibrated on every ``frame_stride``-th frame of two video datasets, which also judges
+        generated videos by every ``frame_stride``-th frame.
+
+        Args:
+            embed: the re-identification network (on frames ``(N, C, H, W)``).
+            train: the generator's training videos (items with `key` ``(C, T, H, W)``: pixel clips, latents).
+            held_out: videos of patients the generator never saw.
+            key: the items' video key.
+            frame_stride: frames between real samples and between the checked frames of a generated video.
+            percentile: threshold percentile.
+        """
+        train_frames = latent_frames(train, frame_stride, key=key)
+        held_out_frames = latent_frames(held_out, frame_stride, key=key)
+        return cls(embed, train_frames, held_out_frames, percentile, frame_stride=frame_stride)
 
     @torch.no_grad()
-    def __call__(self, samples: torch.Tensor) -> torch.Tensor:
+    def similarity(self, samples: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` cosine similarity of each sample to its nearest training sample; for videos ``(B, C, T, H, W)``
+        given to a gate of frames, the highest over the checked frames."""
+        videos = self.sample_ndim == 4 and samples.ndim == 5  # a gate of frames (N, C, H, W) given videos
+        count = samples.shape[0]
+        if videos:
+            frames = samples[:, :, :: self.frame_stride]
+            samples = frames.transpose(1, 2).reshape(-1, *frames.shape[1:2], *frames.shape[3:])
         similarity, _ = nearest_neighbour_similarity(
             self.audit.embeddings(samples, "synthetic"), self.train_embeddings, self.audit.chunk_size
         )
-        return similarity <= self.threshold
+        return similarity.reshape(count, -1).amax(dim=1) if videos else similarity
+
+    def __call__(self, samples: torch.Tensor) -> torch.Tensor:
+        """Keep mask ``(B,)``: samples shaped like the calibration frames, or videos ``(B, C, T, H, W)`` of them."""
+        return self.similarity(samples) <= self.threshold

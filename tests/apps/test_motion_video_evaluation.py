@@ -165,7 +165,10 @@ def test_end_to_end_scores_a_faithful_and_a_still_model_side_by_side(tmp_path):
         ef_evaluator=judge,
         real_train=_driving(4),
         extra_models={"still": _still},
+        privacy_gate=lambda videos: videos[:, 0, 0, 0, 0] < 0.5,  # any keep-mask callable
     )
+    assert set(metrics["privacy"]) == {"real_driving", "model", "still"}
+    assert 0.0 <= metrics["privacy"]["model"]["gated_rate"] <= 1.0 and metrics["privacy"]["still"]["videos"] == 4
     motion = metrics["motion_faithfulness"]
     assert motion["model"]["flow_correlation"] > 0.8 and abs(motion["still"]["flow_correlation"]) < 0.2
     assert motion["still"]["motion_energy_generated"] < 0.1 < motion["model"]["motion_energy_generated"]

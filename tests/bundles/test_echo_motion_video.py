@@ -75,6 +75,13 @@ def test_infer_transfer_and_prior(trained):
     assert sorted(r["meta"]["ejection_fraction"] for r in exported.data) == pytest.approx(
         sorted(r["meta"]["ejection_fraction"] for r in test_videos.data), abs=1e-3
     )
+    report = json.loads((root / "transfer" / "generation_report.json").read_text())
+    assert report["gated"] == [] and len(report["written"]) == len(test_videos)  # the privacy gate let them pass
+    settings = json.loads((root / "transfer" / "generation_settings.json").read_text())
+    assert settings["output_gate"] == "PrivacyGate"  # (its rule is tested in tests/apps/generation)
+    args = {**o["infer"], "privacy_gate": False, "output_dir": str(root / "ungated")}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+    assert json.loads((root / "ungated" / "generation_settings.json").read_text())["output_gate"] is None
     args = {**o["infer"], "mode": "prior", "copies": 2, "output_dir": str(root / "prior")}
     assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
     gifs = sorted((root / "prior").glob("*.gif"))
@@ -92,6 +99,8 @@ def test_evaluate_scores_motion_and_ef_faithfulness(trained):
     assert -1.0 <= metrics["motion_faithfulness"]["model"]["flow_correlation"] <= 1.0
     assert set(metrics["temporal_consistency"]) == {"real_driving", "model"}
     assert metrics["ef_faithfulness"]["model"]["mae"] >= 0.0
+    privacy = metrics["privacy"]["model"]  # the export's gate on the evaluated videos
+    assert 0.0 <= privacy["gated_rate"] <= 1.0 and privacy["nearest_train_similarity_max"] <= 1.0 + 1e-6
     assert (root / "report" / "report.md").is_file()
 
 

@@ -7,7 +7,8 @@ For each request of this rank (see :class:`GenerationPipeline`):
 2. reference: nothing, a sampled reference that passed the privacy gate, or a real image;
 3. condition: the request's conditions (and reference) through the conditioner's transform, placed for the network;
 4. sample: the sampler integrates from each request's own seeded noise;
-5. write: the writer puts the item's files and then its record on disk (temporary names, then rename).
+5. gate and write: an optional output gate (a privacy filter on the finished samples) keeps or drops each item; the
+   writer puts a kept item's files and then its record on disk (temporary names, then rename).
 
 Requests are cut into fixed batches of ``batch_size`` in request order, and batches are dealt to ranks
 (``batches[rank::world_size]``): a batch, its noise and its seeds are the same whatever the number of ranks, and a
@@ -70,6 +71,10 @@ class GenerationPipeline:
             :class:`echo_monai.transforms.MaskOutsideSector`).
         decoder_condition: decoder argument -> conditioned item key, stacked per batch and given to a latent
             sampler as its ``decoder_condition`` (LDDM's decoder takes the seed image: ``{first_frame: first_frame}``).
+        output_gate: ``samples (B, ...) -> keep (B,)`` on the finished samples (after `postprocess`), before
+            writing: an item it rejects is not written and is listed in the report's ``gated`` (MCDM animates real
+            reference frames, so every generated video is checked against the training patients:
+            :class:`echo_monai.metrics.PrivacyGate` on frames judges a video by its frames).
 
     Example:
         >>> pipeline = GenerationPipeline(sampler, network, RequestConditioner(conditioning, transform),
@@ -93,6 +98,7 @@ class GenerationPipeline:
         overwrite: bool = False,
         postprocess: Callable[[torch.Tensor, list[dict[str, Any]]], torch.Tensor] | None = None,
         decoder_condition: Mapping[str, str] | None = None,
+        output_gate: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> None:
         if len(sample_shape) not in (3, 4):
             raise ValueError(f"GenerationPipeline: sample_shape must be (C, H, W) or (C, T, H, W), got {sample_shape}.")
@@ -110,6 +116,7 @@ class GenerationPipeline:
         self.overwrite = bool(overwrite)
         self.postprocess = postprocess
         self.decoder_condition = dict(decoder_condition or {})
+        self.output_gate = output_gate
 
     def run(self, requests: Sequence[GenerationRequest]) -> GenerationReport | None:
         """Generate this rank's missing items; returns the merged report on the rank that writes it, else None.
@@ -165,13 +172,30 @@ class GenerationPipeline:
         samples = self.sampler(noise, self.network, condition=condition, generator=generator, **decoding)
         if self.postprocess is not None:
             samples = self.postprocess(samples, items)
+        passed = self._passed(samples, [r.name for r, _ in kept])
         # 5. the missing items of the batch, files first and the record last
-        for (request, reference), sample, item in zip(kept, samples, items, strict=True):
+        for (request, reference), sample, item, ok in zip(kept, samples, items, passed, strict=True):
             if self.writer.done(request):
+                continue
+            if not ok:
+                logger.warning("generation: the output gate rejected %s (re-identified); not written.", request.name)
+                report.gated.append(request.name)
                 continue
             extra = {"reference_attempts": reference.attempts} if reference.attempts else {}
             self.writer.write(request, sample, item, extra)
             report.written.append(request.name)
+
+    def _passed(self, samples: torch.Tensor, names: list[str]) -> list[bool]:
+        """The output gate's verdict per sample (all True without a gate)."""
+        if self.output_gate is None:
+            return [True] * len(names)
+        keep = torch.as_tensor(self.output_gate(samples)).flatten()
+        if keep.shape != (len(names),):
+            raise ValueError(
+                f"GenerationPipeline: output_gate must return one keep flag per sample ({len(names)}), got "
+                f"{tuple(keep.shape)}."
+            )
+        return [bool(k) for k in keep]
 
     def _decoder_condition(self, items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """The decoder conditions of a batch, stacked from its conditioned items."""
@@ -201,6 +225,8 @@ class GenerationPipeline:
         }
         if self.decoder_condition:
             parts["decoder_condition"] = digest(sorted(self.decoder_condition.items()))
+        if self.output_gate is not None:
+            parts["output_gate"] = digest(describe(self.output_gate))
         return {"job": digest(parts), "parts": parts}
 
     def _claim(self, requests: Sequence[GenerationRequest]) -> None:
@@ -256,6 +282,7 @@ class GenerationPipeline:
             "reference": type(self.reference).__name__,
             "writer": type(self.writer).__name__,
             "postprocess": type(self.postprocess).__name__ if self.postprocess is not None else None,
+            "output_gate": type(self.output_gate).__name__ if self.output_gate is not None else None,
             "sample_shape": list(self.sample_shape),
             "batch_size": self.batch_size,
         }
@@ -273,6 +300,7 @@ class GenerationPipeline:
         reports = [json.loads(Path(p).read_text()) for p in paths]
         records = self.writer.records([r.name for r in requests if self.writer.done(r)])
         failed = sorted({n for r in reports for n in r.get("failed", [])} - set(records))
+        gated = sorted({n for r in reports for n in r.get("gated", [])} - set(records) - set(failed))
         attempts = [int(record.get("reference_attempts", 0)) for record in records.values()]
         max_attempts = int(getattr(self.reference, "max_attempts", 0))
         merged = GenerationReport(
@@ -281,10 +309,11 @@ class GenerationPipeline:
             requested=len(requests),
             written=[r.name for r in requests if r.name in records],
             failed=failed,
-            missing=[r.name for r in requests if r.name not in records and r.name not in failed],
+            missing=[r.name for r in requests if r.name not in records and r.name not in {*failed, *gated}],
             skipped_existing=sum(int(r.get("skipped_existing", 0)) for r in reports),
             accepted_references=sum(1 for a in attempts if a >= 1),
             rejected_references=sum(max(0, a - 1) for a in attempts) + max_attempts * len(failed),
+            gated=gated,
         )
         self.writer.finalize(requests)  # the index lists exactly the finished items of these requests
         write_json(self.writer.root / "generation_report.json", merged.to_dict())

@@ -377,6 +377,7 @@ class RankReport:
         skipped_existing: items of this rank already on disk.
         failed: names given up (every reference the privacy gate rejected).
         rejected_references: references drawn and rejected by the gate in this run.
+        gated: names generated but rejected by the output gate (not written).
     """
 
     rank: int
@@ -385,6 +386,7 @@ class RankReport:
     skipped_existing: int = 0
     failed: list[str] = field(default_factory=list)
     rejected_references: int = 0
+    gated: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -400,10 +402,11 @@ class GenerationReport:
         requested: number of requests.
         written: names with a finished item on disk, in request order.
         failed: requests given up by every rank that tried them.
-        missing: requests neither written nor failed (a rank has not finished).
+        missing: requests neither written, failed nor gated (a rank has not finished).
         skipped_existing: items the last run found finished.
         accepted_references: references that passed the gate (one per written item that drew a reference).
         rejected_references: references the gate rejected (``max_attempts`` per failed request).
+        gated: requests generated but rejected by the output gate (re-identified; not written).
     """
 
     job: str
@@ -415,6 +418,7 @@ class GenerationReport:
     skipped_existing: int = 0
     accepted_references: int = 0
     rejected_references: int = 0
+    gated: list[str] = field(default_factory=list)
 
     @property
     def gate_rejection_rate(self) -> float:
@@ -438,7 +442,7 @@ def motion_requests(
 ) -> list[GenerationRequest]:
     """Requests of a motion-conditioned video model (MCDM): one per source video and copy.
 
-    ``mode="transfer"``: the source video drives the motion (``driving``: its path, ``ejection_fraction``: its EF
+    ``mode="transfer"``: the source video drives the motion (``video``: its path, ``ejection_fraction``: its EF
     when the source is an EchoNet-Dynamic root, so an EchoNet-layout export can record it). ``mode="prior"``: the
     motion is drawn from a prior, seeded ``motion_seed`` (the request's seed), and the source video only gives the
     reference frame. The reference frame is the source video's first frame, or ``reference`` (one image file) for
@@ -487,7 +491,7 @@ def motion_requests(
         raise ValueError(f"motion_requests: no video in {str(root)!r} (split {split!r}).")
     requests = []
     for i, ((path, ef), copy) in enumerate((v, c) for v in videos for c in range(int(copies))):
-        conditions: dict[str, Any] = {"driving": str(path), "reference": None if reference is None else str(reference)}
+        conditions: dict[str, Any] = {"video": str(path), "reference": None if reference is None else str(reference)}
         if mode == "prior":
             conditions["motion_seed"] = int(seed) + i
         if ejection_fraction is not None:

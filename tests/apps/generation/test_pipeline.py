@@ -285,3 +285,35 @@ def test_a_folder_without_items_is_taken_with_the_new_settings(tmp_path):
     _label_pipeline(tmp_path, batch_size=1).run(requests)
     settings = json.loads((tmp_path / "generation_settings.json").read_text())
     assert settings["batch_size"] == 1 and settings["requests"] == 2
+
+
+def test_the_output_gate_drops_re_identified_items_and_reports_them(parts, tmp_path):
+    seen = []
+
+    def reject_second(samples):
+        seen.append(samples.shape)
+        return torch.tensor([True, False, True])[: samples.shape[0]]
+
+    pipeline = _video_pipeline(parts, tmp_path, batch_size=3, output_gate=reject_second)
+    report = pipeline.run(REQUESTS)
+    assert seen == [(3, 1, 3, 16, 16)]  # the decoded videos of the batch
+    assert report.written == ["synthetic_0", "synthetic_2"] and report.gated == ["synthetic_1"]
+    assert report.missing == [] and report.failed == []
+    assert not (tmp_path / "Videos" / "synthetic_1.avi").exists()
+    assert len(EchoNetDynamic(tmp_path, split="ALL", require_tracings=False)) == 2
+    assert json.loads((tmp_path / "generation_report.json").read_text())["gated"] == ["synthetic_1"]
+    with pytest.raises(ValueError, match="one keep flag per sample"):
+        _video_pipeline(parts, tmp_path / "bad", output_gate=lambda s: torch.tensor([True, True])).run(REQUESTS[:1])
+
+
+def test_a_gate_of_frames_judges_a_video_by_its_frames():
+    reid = ReIdentificationNet(in_channels=1, channels=(8,), embedding_dim=8, norm_num_groups=4)
+    train = [{"video": torch.randn(1, 4, 8, 8)} for _ in range(4)]
+    held_out = [{"video": torch.randn(1, 4, 8, 8) * 3} for _ in range(3)]
+    gate = PrivacyGate.from_videos(reid, train, held_out, frame_stride=2)
+    copied = torch.stack([train[0]["video"], held_out[0]["video"] * 0 + 7.0])  # a training video, a flat one
+    copied[1, :, 2] = train[1]["video"][:, 2]  # one checked frame (2) of the second video is a training frame
+    assert gate(copied).tolist() == [False, False]
+    assert gate(torch.full((1, 1, 4, 8, 8), 5.0)).shape == (1,)
+    with pytest.raises(ValueError, match="frame_stride"):
+        PrivacyGate(reid, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), frame_stride=0)
