@@ -136,3 +136,19 @@ def test_image_requests_refuse_bad_arguments(busi_root, tmp_path):
     notes.write_text("x")
     with pytest.raises(ValueError, match="is not an image file"):
         image_requests(notes)
+
+
+def test_motion_requests_carry_the_driving_video_and_its_or_a_requested_ef(tmp_path):
+    from echo_monai.apps.generation import motion_requests
+
+    simulate("echonet", tmp_path / "echonet", n=8, seed=0, image_size=(32, 32), n_frames=8)
+    transfer = motion_requests(tmp_path / "echonet", split="ALL", limit=2, copies=2, seed=3)
+    assert len(transfer) == 4 and [r.seed for r in transfer] == [3, 4, 5, 6]
+    assert transfer[0].conditions["video"].endswith(".avi") and transfer[0].conditions["reference"] is None
+    assert 0.0 < transfer[0].conditions["ejection_fraction"] < 100.0  # the driving video's label
+    prior = motion_requests(tmp_path / "echonet", mode="prior", split="ALL", limit=1)
+    assert "ejection_fraction" not in prior[0].conditions and prior[0].conditions["motion_seed"] == 0
+    asked = motion_requests(tmp_path / "echonet", mode="prior", split="ALL", limit=1, ejection_fraction=40.0)
+    assert asked[0].conditions["ejection_fraction"] == 40.0
+    with pytest.raises(ValueError, match=r"ejection_fraction must be in \[0, 100\]"):
+        motion_requests(tmp_path / "echonet", split="ALL", ejection_fraction=140.0)
