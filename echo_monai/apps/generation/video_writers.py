@@ -354,7 +354,8 @@ class VideoFileWriter(DatasetWriter):
     * ``dicom``: ``<name>.dcm``, US Multi-frame Image Storage, 8-bit MONOCHROME2 at ``fps``
       (:func:`echo_monai.data.phantom.dicom_writer.write_cine_dicom`); ``SeriesDescription`` (64 characters) and
       ``ImageComments`` hold ``description``; UIDs follow from the request's name and seed, so a rerun writes the
-      same file.
+      same file. An image sample ``(1, H, W)`` (an image model's) is written as US Image Storage (and as a
+      one-frame file in the other formats).
 
     Args:
         root: output folder.
@@ -422,6 +423,7 @@ class VideoFileWriter(DatasetWriter):
 
     def write_item(self, request: GenerationRequest, sample: torch.Tensor, item: Mapping[str, Any]) -> None:
         frames = _video_frames(sample, "VideoFileWriter", request.name)
+        still = torch.as_tensor(sample).ndim == 3 and frames.shape[0] == 1  # an image (1, H, W)
         if "frames" in self.formats and len(frames) != self.num_frames:
             raise ValueError(
                 f"VideoFileWriter: {request.name}: the video has {len(frames)} frames; expected num_frames="
@@ -456,6 +458,7 @@ class VideoFileWriter(DatasetWriter):
                 manufacturer="echo_monai",
                 patient_name="SYNTHETIC",
                 image_comments=self.description,
+                still=still,
             )
 
     def record(self, request: GenerationRequest, sample: torch.Tensor, item: Mapping[str, Any]) -> dict[str, Any]:

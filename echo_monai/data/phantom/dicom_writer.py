@@ -19,9 +19,10 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from echo_monai.data.atomic import atomic_path
 
-__all__ = ["US_MULTIFRAME_STORAGE", "DicomCineWriter", "write_cine_dicom"]
+__all__ = ["US_IMAGE_STORAGE", "US_MULTIFRAME_STORAGE", "DicomCineWriter", "write_cine_dicom"]
 
 US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
 
 
 class DicomCineWriter:
@@ -103,8 +104,12 @@ def write_cine_dicom(
     manufacturer: str = "echo_monai phantom",
     patient_name: str | None = None,
     image_comments: str | None = None,
+    still: bool = False,
 ) -> Path:
     """Write one ``(T, H, W)`` uint8 cine loop to ``path`` as an ultrasound multi-frame DICOM file, atomically.
+
+    With ``still=True`` a single frame (``T = 1``) is written as one image, Ultrasound Image Storage (no frame
+    count, frame time or cine rate).
 
     The UIDs follow from ``uid_seed`` and ``uid_name`` (the file stem by default) and the patient and study, so the
     same arguments write the same bytes (see :class:`DicomCineWriter`, which writes through it).
@@ -123,12 +128,14 @@ def write_cine_dicom(
         manufacturer: ``Manufacturer``.
         patient_name: ``PatientName``; ``Phantom^<patient_id>`` when None.
         image_comments: ``ImageComments``, left out when None.
+        still: write the single frame as Ultrasound Image Storage.
 
     Returns:
         ``path``.
 
     Raises:
-        ValueError: frames that are not ``(T, H, W)`` uint8, or a frame rate or pixel size that is not > 0.
+        ValueError: frames that are not ``(T, H, W)`` uint8, or a frame rate or pixel size that is not > 0, or
+            ``still`` with more than one frame.
     """
     path = Path(path)
     frames = np.asarray(frames)
@@ -141,7 +148,10 @@ def write_cine_dicom(
         raise ValueError(
             f"write_cine_dicom: fps and pixel_spacing_mm must be > 0 for {str(path)!r}, got {fps}, {pixel_spacing_mm}."
         )
+    if still and frames.shape[0] != 1:
+        raise ValueError(f"write_cine_dicom: still=True writes one frame, got {frames.shape[0]} for {str(path)!r}.")
     name = path.stem if uid_name is None else uid_name
+    sop_class = US_IMAGE_STORAGE if still else US_MULTIFRAME_STORAGE
 
     def uid(*parts: object) -> str:
         return generate_uid(entropy_srcs=[str(int(uid_seed)), *map(str, parts)])
@@ -149,12 +159,12 @@ def write_cine_dicom(
     count, rows, columns = frames.shape
     sop_uid = uid("sop", name)
     meta = FileMetaDataset()
-    meta.MediaStorageSOPClassUID = US_MULTIFRAME_STORAGE
+    meta.MediaStorageSOPClassUID = sop_class
     meta.MediaStorageSOPInstanceUID = sop_uid
     meta.TransferSyntaxUID = ExplicitVRLittleEndian
     ds = Dataset()
     ds.file_meta = meta
-    ds.SOPClassUID, ds.SOPInstanceUID = US_MULTIFRAME_STORAGE, sop_uid
+    ds.SOPClassUID, ds.SOPInstanceUID = sop_class, sop_uid
     ds.StudyInstanceUID = uid("study", patient_id, study)
     ds.SeriesInstanceUID = uid("series", name)
     ds.Modality, ds.Manufacturer = "US", manufacturer
@@ -167,12 +177,14 @@ def write_cine_dicom(
         ds.ImageComments = image_comments
     ds.ImageType = ["DERIVED", "SECONDARY"]
     ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, count
+    ds.Rows, ds.Columns = rows, columns
     ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
-    ds.FrameTime = f"{1000.0 / fps:.4f}"
-    ds.CineRate = round(fps)
-    ds.RecommendedDisplayFrameRate = round(fps)
-    ds.FrameIncrementPointer = Tag(0x0018, 0x1063)
+    if not still:
+        ds.NumberOfFrames = count
+        ds.FrameTime = f"{1000.0 / fps:.4f}"
+        ds.CineRate = round(fps)
+        ds.RecommendedDisplayFrameRate = round(fps)
+        ds.FrameIncrementPointer = Tag(0x0018, 0x1063)
     if pixel_spacing_mm is not None:
         _add_region(ds, rows, columns, pixel_spacing_mm)
     ds.PixelData = np.ascontiguousarray(frames).tobytes()

@@ -310,3 +310,20 @@ def test_pipeline_animates_busi_images_into_a_busv_dataset(tmp_path):
     assert len(data) == 4 and {item["label"] for item in data} == {"benign"}
     boxes = data[0]["boxes"].numpy()
     assert np.isfinite(boxes).all() and np.allclose(boxes[1:, :2] - boxes[:-1, :2], STEP, atol=1.0)
+
+
+def test_an_image_sample_is_written_as_us_image_storage(tmp_path):
+    from echo_monai.data import DicomCine
+    from echo_monai.data.phantom.dicom_writer import US_IMAGE_STORAGE, US_MULTIFRAME_STORAGE
+
+    image = torch.linspace(-1, 1, 24 * 32).reshape(1, 24, 32)
+    VideoFileWriter(tmp_path / "image", formats=["dicom"], fps=30.0).write(_request("image_v00", 0), image)
+    ds = pydicom.dcmread(tmp_path / "image" / "image_v00.dcm")
+    assert ds.SOPClassUID == US_IMAGE_STORAGE and ds.Modality == "US" and "NumberOfFrames" not in ds
+    assert ds.pixel_array.shape == (24, 32) and ds.pixel_array.min() == 0 and ds.pixel_array.max() == 255
+    assert "synthetic" in ds.SeriesDescription and str(ds.PatientName) == "SYNTHETIC"
+    VideoFileWriter(tmp_path / "video", formats=["dicom"]).write(_request("video_v00", 0), _sample(_moving_frames()))
+    assert pydicom.dcmread(tmp_path / "video" / "video_v00.dcm").SOPClassUID == US_MULTIFRAME_STORAGE
+    cine = DicomCine(tmp_path / "image")  # the project's reader opens the still image as one frame
+    item = cine[0]
+    assert len(cine) == 1 and tuple(item.get("image", item.get("video")).shape[-2:]) == (24, 32)
