@@ -3,7 +3,7 @@ from __future__ import annotations
 from echo_monai.data.busi import BUSI
 from echo_monai.data.busv import BUSV
 from echo_monai.data.camus import CAMUS
-from echo_monai.data.dicom import DicomCine
+from echo_monai.data.dicom import DicomCine, read_dicom_seg
 from echo_monai.data.echonet import EchoNetDynamic, TracedVideoReader
 from echo_monai.data.label_maps import label_map_datalist
 from echo_monai.data.latent_autoencoder import FramewiseAutoencoder, LatentAutoencoder, as_latent_autoencoder
@@ -37,6 +37,7 @@ __all__ = [
     "BUSV",
     "CAMUS",
     "DicomCine",
+    "read_dicom_seg",
     "EchoNetDynamic",
     "EchoNetPediatric",
     "FieldChecker",

@@ -21,10 +21,11 @@ from pydicom.multival import MultiValue
 
 from echo_monai.data.reader_base import OnInvalid, ReaderDataset
 
-__all__ = ["DicomCine", "dicom_fps", "dicom_pixel_spacing"]
+__all__ = ["SEGMENTATION_STORAGE", "DicomCine", "dicom_fps", "dicom_pixel_spacing", "read_dicom_seg"]
 
 _CM_UNITS = 3  # PhysicalUnitsX/YDirection code for centimetres (DICOM PS3.3 C.8.5.5.1.15)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)  # ITU-R BT.601
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
 _TIMING = ("FrameTime", "FrameTimeVector", "CineRate", "RecommendedDisplayFrameRate")
 
 
@@ -260,3 +261,50 @@ class DicomCine(ReaderDataset):
             item["image"] = array[:, 0]
         item.update({k: record[k] for k in ("fps", "pixel_spacing", "patient_id", "filename")})
         return item
+
+
+def read_dicom_seg(path: str | os.PathLike) -> np.ndarray:
+    """A 2D DICOM SEG (Segmentation Storage) as one label map: each pixel holds the number of its segment, 0 outside.
+
+    A segment's number is its class value, so a SEG drawn with segments 1 (LV cavity), 2 (myocardium) and 3 (left
+    atrium) reads as a CAMUS label map. One frame per segment (BINARY, or FRACTIONAL over half its maximum).
+
+    Returns:
+        an ``(H, W)`` ``int16`` array.
+
+    Raises:
+        ValueError: naming the file, for a file that is not DICOM or not a SEG, a SEG of several frames per segment
+            (a volume or a cine) or with overlapping segments.
+    """
+    name = str(path)
+    try:
+        ds = pydicom.dcmread(path)
+    except (OSError, pydicom.errors.InvalidDicomError) as error:
+        raise ValueError(f"'{name}' is not a readable DICOM file ({error}).") from error
+    if str(ds.get("SOPClassUID", "")) != SEGMENTATION_STORAGE:
+        raise ValueError(
+            f"'{name}' is not a DICOM SEG (SOP class {ds.get('SOPClassUID', 'missing')}, expected Segmentation "
+            f"Storage {SEGMENTATION_STORAGE})."
+        )
+    try:
+        frames = np.asarray(ds.pixel_array).reshape(-1, int(ds.Rows), int(ds.Columns))
+        numbers = [
+            int(group.SegmentIdentificationSequence[0].ReferencedSegmentNumber)
+            for group in ds.PerFrameFunctionalGroupsSequence
+        ]
+    except (AttributeError, IndexError, ValueError) as error:
+        raise ValueError(f"'{name}': unreadable segment frames ({error}).") from error
+    if len(numbers) != len(frames) or len(set(numbers)) != len(numbers):
+        raise ValueError(
+            f"'{name}': {len(frames)} frames for segments {numbers}; expected one 2D frame per segment (a volume or "
+            "cine SEG is not a label map)."
+        )
+    if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
+        frames = frames > int(ds.get("MaximumFractionalValue", 255)) / 2
+    label = np.zeros(frames.shape[1:], dtype=np.int16)
+    for frame, number in zip(frames, numbers, strict=True):
+        inside = frame > 0
+        if np.any(label[inside]):
+            raise ValueError(f"'{name}': segment {number} overlaps another segment; a label map has one class a pixel.")
+        label[inside] = number
+    return label
