@@ -96,7 +96,8 @@ def resolve_run(
         overrides: config id -> value.
         multi_gpu: layer ``multi_gpu_train.yaml``.
         preset: layer ``configs/presets/<preset>.yaml`` last; None: ``$ECHO_MONAI_PRESET`` when the bundle has it.
-        check_dataset: refuse a ``dataset_dir`` that does not exist.
+        check_dataset: refuse a ``dataset_dir`` that does not exist (unless the stage declares
+            ``reads_dataset: false``, as an export that reads only the checkpoint does).
         record: for ``train``, write the preset and settings beside the checkpoints (:mod:`echo_monai.apps.provenance`);
             every command reads them back from there (or from beside ``--ckpt_path``).
 
@@ -138,7 +139,7 @@ def resolve_run(
     for key, value in overrides.items():
         check_override(parser, key, value)
     parser.update(overrides)
-    if check_dataset and "dataset_dir" in parser:
+    if check_dataset and "dataset_dir" in parser and parser.get("reads_dataset", True) is not False:
         dataset_dir = parser.get_parsed_content("dataset_dir")
         if isinstance(dataset_dir, str) and not Path(dataset_dir).is_dir():
             raise CLIError(f"dataset_dir '{dataset_dir}' does not exist (override it with --dataset_dir PATH)")

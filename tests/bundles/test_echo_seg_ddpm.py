@@ -181,3 +181,19 @@ def test_a_resumed_generate_writes_the_same_bytes_as_an_uninterrupted_one(traine
     for path in sorted(whole.rglob("*.nii.gz")):
         assert path.read_bytes() == (resumed / path.relative_to(whole)).read_bytes(), path.name
     assert (whole / "synthetic_sources.csv").read_text() == (resumed / "synthetic_sources.csv").read_text()
+
+
+def test_export_stage_traces_the_trained_denoiser_to_model_ts(trained):
+    """``infer --stage export`` writes models/model.ts (traced, checked against the eager network), no data read."""
+    root, o = trained
+    overrides = {"bundle_root": o["infer"]["bundle_root"], "dataset_dir": str(root / "absent"), "preset": "tiny"}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "export", *cli_args(overrides)]) == 0
+    files = {"metadata.json": ""}
+    traced = torch.jit.load(str(root / "bundle" / "models" / "model.ts"), _extra_files=files)
+    metadata = json.loads(files["metadata.json"])
+    size, classes = TINY["image_size"], 5
+    assert metadata["inputs"]["seg"]["shape"] == [1, classes, size, size] and metadata["max_abs_difference"] <= 1e-4
+    seg = torch.nn.functional.one_hot(torch.randint(0, classes, (1, size, size)), classes).permute(0, 3, 1, 2).float()
+    with torch.no_grad():
+        out = traced(torch.randn(1, 1, size, size), torch.tensor([3]), seg)
+    assert out.shape == (1, 1, size, size) and torch.isfinite(out).all()
