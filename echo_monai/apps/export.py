@@ -51,14 +51,18 @@ def _spec(name: str, spec: Any) -> dict[str, Any]:
         raise ValueError(f"example_inputs['{name}']: dtype must be one of {sorted(_DTYPES)}, got {dtype!r}.")
     if dtype.startswith("int") and not (isinstance(spec.get("high"), int) and spec["high"] > 0):
         raise ValueError(f"example_inputs['{name}']: an integer input needs 'high' (a positive int: values 0..high-1).")
-    return {"shape": [int(s) for s in shape], "dtype": dtype, "high": spec.get("high")}
+    low, high = spec.get("low", 0), spec.get("high")
+    if high is not None and not (isinstance(low, (int, float)) and isinstance(high, (int, float)) and high > low):
+        raise ValueError(f"example_inputs['{name}']: needs low < high, got low {low!r}, high {high!r}.")
+    return {"shape": [int(s) for s in shape], "dtype": dtype, "low": low if high is not None else None, "high": high}
 
 
 def example_tensors(
     example_inputs: Mapping[str, Any], generator: torch.Generator, device: str | torch.device = "cpu"
 ) -> dict[str, torch.Tensor]:
-    """Random inputs for `example_inputs` (name -> shape, or ``{"shape", "dtype", "high"}``): standard normal floats,
-    integers uniform in ``0..high-1``.
+    """Random inputs for `example_inputs` (name -> shape, or ``{"shape", "dtype", "low", "high"}``): floats standard
+    normal, or uniform in ``[low, high)`` when ``high`` is given (timesteps of a flow, an EF); integers uniform in
+    ``0..high-1``.
 
     Raises:
         ValueError: naming the input, for a shape, dtype or ``high`` that does not fit.
@@ -68,6 +72,9 @@ def example_tensors(
         spec = _spec(name, raw)
         if spec["dtype"].startswith("int"):
             value = torch.randint(0, spec["high"], spec["shape"], generator=generator, dtype=_DTYPES[spec["dtype"]])
+        elif spec["high"] is not None:
+            value = spec["low"] + (spec["high"] - spec["low"]) * torch.rand(spec["shape"], generator=generator)
+            value = value.to(_DTYPES[spec["dtype"]])
         else:
             value = torch.randn(spec["shape"], generator=generator).to(_DTYPES[spec["dtype"]])
         tensors[name] = value.to(device)

@@ -54,6 +54,7 @@ def test_a_context_unet_traces_too(tmp_path):
         ({"x": [1, 0, 4]}, "example_inputs\\['x'\\]: shape must be a list of positive integers"),
         ({"x": {"shape": [1], "dtype": "bool"}}, "dtype must be one of"),
         ({"t": {"shape": [1], "dtype": "int64"}}, "needs 'high'"),
+        ({"ef": {"shape": [1], "low": 100, "high": 0}}, "needs low < high"),
     ],
 )
 def test_bad_specs_name_the_input(tmp_path, spec, message):
@@ -73,3 +74,10 @@ def test_a_trace_that_differs_from_the_eager_network_is_not_written(tmp_path):
             export_traced(ValueDependent(), spec, tmp_path / "m.ts", seed=seed)
             (tmp_path / "m.ts").unlink()
     assert not list(tmp_path.iterdir())
+
+
+def test_float_inputs_with_a_range_are_uniform_in_it():
+    spec = {"t": {"shape": [1000], "high": 1000}, "ef": {"shape": [1000], "low": 20, "high": 80}}
+    tensors = example_tensors(spec, torch.Generator().manual_seed(0))
+    assert tensors["t"].dtype == torch.float32 and 0 <= tensors["t"].min() and tensors["t"].max() < 1000
+    assert 20 <= tensors["ef"].min() and tensors["ef"].max() < 80 and tensors["ef"].std() > 10

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train
 
@@ -220,3 +221,18 @@ def test_a_rerun_with_other_requests_is_refused_then_overwritten(trained, tmp_pa
     assert [round(float(r["EF"])) for r in rows] == [30] and len(list((out / "Videos").glob("*.avi"))) == 1
     report = json.loads((out / "generation_report.json").read_text())
     assert report["requested"] == 1 and len(report["written"]) == 1
+
+
+def test_export_stage_traces_the_video_denoiser_to_model_ts(trained):
+    """``infer --stage export`` writes models/model.ts: (x, flow time, EF) positional, equal to the eager network."""
+    root, o = trained
+    overrides = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": str(root / "absent"), "preset": "tiny"}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "export", *cli_args(overrides)]) == 0
+    files = {"metadata.json": ""}
+    traced = torch.jit.load(str(root / "bundle" / "models" / "model.ts"), _extra_files=files)
+    inputs = json.loads(files["metadata.json"])["inputs"]
+    assert list(inputs) == ["x", "timesteps", "context"] and inputs["context"]["high"] == 100
+    x = torch.randn(inputs["x"]["shape"])
+    with torch.no_grad():
+        out = traced(x, torch.tensor([500.0]), torch.tensor([55.0]))
+    assert out.shape == (x.shape[0], x.shape[1] // 2, *x.shape[2:]) and torch.isfinite(out).all()
