@@ -373,6 +373,25 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def bundle_parser(bundle: str, overrides: dict[str, Any], command: str = "infer", stage: str | None = None):
+    """The parsed configs of a trained `bundle` (``bundle_root`` in `overrides`) for `command`/`stage`, with its
+    recorded training settings and `overrides`, checked as the CLI checks them; for code that runs a trained bundle
+    in-process (the Deploy application, side-by-side evaluation).
+
+    Raises:
+        CLIError: an override key that no config defines, or a value that does not fit.
+    """
+    from monai.bundle import ConfigParser
+
+    from echo_monai.apps.bundles import find_bundle
+
+    args = resolve_run(find_bundle(bundle), command, stage, overrides, check_dataset=False, record=False)
+    parser = ConfigParser()
+    parser.read_config(args.pop("config_file"))
+    parser.update({k: v for k, v in args.items() if k not in ("meta_file", "logging_file")})
+    return parser
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="echo-monai",

@@ -343,10 +343,7 @@ def ef_conditioned_models(
         FileNotFoundError: a bundle root without the trained ``models/``.
         ValueError: a bundle trained at another frame size or frame rate, naming both.
     """
-    from monai.bundle import ConfigParser
-
-    from echo_monai.apps.bundles import find_bundle
-    from echo_monai.apps.cli import resolve_run
+    from echo_monai.apps.cli import bundle_parser
     from echo_monai.inferers import LatentSampler, MotionTransfer
 
     models: dict[str, Callable[..., torch.Tensor]] = {}
@@ -356,10 +353,7 @@ def ef_conditioned_models(
                 f"ef_conditioned_models: {name!r}: '{root}' has no models/ folder; train {bundle} there first."
             )
         overrides = {"bundle_root": str(root), "generate_frames": int(num_frames)}
-        args = resolve_run(find_bundle(bundle), "infer", None, overrides, check_dataset=False, record=False)
-        parser = ConfigParser()
-        parser.read_config(args.pop("config_file"))
-        parser.update({k: v for k, v in args.items() if k not in ("meta_file", "logging_file")})
+        parser = bundle_parser(bundle, overrides)
         trained = {"image_size": parser.get_parsed_content("image_size"), "fps": parser.get_parsed_content("fps")}
         for key, wanted in (("image_size", int(image_size)), ("fps", float(fps))):
             if float(trained[key]) != float(wanted):

@@ -69,3 +69,19 @@ def torchrun_train(bundle: Path, overrides: dict, processes: int = 2) -> subproc
     ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     return subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+
+
+def export_and_load(bundle: Path, root: Path, bundle_root: str) -> tuple:
+    """``infer --stage export`` of a trained bundle (with a dataset_dir that does not exist: the stage reads none),
+    then ``(traced module, its metadata.json)`` from ``models/model.ts``."""
+    import json
+
+    import torch
+
+    from echo_monai.apps import cli
+
+    overrides = {"bundle_root": bundle_root, "dataset_dir": str(root / "absent"), "preset": "tiny"}
+    assert cli.main(["infer", str(bundle), "--stage", "export", *cli_args(overrides)]) == 0
+    files = {"metadata.json": ""}
+    traced = torch.jit.load(str(Path(bundle_root) / "models" / "model.ts"), _extra_files=files)
+    return traced, json.loads(files["metadata.json"])

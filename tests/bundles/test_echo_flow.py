@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache, export_and_load, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -226,11 +226,8 @@ def test_a_rerun_with_other_requests_is_refused_then_overwritten(trained, tmp_pa
 def test_export_stage_traces_the_video_denoiser_to_model_ts(trained):
     """``infer --stage export`` writes models/model.ts: (x, flow time, EF) positional, equal to the eager network."""
     root, o = trained
-    overrides = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": str(root / "absent"), "preset": "tiny"}
-    assert cli.main(["infer", str(BUNDLE), "--stage", "export", *cli_args(overrides)]) == 0
-    files = {"metadata.json": ""}
-    traced = torch.jit.load(str(root / "bundle" / "models" / "model.ts"), _extra_files=files)
-    inputs = json.loads(files["metadata.json"])["inputs"]
+    traced, metadata = export_and_load(BUNDLE, root, o["train"]["bundle_root"])
+    inputs = metadata["inputs"]
     assert list(inputs) == ["x", "timesteps", "context"] and inputs["context"]["high"] == 100
     x = torch.randn(inputs["x"]["shape"])
     with torch.no_grad():

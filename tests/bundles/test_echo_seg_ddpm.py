@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from bundle_helpers import cli_args, cli_error, torchrun_train
+from bundle_helpers import cli_args, cli_error, export_and_load, torchrun_train
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -186,11 +186,7 @@ def test_a_resumed_generate_writes_the_same_bytes_as_an_uninterrupted_one(traine
 def test_export_stage_traces_the_trained_denoiser_to_model_ts(trained):
     """``infer --stage export`` writes models/model.ts (traced, checked against the eager network), no data read."""
     root, o = trained
-    overrides = {"bundle_root": o["infer"]["bundle_root"], "dataset_dir": str(root / "absent"), "preset": "tiny"}
-    assert cli.main(["infer", str(BUNDLE), "--stage", "export", *cli_args(overrides)]) == 0
-    files = {"metadata.json": ""}
-    traced = torch.jit.load(str(root / "bundle" / "models" / "model.ts"), _extra_files=files)
-    metadata = json.loads(files["metadata.json"])
+    traced, metadata = export_and_load(BUNDLE, root, o["infer"]["bundle_root"])
     size, classes = TINY["image_size"], 5
     assert metadata["inputs"]["seg"]["shape"] == [1, classes, size, size] and metadata["max_abs_difference"] <= 1e-4
     seg = torch.nn.functional.one_hot(torch.randint(0, classes, (1, size, size)), classes).permute(0, 3, 1, 2).float()

@@ -42,10 +42,11 @@ class Task:
 
     input_kind: str  # "label_map" | "ejection_fraction"
     writer_key: str  # the config id of the generation's writer
+    fps: str | float = "@fps"  # the writer's frame rate: the bundle's own, or a value for a bundle of still images
 
 
 TASKS: dict[str, Task] = {
-    "echo_seg_ddpm": Task("label_map", "writer"),
+    "echo_seg_ddpm": Task("label_map", "writer", fps=30.0),  # images: written as US Image Storage, no frame time
     "echo_flow": Task("ejection_fraction", "generation::writer"),
 }
 
@@ -151,7 +152,7 @@ def read_request(input_folder: str | os.PathLike, bundle: str) -> DeployRequest:
 
 def _overrides(bundle: str, request: DeployRequest, workdir: Path, label_dir: Path | None) -> dict[str, Any]:
     writer = {"_target_": "echo_monai.apps.generation.VideoFileWriter", "root": str(workdir), "formats": ["dicom"],
-              "fps": "@fps" if bundle != "echo_seg_ddpm" else 30.0, "description": DESCRIPTION}  # fmt: skip
+              "fps": TASKS[bundle].fps, "description": DESCRIPTION}  # fmt: skip
     overrides: dict[str, Any] = {TASKS[bundle].writer_key: writer, "output_dir": str(workdir)}
     if request.kind == "label_map":
         # a label map of another size than the model's is refused, not resampled (whatever the training preset says)
@@ -173,10 +174,7 @@ def generate_dicom(
         DeployError: naming the input, for a label map the bundle refuses (size, class values) or any other bad
             input the bundle's checks find; nothing is written to `output_folder` then.
     """
-    from monai.bundle import ConfigParser
-
-    from echo_monai.apps.bundles import find_bundle
-    from echo_monai.apps.cli import CLIError, resolve_run
+    from echo_monai.apps.cli import CLIError, bundle_parser
 
     output = Path(output_folder)
     output.mkdir(parents=True, exist_ok=True)
@@ -192,10 +190,7 @@ def generate_dicom(
         workdir = scratch / "generated"
         overrides = {"bundle_root": str(model_folder), **_overrides(bundle, request, workdir, label_dir)}
         try:
-            args = resolve_run(find_bundle(bundle), "infer", None, overrides, check_dataset=False, record=False)
-            parser = ConfigParser()
-            parser.read_config(args.pop("config_file"))
-            parser.update({k: v for k, v in args.items() if k not in ("meta_file", "logging_file")})
+            parser = bundle_parser(bundle, overrides)
             generation, requests = parser.get_parsed_content("generation"), parser.get_parsed_content("requests")
             report = generation.run(requests)
         except (CLIError, ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
