@@ -427,7 +427,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--patients", type=int, default=20)
     p.add_argument("--epochs", type=int, default=35, help="generator training epochs")
     p.add_argument("--copies", type=int, default=2, help="synthetic label maps per training label map")
-    p.add_argument("--steps", type=int, default=20, help="DPM-Solver++ sampling steps")
+    p.add_argument("--steps", type=int, default=10, help="DPM-Solver++ sampling steps")
     p.add_argument("--seg-epochs", dest="seg_epochs", type=int, default=20)
     p.add_argument("--seed", type=int, default=0)
     return parser

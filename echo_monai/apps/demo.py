@@ -46,7 +46,7 @@ def run_demo(
     patients: int = 20,
     epochs: int = 35,
     copies: int = 2,
-    sampling_steps: int = 20,
+    sampling_steps: int = 10,
     seg_epochs: int = 20,
     seed: int = 0,
     settings: dict[str, Any] | None = None,
