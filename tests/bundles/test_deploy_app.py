@@ -17,16 +17,11 @@ import nibabel as nib
 import numpy as np
 import pydicom
 import pytest
-from bundle_helpers import cli_args
 from monai.bundle import ConfigParser
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from test_echo_flow import BUNDLE as FLOW_BUNDLE
-from test_echo_flow import make_overrides as flow_overrides
-from test_echo_seg_ddpm import BUNDLE as SEG_BUNDLE
-from test_echo_seg_ddpm import make_overrides as seg_overrides
 
-from echo_monai.apps import cli
 from echo_monai.apps.deploy.tasks import DESCRIPTION, DeployError, generate_dicom, read_request, trained_bundle
 from echo_monai.data import DicomCine, read_dicom_seg
 from echo_monai.data.dicom import SEGMENTATION_STORAGE
@@ -35,24 +30,6 @@ from echo_monai.data.phantom.dicom_writer import US_IMAGE_STORAGE, US_MULTIFRAME
 REPO = Path(__file__).resolve().parents[2]
 APP = REPO / "echo_monai" / "apps" / "deploy" / "app.py"
 SEG_SIZE = 32  # the tiny echo_seg_ddpm preset's image_size
-
-
-@pytest.fixture(scope="module")
-def seg_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deploy_seg")
-    overrides = seg_overrides(root)
-    assert cli.main(["train", str(SEG_BUNDLE), *cli_args(overrides["train"])]) == 0
-    phantom = nib.load(next((root / "camus").rglob("patient0003_4CH_ED_gt.nii.gz"))).get_fdata().astype(np.int16)
-    return root / "bundle", phantom  # the phantom's maps are 64 px: twice the tiny model's size
-
-
-@pytest.fixture(scope="module")
-def flow_model(tmp_path_factory):
-    root = tmp_path_factory.mktemp("deploy_flow")
-    o = flow_overrides(root)  # phantom, stage-1 VAE and latent cache
-    for stage, key in (("image", "train_image"), ("reid", "train_reid"), (None, "train")):
-        assert cli.main(["train", str(FLOW_BUNDLE), *(["--stage", stage] if stage else []), *cli_args(o[key])]) == 0
-    return root / "bundle"
 
 
 def label_map_folder(folder: Path, label: np.ndarray, name: str = "drawn_gt.nii.gz") -> Path:
@@ -108,6 +85,17 @@ def test_trained_bundle_and_request_refusals(seg_model, tmp_path):
             read_request(tmp_path, "echo_flow")
     (tmp_path / "request.json").write_text('{"ejection_fraction": [30, 62.5]}')
     assert read_request(tmp_path, "echo_flow").ejection_fractions == [30.0, 62.5]
+    (tmp_path / "request.json").write_text('{"ejection_fraction": 40, "solver": "heun", "steps": 16}')
+    assert read_request(tmp_path, "echo_flow").parameters == {"solver": "heun", "steps": 16}
+    (tmp_path / "request.json").write_text('{"ejection_fraction": 40, "steps": 0}')
+    with pytest.raises(DeployError, match="request.json': parameter 'steps' must be in 1-1000"):
+        read_request(tmp_path, "echo_flow")
+    label_map_folder(tmp_path / "seg", phantom[::2, ::2])
+    (tmp_path / "seg" / "request.json").write_text('{"sampler": "ddim", "steps": 5}')
+    assert read_request(tmp_path / "seg", "echo_seg_ddpm").parameters == {"sampler": "ddim", "steps": 5}
+    (tmp_path / "seg" / "request.json").write_text('{"sampler": "euler"}')
+    with pytest.raises(DeployError, match="'sampler' must be one of ddpm, ddim, dpm_solver"):
+        read_request(tmp_path / "seg", "echo_seg_ddpm")
 
 
 def test_dicom_seg_reads_as_the_label_map(seg_model, tmp_path):
@@ -162,7 +150,7 @@ def test_a_refused_label_map_names_the_file_and_writes_nothing(seg_model, tmp_pa
                "seg": "broken.dcm' is not a readable DICOM"}[case]  # fmt: skip
     with pytest.raises(DeployError, match=message) as error:
         generate_dicom(model, read_request(inputs, "echo_seg_ddpm"), tmp_path / "out", "echo_seg_ddpm")
-    assert ".echo_monai_deploy_" not in str(error.value)  # the user's file is named, not its scratch copy
+    assert ".echo_monai_serve_" not in str(error.value)  # the user's file is named, not its scratch copy
     assert list((tmp_path / "out").iterdir()) == [] and sorted(p.name for p in tmp_path.iterdir()) == ["in", "out"]
 
 

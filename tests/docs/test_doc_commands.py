@@ -5,8 +5,9 @@ bundles, the test schema and ``.venv``, linked), with ``echo-monai`` on the PATH
 ``tiny`` (``--preset X`` and a ``presets/X.yaml`` config file; ``ECHO_MONAI_PRESET=tiny`` for commands without one).
 A line marked ``# real data`` needs a dataset the sandbox does not have: its ``echo-monai`` command runs with
 ``--dry-run`` (arguments checked, nothing run), and the files another command names must exist. Lines that set up
-or test the checkout itself (``.ci/``) are what CI runs, and ``# after the demo`` lines are run by
-``tests/apps/test_demo.py``; both are skipped here.
+or test the checkout itself (``.ci/``) are what CI runs, ``# after the demo`` lines are run by
+``tests/apps/test_demo.py`` and ``# with the server`` lines (requests to a running MONAI Label server) by
+``tests/bundles/test_label_app.py``; all three are skipped here.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ def _lines(page: Path) -> list[str]:
 
 def _toy(line: str) -> str | None:
     """The line as the sandbox runs it, or None when it is not run here."""
-    if ".ci/" in line or "# after the demo" in line:
+    if ".ci/" in line or "# after the demo" in line or "# with the server" in line:
         return None
     line = re.sub(r"--preset \w+", "--preset tiny", line)
     line = re.sub(r"presets/\w+\.yaml", "presets/tiny.yaml", line)

@@ -1,0 +1,120 @@
+"""What one MONAI Label infer request does, without MONAI Label: read the request, check it, generate the synthetic
+file through :mod:`echo_monai.apps.serving`, and answer with the file and its JSON.
+
+A request (MONAI Label merges the form's ``params`` into it at the top level) holds:
+
+- ``image``: the file MONAI Label gives the task (an upload, or the studies datastore's image). For
+  ``echo_seg_ddpm`` it is the label map (NIfTI or PNG, classes 0-3; or a 2D DICOM SEG) that guides the image. The
+  ``echo_flow`` task does not read it (MONAI Label requires one: send any study image).
+- ``ejection_fraction``: the cine's EF in percent, 0-100 (``echo_flow``; one value per request).
+- the bundle's parameters (:data:`echo_monai.apps.serving.TASKS`): ``sampler`` and ``steps`` (``echo_seg_ddpm``,
+  defaults ``dpm_solver`` and 10), ``solver`` and ``steps`` (``echo_flow``, defaults ``euler`` and 8).
+- ``output_format``: ``nifti`` (default: 3D Slicer and OHIF open it; ``(W, H, T)`` uint8, ``T = 1`` for an image) or
+  ``dicom`` (Ultrasound Image / Multi-frame Image Storage).
+
+Keys MONAI Label adds itself (``model``, ``description``, ``device``, ``save_label`` ...) are left to it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from echo_monai.apps.serving import (
+    DESCRIPTION,
+    LABEL_MAP_SUFFIXES,
+    TASKS,
+    ServeError,
+    ServeRequest,
+    check_ejection_fractions,
+    generate_files,
+    request_settings,
+    trained_bundle,
+)
+
+__all__ = ["OUTPUT_FORMATS", "label_request", "run_label_request", "task_config"]
+
+OUTPUT_FORMATS = ("nifti", "dicom")
+
+
+def task_config(bundle: str) -> dict[str, Any]:
+    """The options a MONAI Label client shows for `bundle`'s task, with their defaults."""
+    config: dict[str, Any] = {name: p.default for name, p in TASKS[bundle].parameters.items()}
+    if TASKS[bundle].input_kind == "ejection_fraction":
+        config = {"ejection_fraction": 55.0, **config}
+    return {**config, "output_format": OUTPUT_FORMATS[0]}
+
+
+def label_request(bundle: str, request: Mapping[str, Any]) -> tuple[ServeRequest, dict[str, Any], str]:
+    """The serving request, the config overrides and the output format of a MONAI Label request for `bundle`.
+
+    Raises:
+        ServeError: no label map or EF where the task needs one, an EF outside 0-100, a label map file of another
+            kind, a bad parameter value or output format.
+    """
+    task = TASKS[bundle]
+    output_format = request.get("output_format", OUTPUT_FORMATS[0])
+    if output_format not in OUTPUT_FORMATS:
+        raise ServeError(f"output_format must be one of {', '.join(OUTPUT_FORMATS)}, got {output_format!r}.")
+    settings = request_settings(bundle, {k: request[k] for k in task.parameters if k in request})
+    if task.input_kind == "ejection_fraction":
+        if "ejection_fraction" not in request:
+            raise ServeError(f"{bundle} needs 'ejection_fraction' (percent, 0-100) in the request's params.")
+        values = check_ejection_fractions(request["ejection_fraction"], "request")
+        if len(values) != 1:
+            raise ServeError(f"request: one ejection_fraction per request, got {len(values)}.")
+        return ServeRequest(task.input_kind, ejection_fractions=values), settings, output_format
+    image = request.get("image")
+    if not isinstance(image, str) or not Path(image).is_file():
+        raise ServeError(f"{bundle} needs a label map file as the request's image, got {image!r}.")
+    if not image.lower().endswith(LABEL_MAP_SUFFIXES):
+        raise ServeError(f"label map '{image}' must be one of {', '.join(LABEL_MAP_SUFFIXES)}.")
+    return ServeRequest(task.input_kind, label_maps=[image]), settings, output_format
+
+
+def run_label_request(model_folder: str | os.PathLike, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Generate the synthetic file a MONAI Label request asks of the trained bundle in `model_folder`.
+
+    Returns:
+        the file's path (a new temporary file; MONAI Label removes it once sent) and the result JSON (bundle,
+        settings, shape, seconds, the description saying ``SYNTHETIC``).
+
+    Raises:
+        ServeError: a model folder without ``models/model.pt`` or of a bundle that is not served, or a bad request
+            (:func:`label_request`, and what the bundle's own checks refuse: a label map's size or class values).
+    """
+    bundle = trained_bundle(model_folder)
+    serve_request, settings, output_format = label_request(bundle, request)
+    start = time.perf_counter()
+    folder = Path(tempfile.mkdtemp(prefix="echo_monai_label_"))
+    try:
+        item = generate_files(model_folder, serve_request, folder, bundle, (output_format,), settings)[0]
+        written = item[output_format]
+        suffix = "".join(written.suffixes[-2:]) if written.name.endswith(".nii.gz") else written.suffix
+        handle, target = tempfile.mkstemp(prefix="synthetic_", suffix=suffix)
+        os.close(handle)
+        os.replace(written, target)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    shape = _shape(target, output_format)
+    result = {"bundle": bundle, "description": DESCRIPTION, "output_format": output_format, "shape": shape,
+              "seconds": round(time.perf_counter() - start, 3), **settings}  # fmt: skip
+    if serve_request.kind == "ejection_fraction":
+        result["ejection_fraction"] = serve_request.ejection_fractions[0]
+    return target, result
+
+
+def _shape(path: str, output_format: str) -> list[int]:
+    if output_format == "nifti":
+        import nibabel as nib
+
+        return [int(n) for n in nib.load(path).shape]
+    import pydicom
+
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    return [int(getattr(ds, "NumberOfFrames", 1)), int(ds.Rows), int(ds.Columns)]

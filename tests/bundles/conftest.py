@@ -1,0 +1,36 @@
+"""Tiny trained echo_seg_ddpm and echo_flow bundles, trained once per test session and shared by the serving tests
+(MONAI Deploy, MONAI Label)."""
+
+from __future__ import annotations
+
+import nibabel as nib
+import numpy as np
+import pytest
+from bundle_helpers import cli_args
+from test_echo_flow import BUNDLE as FLOW_BUNDLE
+from test_echo_flow import make_overrides as flow_overrides
+from test_echo_seg_ddpm import BUNDLE as SEG_BUNDLE
+from test_echo_seg_ddpm import make_overrides as seg_overrides
+
+from echo_monai.apps import cli
+
+SEG_SIZE = 32  # the tiny echo_seg_ddpm preset's image_size
+
+
+@pytest.fixture(scope="session")
+def seg_model(tmp_path_factory):
+    """(trained bundle root, a 64 px phantom label map: twice the tiny model's size)."""
+    root = tmp_path_factory.mktemp("served_seg")
+    overrides = seg_overrides(root)
+    assert cli.main(["train", str(SEG_BUNDLE), *cli_args(overrides["train"])]) == 0
+    phantom = nib.load(next((root / "camus").rglob("patient0003_4CH_ED_gt.nii.gz"))).get_fdata().astype(np.int16)
+    return root / "bundle", phantom
+
+
+@pytest.fixture(scope="session")
+def flow_model(tmp_path_factory):
+    root = tmp_path_factory.mktemp("served_flow")
+    o = flow_overrides(root)  # phantom, stage-1 VAE and latent cache
+    for stage, key in (("image", "train_image"), ("reid", "train_reid"), (None, "train")):
+        assert cli.main(["train", str(FLOW_BUNDLE), *(["--stage", stage] if stage else []), *cli_args(o[key])]) == 0
+    return root / "bundle"
