@@ -2,7 +2,7 @@
 
     python -m echo_monai.apps.label APP_DIR work/seg work/flow          # tasks named by their bundle
     python -m echo_monai.apps.label APP_DIR seg=work/seg flow=work/flow  # tasks named here
-    monailabel start_server --app APP_DIR --studies STUDIES --host 127.0.0.1 --port 8000
+    $(bash .ci/label-env) -m monailabel.main start_server --app APP_DIR --studies STUDIES --host 127.0.0.1 --port 8000
 
 It writes ``APP_DIR/main.py`` (the app class, :class:`echo_monai.apps.label.app.EchoMonaiLabelApp`) and links each
 trained bundle root (the ``--bundle_root`` of ``echo-monai train``) as ``APP_DIR/model/<task>``. MONAI Label writes
@@ -68,7 +68,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     for name, root in tasks.items():
         print(f"task {name}: {root}")
-    print(f"start it: monailabel start_server --app {args.app_dir} --studies STUDIES --host 127.0.0.1 --port 8000")
+    print(f"start it (MONAI Label's python): python -m monailabel.main start_server --app {args.app_dir} "
+          "--studies STUDIES --host 127.0.0.1 --port 8000")  # fmt: skip
     return 0
 
 

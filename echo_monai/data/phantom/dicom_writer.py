@@ -12,12 +12,17 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.tag import Tag
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from echo_monai.data.atomic import atomic_path
+
+#: pydicom 2 (MONAI Label's environment: its pydicom-seg does not import with pydicom 3) writes the file meta and the
+#: encoding only when told
+PYDICOM_2 = int(pydicom.__version__.split(".")[0]) < 3
 
 __all__ = ["US_IMAGE_STORAGE", "US_MULTIFRAME_STORAGE", "DicomCineWriter", "write_cine_dicom"]
 
@@ -189,7 +194,11 @@ def write_cine_dicom(
         _add_region(ds, rows, columns, pixel_spacing_mm)
     ds.PixelData = np.ascontiguousarray(frames).tobytes()
     with atomic_path(path) as tmp:
-        ds.save_as(tmp, enforce_file_format=True)
+        if PYDICOM_2:
+            ds.is_little_endian, ds.is_implicit_VR = True, False
+            ds.save_as(tmp, write_like_original=False)
+        else:
+            ds.save_as(tmp, enforce_file_format=True)
     return path
 
 
