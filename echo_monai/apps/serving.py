@@ -9,7 +9,10 @@ Served bundles (:data:`TASKS`):
   default ``dpm_solver``) and ``steps`` (default 10);
 - ``echo_flow``: ejection fractions (percent, 0-100; one cine each); parameters ``solver`` (``euler`` | ``heun``,
   default ``euler``) and ``steps`` (default 8: the step count the bundle's benchmark found within 1 EF point of the
-  64-step DDPM baseline).
+  64-step DDPM baseline);
+- ``us_image_to_video``: one still ultrasound image (PNG / JPEG / BMP / TIFF, DICOM or NIfTI; letterboxed to the
+  model's size as the bundle does) per request, animated into one video; parameters ``solver`` and ``steps`` (by
+  default the trained bundle's own: 16 unless trained otherwise; ``solver`` applies to flow matching).
 
 Files are written by :class:`echo_monai.apps.generation.VideoFileWriter` (DICOM: modality US, UIDs from the request,
 ``SYNTHETIC`` in the series description and the patient name, frame time from the bundle's fps; NIfTI: ``descrip``
@@ -29,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "DESCRIPTION",
+    "IMAGE_SUFFIXES",
     "LABEL_MAP_SUFFIXES",
     "TASKS",
     "Parameter",
@@ -42,6 +46,8 @@ __all__ = [
 
 DESCRIPTION = "SYNTHETIC ultrasound (echo_monai, not for clinical use)"
 LABEL_MAP_SUFFIXES = (".nii.gz", ".nii", ".png", ".dcm")  # .dcm: a 2D DICOM SEG
+#: still images an image-to-video bundle animates (echo_monai.transforms.LoadGreyImaged reads them)
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz")
 #: the file each format is written to (VideoFileWriter's names)
 SUFFIXES = {"dicom": ".dcm", "nifti": ".nii.gz", "gif": ".gif", "mp4": ".mp4"}
 
@@ -61,6 +67,8 @@ class Parameter:
     high: float | None = None
 
     def check(self, name: str, value: Any) -> Any:
+        if value is None and self.default is None:  # not given, and the bundle's own setting is the default
+            return None
         if self.choices:
             if value not in self.choices:
                 raise ServeError(
@@ -78,7 +86,7 @@ class Parameter:
 class Task:
     """How a bundle is served: the input it reads, the config ids it sets for one request, and its parameters."""
 
-    input_kind: str  # "label_map" | "ejection_fraction"
+    input_kind: str  # "label_map" | "ejection_fraction" | "image"
     writer_key: str  # the config id of the generation's writer
     fps: str | float = "@fps"  # the writer's frame rate: the bundle's own, or a value for a bundle of still images
     parameters: Mapping[str, Parameter] = field(default_factory=dict)
@@ -104,19 +112,29 @@ TASKS: dict[str, Task] = {
         },
         output="cine",
     ),
+    "us_image_to_video": Task(
+        "image",
+        "generation::writer",
+        parameters={
+            "solver": Parameter("solver", "euler", choices=("euler", "heun")),
+            "steps": Parameter("num_inference_steps", None, low=1, high=1000),  # None: the bundle's own (16)
+        },
+        output="cine",
+    ),
 }
 
 
 @dataclass
 class ServeRequest:
-    """One request: label map files or ejection fractions."""
+    """One request: label map files, ejection fractions or one still image."""
 
     kind: str
     label_maps: list[str] = field(default_factory=list)
     ejection_fractions: list[float] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.label_maps) if self.kind == "label_map" else len(self.ejection_fractions)
+        return len({"label_map": self.label_maps, "image": self.images}.get(self.kind, self.ejection_fractions))
 
 
 def trained_bundle(model_folder: str | os.PathLike) -> str:
@@ -163,7 +181,8 @@ def request_settings(bundle: str, parameters: Mapping[str, Any]) -> dict[str, An
     unknown = sorted(set(parameters) - set(known))
     if unknown:
         raise ServeError(f"{bundle} takes the parameters {', '.join(known)}; unknown: {', '.join(unknown)}.")
-    return {p.config_id: p.check(name, parameters.get(name, p.default)) for name, p in known.items()}
+    settings = {p.config_id: p.check(name, parameters.get(name, p.default)) for name, p in known.items()}
+    return {key: value for key, value in settings.items() if value is not None}
 
 
 def _stage_label_map(path: Path, folder: Path) -> Path:
@@ -181,6 +200,13 @@ def _stage_label_map(path: Path, folder: Path) -> Path:
         target = folder / f"{path.name[: -len('.dcm')]}.nii.gz"
         nib.save(nib.Nifti1Image(label, np.eye(4)), str(target))
         return target
+    return _stage_file(path, folder)
+
+
+def _stage_file(path: Path, folder: Path) -> Path:
+    """`path` linked into `folder` under its own name (copied where links fail)."""
+    if not path.is_file():
+        raise ServeError(f"input file '{path}' does not exist.")
     target = folder / path.name
     try:
         target.symlink_to(path.resolve())
@@ -190,7 +216,12 @@ def _stage_label_map(path: Path, folder: Path) -> Path:
 
 
 def _overrides(
-    bundle: str, request: ServeRequest, workdir: Path, label_dir: Path | None, formats: Sequence[str]
+    bundle: str,
+    request: ServeRequest,
+    workdir: Path,
+    label_dir: Path | None,
+    image: Path | None,
+    formats: Sequence[str],
 ) -> dict[str, Any]:
     writer = {"_target_": "echo_monai.apps.generation.VideoFileWriter", "root": str(workdir), "formats": list(formats),
               "fps": TASKS[bundle].fps, "description": DESCRIPTION}  # fmt: skip
@@ -198,6 +229,8 @@ def _overrides(
     if request.kind == "label_map":
         # a label map of another size than the model's is refused, not resampled (whatever the training preset says)
         overrides.update(dataset_dir=str(label_dir), copies=1, label_map_split=None, resize_label_maps=False)
+    elif request.kind == "image":  # one image file: one video, as viewer files
+        overrides.update(images=str(image), samples_per_image=1, limit=None, output_layout="files")
     else:
         overrides.update(ejection_fractions=list(request.ejection_fractions), num_videos=len(request))
     return overrides
@@ -233,25 +266,34 @@ def generate_files(
     output.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix=".echo_monai_serve_", dir=output.parent))
     try:
-        label_dir, sources = None, {}
+        label_dir, image, sources = None, None, {}
         if request.kind == "label_map":  # the bundle reads a folder: the inputs, linked (a DICOM SEG converted) there
             label_dir = scratch / "label_maps"
             label_dir.mkdir()
             for path in request.label_maps:
                 target = _stage_label_map(Path(path), label_dir)
                 sources[str(target)] = str(path)
+        elif request.kind == "image":
+            if len(request.images) != 1:
+                raise ServeError(f"{bundle}: one image per request, got {len(request.images)}.")
+            (scratch / "image").mkdir()
+            image = _stage_file(Path(request.images[0]), scratch / "image")
+            sources[str(image)] = request.images[0]
         workdir = scratch / "generated"
         overrides = {
             "bundle_root": str(model_folder),
             **dict(settings or {}),
-            **_overrides(bundle, request, workdir, label_dir, formats),
+            **_overrides(bundle, request, workdir, label_dir, image, formats),
         }
         try:
             parser = bundle_parser(bundle, overrides)
             generation, requests = parser.get_parsed_content("generation"), parser.get_parsed_content("requests")
             report = generation.run(requests)
         except (CLIError, ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-            line = str(error).splitlines()[0] if str(error) else type(error).__name__
+            cause = error
+            while str(cause).startswith("Failed to instantiate") and cause.__cause__ is not None:
+                cause = cause.__cause__  # MONAI's config wraps the component's own error: that one says what is wrong
+            line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
             for staged, path in sources.items():  # name the user's file, not its copy in the scratch folder
                 line = line.replace(staged, path)
             raise ServeError(f"{bundle}: {line}") from error

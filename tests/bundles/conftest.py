@@ -1,5 +1,5 @@
-"""Tiny trained echo_seg_ddpm and echo_flow bundles, trained once per test session and shared by the serving tests
-(MONAI Deploy, MONAI Label)."""
+"""Tiny trained echo_seg_ddpm, echo_flow and us_image_to_video bundles, trained once per test session and shared by
+the serving tests (MONAI Deploy, MONAI Label) and, for us_image_to_video, its own bundle test."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from test_echo_flow import BUNDLE as FLOW_BUNDLE
 from test_echo_flow import make_overrides as flow_overrides
 from test_echo_seg_ddpm import BUNDLE as SEG_BUNDLE
 from test_echo_seg_ddpm import make_overrides as seg_overrides
+from test_us_image_to_video import BUNDLE as VIDEO_BUNDLE
+from test_us_image_to_video import make_overrides as video_overrides
 
 from echo_monai.apps import cli
 
@@ -34,3 +36,12 @@ def flow_model(tmp_path_factory):
     for stage, key in (("image", "train_image"), ("reid", "train_reid"), (None, "train")):
         assert cli.main(["train", str(FLOW_BUNDLE), *(["--stage", stage] if stage else []), *cli_args(o[key])]) == 0
     return root / "bundle"
+
+
+@pytest.fixture(scope="session")
+def image_to_video_bundle(tmp_path_factory):
+    """(root, overrides): a tiny us_image_to_video trained on BUSV phantom videos, with BUSI phantom images."""
+    root = tmp_path_factory.mktemp("us_image_to_video")
+    o = video_overrides(root)
+    assert cli.main(["train", str(VIDEO_BUNDLE), *cli_args(o["train"])]) == 0
+    return root, o

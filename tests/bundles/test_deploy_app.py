@@ -78,6 +78,8 @@ def test_trained_bundle_and_request_refusals(seg_model, tmp_path):
         read_request(tmp_path, "echo_seg_ddpm")
     with pytest.raises(DeployError, match="has no request.json"):
         read_request(tmp_path, "echo_flow")
+    with pytest.raises(DeployError, match="bundle 'us_image_to_video' is served by MONAI Label"):
+        read_request(tmp_path, "us_image_to_video")
     for content, message in (("{", "not readable JSON"), ('{"ef": 40}', "must hold"), ('{"ejection_fraction": 140}',
                              "outside 0-100"), ('{"ejection_fraction": [30, -1]}', "outside 0-100")):  # fmt: skip
         (tmp_path / "request.json").write_text(content)

@@ -11,6 +11,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -46,8 +47,17 @@ def test_requests_are_checked_before_generation(tmp_path):
     assert fmt == "nifti"
     request, settings, _ = label_request("echo_flow", {"image": "ignored", "ejection_fraction": 40, "solver": "heun"})
     assert request.ejection_fractions == [40.0] and settings == {"solver": "heun", "num_inference_steps": 8}
+    still = tmp_path / "benign (1).png"
+    still.write_bytes(b"png")  # checked by name here; read by the bundle
+    notes = tmp_path / "notes.txt"
+    notes.write_text("not an image")
+    request, settings, _ = label_request("us_image_to_video", {"image": str(still), "steps": 4})
+    assert request.images == [str(still)] and len(request) == 1
+    assert settings == {"solver": "euler", "num_inference_steps": 4}
     for bundle, params, message in (
         ("echo_seg_ddpm", {"image": str(tmp_path / "absent.nii.gz")}, "needs a label map file"),
+        ("us_image_to_video", {"image": str(tmp_path / "absent.png")}, "needs an image file"),
+        ("us_image_to_video", {"image": str(notes)}, "image '.*notes.txt' must be one of .png"),
         ("echo_seg_ddpm", {"image": str(label), "sampler": "euler"}, "'sampler' must be one of ddpm, ddim"),
         ("echo_seg_ddpm", {"image": str(label), "steps": 0}, "'steps' must be in 1-1000"),
         ("echo_seg_ddpm", {"image": str(label), "steps": 2.5}, "'steps' must be a whole number"),
@@ -82,6 +92,25 @@ def test_the_request_generates_a_viewer_file(seg_model, flow_model, tmp_path):
         run_label_request(model, {"image": str(save_label_map(tmp_path / "big_gt.nii.gz", phantom))})
     with pytest.raises(ServeError, match="has no models/model.pt"):
         run_label_request(tmp_path, {"image": str(tmp_path / "in_gt.nii.gz")})
+
+
+def test_an_image_becomes_a_synthetic_video(image_to_video_bundle, tmp_path):
+    root, o = image_to_video_bundle
+    model = Path(o["train"]["bundle_root"])
+    still = sorted((root / "busi").rglob("malignant (1).png"))[0]
+    path, result = run_label_request(model, {"image": str(still), "steps": 4})
+    video = np.asarray(nib.load(path).dataobj)  # (W, H, T) uint8
+    assert video.ndim == 3 and video.shape[2] > 1 and video.dtype == np.uint8 and video.std() > 0
+    assert result["bundle"] == "us_image_to_video" and result["num_inference_steps"] == 4
+    os.remove(path)
+    path, _ = run_label_request(model, {"image": str(still), "steps": 4, "output_format": "dicom"})
+    ds = pydicom.dcmread(path)
+    assert int(ds.NumberOfFrames) == video.shape[2] and "SYNTHETIC" in ds.SeriesDescription
+    os.remove(path)
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(ServeError, match="us_image_to_video: .*broken.png"):
+        run_label_request(model, {"image": str(broken)})
 
 
 def test_the_app_folder(seg_model, flow_model, tmp_path, capsys):
@@ -121,14 +150,16 @@ def _doc_requests(port: int) -> list[str]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="MONAI Label's environment is made for Linux here")
 @pytest.mark.skipif(os.environ.get("ECHO_MONAI_SKIP_LABEL_SERVER") == "1", reason="ECHO_MONAI_SKIP_LABEL_SERVER=1")
-def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path):
+def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to_video_bundle, tmp_path):
     import requests
 
     python = _label_python()
     model, phantom = seg_model
+    video_root, video_overrides = image_to_video_bundle
+    video_model = video_overrides["train"]["bundle_root"]
     app, studies = tmp_path / "app", tmp_path / "studies"
     studies.mkdir()
-    made = subprocess.run([python, "-m", "echo_monai.apps.label", str(app), str(model), str(flow_model)],
+    made = subprocess.run([python, "-m", "echo_monai.apps.label", str(app), str(model), str(flow_model), video_model],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
     (tmp_path / "untrained").mkdir()
@@ -151,7 +182,7 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path
         started = time.perf_counter() - start
         assert info is not None and info.status_code == 200, (tmp_path / "server.log").read_text()[-3000:]
         models = info.json()["models"]
-        assert set(models) == {"echo_seg_ddpm", "echo_flow"}  # "untrained" is left out, and answered with 503
+        assert set(models) == {"echo_seg_ddpm", "echo_flow", "us_image_to_video"}  # "untrained": left out, 503
         assert "SYNTHETIC" in models["echo_seg_ddpm"]["description"]
         assert models["echo_seg_ddpm"]["config"]["sampler"] == "dpm_solver"
         assert models["echo_flow"]["config"]["steps"] == 8
@@ -162,6 +193,9 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path
         # the documented requests, as written, from a folder holding the label map they upload
         docs = tmp_path / "docs_run"
         save_label_map(docs / "phantom_camus/database_nifti/patient0001/patient0001_4CH_ED_gt.nii.gz", label)
+        still = sorted((video_root / "busi").rglob("benign (1).png"))[0]
+        (docs / "phantom_busi/Dataset_BUSI_with_GT/benign").mkdir(parents=True)
+        shutil.copy(still, docs / "phantom_busi/Dataset_BUSI_with_GT/benign/benign (1).png")
         for line in _doc_requests(port):
             done = subprocess.run(["bash", "-c", line], cwd=docs, capture_output=True, text=True, timeout=600)
             server_log = (tmp_path / "server.log").read_text()[-3000:]
@@ -169,6 +203,7 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path
         assert nib.load(docs / "synthetic_image.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)
         assert pydicom.dcmread(docs / "synthetic_image.dcm").SOPClassUID == US_IMAGE_STORAGE
         assert nib.load(docs / "synthetic_cine.nii.gz").ndim == 3
+        assert nib.load(docs / "synthetic_video.nii.gz").shape[2] > 1
 
         def infer(task: str, params: dict, path: Path = drawn):
             with open(path, "rb") as f:
@@ -193,11 +228,19 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path
         cine = _nifti(answer.content)
         assert cine.ndim == 3 and cine.shape[2] > 1 and cine.dtype == np.uint8 and cine.std() > 0
 
+        answer, video_seconds = infer("us_image_to_video", {}, still)  # the bundle's own steps
+        assert answer.status_code == 200, answer.text[:2000]
+        video = _nifti(answer.content)
+        assert video.ndim == 3 and video.shape[2] > 1 and video.dtype == np.uint8 and video.std() > 0
+
         big = save_label_map(tmp_path / "big_gt.nii.gz", phantom)
+        notes = tmp_path / "notes.txt"
+        notes.write_text("not an image")
         wrong = label.copy()
         wrong[0, 0] = 9
         for task, params, path, status, message in (
             ("echo_seg_ddpm", {}, big, 400, "is 64x64 but the network takes 32x32"),
+            ("us_image_to_video", {}, notes, 400, "must be one of .png"),
             ("echo_seg_ddpm", {}, save_label_map(tmp_path / "wrong_gt.nii.gz", wrong), 400, "label values [9]"),
             ("echo_seg_ddpm", {"sampler": "euler"}, drawn, 400, "'sampler' must be one of"),
             ("echo_flow", {"ejection_fraction": 140}, drawn, 400, "outside 0-100"),
@@ -209,7 +252,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, tmp_path
             assert answer.status_code == status and message in detail and "\n" not in detail, answer.text[:2000]
         assert requests.get(f"{url}/info/", timeout=5).status_code == 200  # still serving
         print(
-            f"MONAI Label: server up in {started:.1f} s; a request: seg {seg_seconds:.2f} s, flow {flow_seconds:.2f} s"
+            f"MONAI Label: server up in {started:.1f} s; a request: seg {seg_seconds:.2f} s, "
+            f"flow {flow_seconds:.2f} s, image to video {video_seconds:.2f} s"
         )
     finally:
         server.terminate()

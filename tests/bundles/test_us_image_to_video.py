@@ -47,11 +47,8 @@ def make_overrides(root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("us_image_to_video")
-    o = make_overrides(root)
-    assert cli.main(["train", str(BUNDLE), *cli_args(o["train"])]) == 0
-    return root, o
+def trained(image_to_video_bundle):
+    return image_to_video_bundle  # trained once per session (conftest.py), shared with the serving tests
 
 
 def test_train_stage_one_reproduces_the_first_frame_and_caches_it(trained):

@@ -76,6 +76,11 @@ def read_request(input_folder: str | os.PathLike, bundle: str) -> DeployRequest:
     path = folder / REQUEST_FILE
     content = _request_file(path) if path.is_file() else {}
     kind = TASKS[bundle].input_kind
+    if kind not in ("label_map", "ejection_fraction"):
+        raise DeployError(
+            f"bundle '{bundle}' is served by MONAI Label (docs/monai_label.md), not by this application: "
+            "it serves echo_seg_ddpm and echo_flow."
+        )
     if kind == "label_map":
         files = _label_maps(folder)
         if not files:

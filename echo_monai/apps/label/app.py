@@ -33,7 +33,7 @@ class UnavailableModel(ServeError):
 
 
 class SyntheticUltrasoundInfer(InferTask):
-    """One trained bundle root as a MONAI Label infer task (label map -> image, or EF -> cine)."""
+    """One trained bundle root as a MONAI Label infer task (label map -> image, EF -> cine, image -> video)."""
 
     def __init__(self, model_folder: str | Path) -> None:
         self.model_folder = Path(model_folder)
@@ -44,8 +44,13 @@ class SyntheticUltrasoundInfer(InferTask):
             self.bundle, self.problem = None, str(error)
             logger.warning("echo_monai label: task '%s' is unavailable: %s", self.model_folder.name, error)
         kind = TASKS[self.bundle].input_kind if self.bundle else None
-        what = {"label_map": "cardiac label map -> ", "ejection_fraction": "ejection fraction -> "}.get(kind, "")
-        output = {"label_map": "image", "ejection_fraction": "cine"}.get(kind, "ultrasound")
+        inputs = {
+            "label_map": "cardiac label map",
+            "ejection_fraction": "ejection fraction",
+            "image": "ultrasound image",
+        }
+        what = f"{inputs[kind]} -> " if kind else ""
+        output = {"label_map": "image", "ejection_fraction": "cine", "image": "video"}.get(kind, "ultrasound")
         super().__init__(
             type=InferType.OTHERS,
             labels=["background", "lv_endocardium", "lv_epicardium", "left_atrium"] if kind == "label_map" else None,
@@ -72,7 +77,7 @@ class EchoMonaiLabelApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="echo_monai",
-            description="echo_monai: SYNTHETIC ultrasound from label maps and EFs (not for clinical use)",
+            description="echo_monai: SYNTHETIC ultrasound from label maps, EFs and still images (not for clinical use)",
             version="1",
         )
 

@@ -4,11 +4,13 @@ file through :mod:`echo_monai.apps.serving`, and answer with the file and its JS
 A request (MONAI Label merges the form's ``params`` into it at the top level) holds:
 
 - ``image``: the file MONAI Label gives the task (an upload, or the studies datastore's image). For
-  ``echo_seg_ddpm`` it is the label map (NIfTI or PNG, classes 0-3; or a 2D DICOM SEG) that guides the image. The
+  ``echo_seg_ddpm`` it is the label map (NIfTI or PNG, classes 0-3; or a 2D DICOM SEG) that guides the image; for
+  ``us_image_to_video`` the still image (PNG / JPEG / BMP / TIFF, DICOM or NIfTI) that the video starts from. The
   ``echo_flow`` task does not read it (MONAI Label requires one: send any study image).
 - ``ejection_fraction``: the cine's EF in percent, 0-100 (``echo_flow``; one value per request).
 - the bundle's parameters (:data:`echo_monai.apps.serving.TASKS`): ``sampler`` and ``steps`` (``echo_seg_ddpm``,
-  defaults ``dpm_solver`` and 10), ``solver`` and ``steps`` (``echo_flow``, defaults ``euler`` and 8).
+  defaults ``dpm_solver`` and 10), ``solver`` and ``steps`` (``echo_flow``, defaults ``euler`` and 8;
+  ``us_image_to_video``, ``euler`` and the bundle's own steps).
 - ``output_format``: ``nifti`` (default: 3D Slicer and OHIF open it; ``(W, H, T)`` uint8, ``T = 1`` for an image) or
   ``dicom`` (Ultrasound Image / Multi-frame Image Storage).
 
@@ -27,6 +29,7 @@ from typing import Any
 
 from echo_monai.apps.serving import (
     DESCRIPTION,
+    IMAGE_SUFFIXES,
     LABEL_MAP_SUFFIXES,
     TASKS,
     ServeError,
@@ -44,7 +47,7 @@ OUTPUT_FORMATS = ("nifti", "dicom")
 
 def task_config(bundle: str) -> dict[str, Any]:
     """The options a MONAI Label client shows for `bundle`'s task, with their defaults."""
-    config: dict[str, Any] = {name: p.default for name, p in TASKS[bundle].parameters.items()}
+    config: dict[str, Any] = {name: p.default for name, p in TASKS[bundle].parameters.items() if p.default is not None}
     if TASKS[bundle].input_kind == "ejection_fraction":
         config = {"ejection_fraction": 55.0, **config}
     return {**config, "output_format": OUTPUT_FORMATS[0]}
@@ -69,11 +72,15 @@ def label_request(bundle: str, request: Mapping[str, Any]) -> tuple[ServeRequest
         if len(values) != 1:
             raise ServeError(f"request: one ejection_fraction per request, got {len(values)}.")
         return ServeRequest(task.input_kind, ejection_fractions=values), settings, output_format
+    what, suffixes = ("label map", LABEL_MAP_SUFFIXES) if task.input_kind == "label_map" else ("image", IMAGE_SUFFIXES)
     image = request.get("image")
     if not isinstance(image, str) or not Path(image).is_file():
-        raise ServeError(f"{bundle} needs a label map file as the request's image, got {image!r}.")
-    if not image.lower().endswith(LABEL_MAP_SUFFIXES):
-        raise ServeError(f"label map '{image}' must be one of {', '.join(LABEL_MAP_SUFFIXES)}.")
+        article = "an" if what[0] in "aeiou" else "a"
+        raise ServeError(f"{bundle} needs {article} {what} file as the request's image, got {image!r}.")
+    if not image.lower().endswith(suffixes):
+        raise ServeError(f"{what} '{image}' must be one of {', '.join(suffixes)}.")
+    if task.input_kind == "image":
+        return ServeRequest(task.input_kind, images=[image]), settings, output_format
     return ServeRequest(task.input_kind, label_maps=[image]), settings, output_format
 
 
