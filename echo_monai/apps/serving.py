@@ -10,6 +10,10 @@ Served bundles (:data:`TASKS`):
 - ``echo_flow``: ejection fractions (percent, 0-100; one cine each); parameters ``solver`` (``euler`` | ``heun``,
   default ``euler``) and ``steps`` (default 8: the step count the bundle's benchmark found within 1 EF point of the
   64-step DDPM baseline);
+- ``echo_text_controlnet``: one prompt per request (text mode), or a prompt and one label map (ControlNet mode; the
+  label map's own view and phase give the prompt when there is none); parameters ``mode`` (``text`` |
+  ``controlnet``, default ``text``), ``sampler`` (``ddim`` | ``dpm_solver``, default ``dpm_solver``) and ``steps``
+  (default: the trained bundle's own);
 - ``us_image_to_video``: one still ultrasound image (PNG / JPEG / BMP / TIFF, DICOM or NIfTI; letterboxed to the
   model's size as the bundle does) per request, animated into one video; parameters ``solver`` and ``steps`` (by
   default the trained bundle's own: 16 unless trained otherwise; ``solver`` applies to flow matching).
@@ -86,7 +90,7 @@ class Parameter:
 class Task:
     """How a bundle is served: the input it reads, the config ids it sets for one request, and its parameters."""
 
-    input_kind: str  # "label_map" | "ejection_fraction" | "image"
+    input_kind: str  # "label_map" | "ejection_fraction" | "image" | "prompt" (and, for ControlNet, a label map)
     writer_key: str  # the config id of the generation's writer
     fps: str | float = "@fps"  # the writer's frame rate: the bundle's own, or a value for a bundle of still images
     parameters: Mapping[str, Parameter] = field(default_factory=dict)
@@ -112,6 +116,16 @@ TASKS: dict[str, Task] = {
         },
         output="cine",
     ),
+    "echo_text_controlnet": Task(
+        "prompt",
+        "generation::writer",
+        fps=30.0,  # images
+        parameters={
+            "mode": Parameter("mode", "text", choices=("text", "controlnet")),
+            "sampler": Parameter("sampler_name", "dpm_solver", choices=("ddim", "dpm_solver")),
+            "steps": Parameter("num_inference_steps", None, low=1, high=1000),  # None: the bundle's own (25)
+        },
+    ),
     "us_image_to_video": Task(
         "image",
         "generation::writer",
@@ -126,14 +140,17 @@ TASKS: dict[str, Task] = {
 
 @dataclass
 class ServeRequest:
-    """One request: label map files, ejection fractions or one still image."""
+    """One request: label map files, ejection fractions, one still image, or prompts (with label maps: ControlNet)."""
 
     kind: str
     label_maps: list[str] = field(default_factory=list)
     ejection_fractions: list[float] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
+    prompts: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
+        if self.kind == "prompt":
+            return len(self.label_maps) or len(self.prompts)
         return len({"label_map": self.label_maps, "image": self.images}.get(self.kind, self.ejection_fractions))
 
 
@@ -231,6 +248,11 @@ def _overrides(
         overrides.update(dataset_dir=str(label_dir), copies=1, label_map_split=None, resize_label_maps=False)
     elif request.kind == "image":  # one image file: one video, as viewer files
         overrides.update(images=str(image), samples_per_image=1, limit=None, output_layout="files")
+    elif request.kind == "prompt" and request.label_maps:  # ControlNet: one image per label map, its prompt or ours
+        overrides.update(dataset_dir=str(label_dir), copies=1, label_map_split=None, resize_label_maps=False,
+                         prompts=list(request.prompts) or None)  # fmt: skip
+    elif request.kind == "prompt":
+        overrides.update(prompts=list(request.prompts), per_class=1)
     else:
         overrides.update(ejection_fractions=list(request.ejection_fractions), num_videos=len(request))
     return overrides
@@ -267,7 +289,7 @@ def generate_files(
     scratch = Path(tempfile.mkdtemp(prefix=".echo_monai_serve_", dir=output.parent))
     try:
         label_dir, image, sources = None, None, {}
-        if request.kind == "label_map":  # the bundle reads a folder: the inputs, linked (a DICOM SEG converted) there
+        if request.label_maps:  # the bundle reads a folder: the inputs, linked (a DICOM SEG converted) there
             label_dir = scratch / "label_maps"
             label_dir.mkdir()
             for path in request.label_maps:

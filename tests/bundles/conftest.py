@@ -1,5 +1,5 @@
-"""Tiny trained echo_seg_ddpm, echo_flow and us_image_to_video bundles, trained once per test session and shared by
-the serving tests (MONAI Deploy, MONAI Label) and, for us_image_to_video, its own bundle test."""
+"""Tiny trained echo_seg_ddpm, echo_flow, echo_text_controlnet and us_image_to_video bundles, trained once per test
+session and shared by the serving tests (MONAI Deploy, MONAI Label) and, for the last two, their own bundle tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,8 @@ from test_echo_flow import BUNDLE as FLOW_BUNDLE
 from test_echo_flow import make_overrides as flow_overrides
 from test_echo_seg_ddpm import BUNDLE as SEG_BUNDLE
 from test_echo_seg_ddpm import make_overrides as seg_overrides
+from test_echo_text_controlnet import BUNDLE as TEXT_BUNDLE
+from test_echo_text_controlnet import make_overrides as text_overrides
 from test_us_image_to_video import BUNDLE as VIDEO_BUNDLE
 from test_us_image_to_video import make_overrides as video_overrides
 
@@ -44,4 +46,15 @@ def image_to_video_bundle(tmp_path_factory):
     root = tmp_path_factory.mktemp("us_image_to_video")
     o = video_overrides(root)
     assert cli.main(["train", str(VIDEO_BUNDLE), *cli_args(o["train"])]) == 0
+    return root, o
+
+
+@pytest.fixture(scope="session")
+def text_controlnet_bundle(tmp_path_factory):
+    """(root, overrides): a tiny echo_text_controlnet on a 32 px CAMUS phantom, all three modes trained."""
+    root = tmp_path_factory.mktemp("echo_text_controlnet")
+    o = text_overrides(root)
+    assert cli.main(["train", str(TEXT_BUNDLE), *cli_args(o["train"])]) == 0
+    assert cli.main(["train", str(TEXT_BUNDLE), "--mode", "unconditional", *cli_args(o["train"])]) == 0
+    assert cli.main(["train", str(TEXT_BUNDLE), "--stage", "controlnet", *cli_args(o["train"])]) == 0
     return root, o

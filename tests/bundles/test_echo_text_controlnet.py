@@ -48,13 +48,8 @@ def make_overrides(root: Path) -> dict[str, dict]:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    root = tmp_path_factory.mktemp("echo_text_controlnet")
-    o = make_overrides(root)
-    assert cli.main(["train", str(BUNDLE), *cli_args(o["train"])]) == 0
-    assert cli.main(["train", str(BUNDLE), "--mode", "unconditional", *cli_args(o["train"])]) == 0
-    assert cli.main(["train", str(BUNDLE), "--stage", "controlnet", *cli_args(o["train"])]) == 0
-    return root, o
+def trained(text_controlnet_bundle):
+    return text_controlnet_bundle  # trained once per session (conftest.py), shared with the serving tests
 
 
 def _load(path: Path) -> dict:

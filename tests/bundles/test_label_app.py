@@ -24,7 +24,7 @@ import pydicom
 import pytest
 
 from echo_monai.apps.label.__main__ import main as make_app_main
-from echo_monai.apps.label.tasks import label_request, run_label_request, task_config
+from echo_monai.apps.label.tasks import DEFAULT_PROMPT, label_request, run_label_request, task_config
 from echo_monai.apps.serving import DESCRIPTION, ServeError
 from echo_monai.data.phantom.dicom_writer import US_IMAGE_STORAGE
 
@@ -113,6 +113,30 @@ def test_an_image_becomes_a_synthetic_video(image_to_video_bundle, tmp_path):
         run_label_request(model, {"image": str(broken)})
 
 
+def test_a_prompt_and_a_label_map_become_a_synthetic_image(text_controlnet_bundle, tmp_path):
+    root, o = text_controlnet_bundle
+    model = Path(o["train"]["bundle_root"])
+    request, settings, _ = label_request("echo_text_controlnet", {"image": "ignored"})
+    assert request.prompts == [DEFAULT_PROMPT] and request.label_maps == [] and settings["mode"] == "text"
+    assert "steps" not in task_config("echo_text_controlnet") and task_config("echo_text_controlnet")["mode"] == "text"
+    prompt = "A two-chamber echocardiography image at end-systolic"
+    path, result = run_label_request(model, {"image": "ignored", "prompt": prompt})
+    assert nib.load(path).shape == (SEG_SIZE, SEG_SIZE, 1) and result["mode"] == "text"
+    os.remove(path)
+    label_map = sorted((root / "camus").rglob("patient0001_2CH_ED_gt.nii.gz"))[0]
+    request, _, _ = label_request("echo_text_controlnet", {"image": str(label_map), "mode": "controlnet"})
+    assert request.label_maps == [str(label_map)] and request.prompts == []  # the label map's own view and phase
+    path, result = run_label_request(model, {"image": str(label_map), "mode": "controlnet", "prompt": prompt})
+    assert nib.load(path).shape == (SEG_SIZE, SEG_SIZE, 1) and result["mode"] == "controlnet"
+    os.remove(path)
+    with pytest.raises(ServeError, match="outside the encoder's vocabulary"):
+        run_label_request(model, {"image": "ignored", "prompt": "a parasternal view"})
+    with pytest.raises(ServeError, match="needs a label map file"):
+        label_request("echo_text_controlnet", {"image": "ignored", "mode": "controlnet"})
+    with pytest.raises(ServeError, match="prompt must be a non-empty string"):
+        label_request("echo_text_controlnet", {"image": "ignored", "prompt": " "})
+
+
 def test_the_app_folder(seg_model, flow_model, tmp_path, capsys):
     model, _ = seg_model
     assert make_app_main([str(tmp_path / "app"), str(model), f"flow={flow_model}"]) == 0
@@ -150,16 +174,20 @@ def _doc_requests(port: int) -> list[str]:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="MONAI Label's environment is made for Linux here")
 @pytest.mark.skipif(os.environ.get("ECHO_MONAI_SKIP_LABEL_SERVER") == "1", reason="ECHO_MONAI_SKIP_LABEL_SERVER=1")
-def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to_video_bundle, tmp_path):
+def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to_video_bundle, text_controlnet_bundle,
+                                                 tmp_path):  # fmt: skip
     import requests
 
     python = _label_python()
     model, phantom = seg_model
     video_root, video_overrides = image_to_video_bundle
     video_model = video_overrides["train"]["bundle_root"]
+    text_root, text_overrides = text_controlnet_bundle
+    text_model = text_overrides["train"]["bundle_root"]
     app, studies = tmp_path / "app", tmp_path / "studies"
     studies.mkdir()
-    made = subprocess.run([python, "-m", "echo_monai.apps.label", str(app), str(model), str(flow_model), video_model],
+    made = subprocess.run([python, "-m", "echo_monai.apps.label", str(app), str(model), str(flow_model), video_model,
+                           text_model],
                           capture_output=True, text=True, timeout=300)  # fmt: skip
     assert made.returncode == 0, made.stderr[-3000:]
     (tmp_path / "untrained").mkdir()
@@ -182,7 +210,12 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         started = time.perf_counter() - start
         assert info is not None and info.status_code == 200, (tmp_path / "server.log").read_text()[-3000:]
         models = info.json()["models"]
-        assert set(models) == {"echo_seg_ddpm", "echo_flow", "us_image_to_video"}  # "untrained": left out, 503
+        assert set(models) == {
+            "echo_seg_ddpm",
+            "echo_flow",
+            "us_image_to_video",
+            "echo_text_controlnet",
+        }  # not "untrained"
         assert "SYNTHETIC" in models["echo_seg_ddpm"]["description"]
         assert models["echo_seg_ddpm"]["config"]["sampler"] == "dpm_solver"
         assert models["echo_flow"]["config"]["steps"] == 8
@@ -204,6 +237,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         assert pydicom.dcmread(docs / "synthetic_image.dcm").SOPClassUID == US_IMAGE_STORAGE
         assert nib.load(docs / "synthetic_cine.nii.gz").ndim == 3
         assert nib.load(docs / "synthetic_video.nii.gz").shape[2] > 1
+        assert nib.load(docs / "synthetic_prompted.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)
+        assert nib.load(docs / "synthetic_controlnet.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)
 
         def infer(task: str, params: dict, path: Path = drawn):
             with open(path, "rb") as f:
@@ -228,6 +263,13 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         cine = _nifti(answer.content)
         assert cine.ndim == 3 and cine.shape[2] > 1 and cine.dtype == np.uint8 and cine.std() > 0
 
+        prompt = "A two-chamber echocardiography image at end-systolic"
+        answer, text_seconds = infer("echo_text_controlnet", {"prompt": prompt}, drawn)
+        assert answer.status_code == 200 and _nifti(answer.content).shape == (SEG_SIZE, SEG_SIZE, 1), answer.text[:2000]
+        controlnet = {"prompt": prompt, "mode": "controlnet"}
+        answer, controlnet_seconds = infer("echo_text_controlnet", controlnet, drawn)  # drawn guides it
+        assert answer.status_code == 200 and _nifti(answer.content).std() > 0, answer.text[:2000]
+
         answer, video_seconds = infer("us_image_to_video", {}, still)  # the bundle's own steps
         assert answer.status_code == 200, answer.text[:2000]
         video = _nifti(answer.content)
@@ -241,6 +283,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         for task, params, path, status, message in (
             ("echo_seg_ddpm", {}, big, 400, "is 64x64 but the network takes 32x32"),
             ("us_image_to_video", {}, notes, 400, "must be one of .png"),
+            ("echo_text_controlnet", {"prompt": "a parasternal view"}, drawn, 400, "outside the encoder's vocabulary"),
+            ("echo_text_controlnet", {"mode": "controlnet"}, big, 400, "64x64"),
             ("echo_seg_ddpm", {}, save_label_map(tmp_path / "wrong_gt.nii.gz", wrong), 400, "label values [9]"),
             ("echo_seg_ddpm", {"sampler": "euler"}, drawn, 400, "'sampler' must be one of"),
             ("echo_flow", {"ejection_fraction": 140}, drawn, 400, "outside 0-100"),
@@ -253,7 +297,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         assert requests.get(f"{url}/info/", timeout=5).status_code == 200  # still serving
         print(
             f"MONAI Label: server up in {started:.1f} s; a request: seg {seg_seconds:.2f} s, "
-            f"flow {flow_seconds:.2f} s, image to video {video_seconds:.2f} s"
+            f"flow {flow_seconds:.2f} s, image to video {video_seconds:.2f} s, prompt {text_seconds:.2f} s, "
+            f"prompt + label map {controlnet_seconds:.2f} s"
         )
     finally:
         server.terminate()

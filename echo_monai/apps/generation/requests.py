@@ -276,6 +276,21 @@ def image_requests(
     return requests
 
 
+def _checked_prompts(prompts: Sequence[str], count: int | None) -> list[str]:
+    """`prompts` checked non-empty strings; with `count` (controlnet), one for every request or one for each."""
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    for number, text in enumerate(prompts):
+        if not isinstance(text, str) or not text.strip():
+            raise ValueError(f"prompt_requests: prompts[{number}] must be a non-empty string, got {text!r}.")
+    if count is None:
+        return prompts
+    if len(prompts) not in (1, count):
+        raise ValueError(
+            f"prompt_requests: controlnet takes 1 prompt or one per request ({count}), got {len(prompts)}."
+        )
+    return prompts * count if len(prompts) == 1 else prompts
+
+
 def prompt_requests(
     mode: str = "text",
     views: Sequence[str] = ("2CH", "4CH"),
@@ -299,7 +314,8 @@ def prompt_requests(
 
     ``prompts`` (text mode) replaces the generated prompts with your own, ``per_class`` items each; the view and phase
     that name an item's files are read from its words (``two-chamber``/``four-chamber``, ``end-diastolic``/
-    ``end-systolic``; ``4CH``/``ED`` when it names none).
+    ``end-systolic``; ``4CH``/``ED`` when it names none). In ``controlnet`` mode ``prompts`` is one prompt for every
+    label map, or one per request (label map and copy), instead of the label map's own view and phase.
 
     Every request's ``conditions`` hold ``prompt`` (and ``label``/``image`` for label maps); its ``source`` the
     patient (``<prefix><i>`` without label maps), view, phase and copy, which the CAMUS writer names files by.
@@ -315,24 +331,26 @@ def prompt_requests(
         if label_maps is None:
             raise ValueError("prompt_requests: mode 'controlnet' needs label_maps (a CAMUS root or label map folder).")
         requests = label_map_requests(label_maps, copies=copies, split=split, seed=seed)
+        own = _checked_prompts(prompts, len(requests)) if prompts is not None else None
         return [
             GenerationRequest(
                 r.name,
                 r.index,
                 r.seed,
-                {**r.conditions, "prompt": prompt.build(r.source["view"], r.source["phase"], template)},
+                {
+                    **r.conditions,
+                    "prompt": own[i] if own else prompt.build(r.source["view"], r.source["phase"], template),
+                },
                 r.split,
                 r.source,
             )
-            for r in requests
+            for i, r in enumerate(requests)
         ]
     if per_class < 1:
         raise ValueError(f"prompt_requests: per_class must be >= 1, got {per_class}.")
     entries: list[tuple[str, str, str, int]] = []  # (prompt, view, phase, patient number) per item
     if prompts is not None and mode == "text":
-        for number, text in enumerate(prompts):
-            if not isinstance(text, str) or not text.strip():
-                raise ValueError(f"prompt_requests: prompts[{number}] must be a non-empty string, got {text!r}.")
+        for text in _checked_prompts(prompts, None):
             entries += [(text, *_named_class(text), len(entries) + i) for i in range(int(per_class))]
     else:  # a synthetic patient per copy, with one image per view x phase, as CAMUS has
         for view in views:

@@ -48,12 +48,17 @@ class SyntheticUltrasoundInfer(InferTask):
             "label_map": "cardiac label map",
             "ejection_fraction": "ejection fraction",
             "image": "ultrasound image",
+            "prompt": "prompt (+ label map)",
         }
         what = f"{inputs[kind]} -> " if kind else ""
-        output = {"label_map": "image", "ejection_fraction": "cine", "image": "video"}.get(kind, "ultrasound")
+        output = {"label_map": "image", "ejection_fraction": "cine", "image": "video", "prompt": "image"}.get(
+            kind, "ultrasound"
+        )
         super().__init__(
             type=InferType.OTHERS,
-            labels=["background", "lv_endocardium", "lv_epicardium", "left_atrium"] if kind == "label_map" else None,
+            labels=["background", "lv_endocardium", "lv_epicardium", "left_atrium"]
+            if kind in ("label_map", "prompt")
+            else None,
             dimension=2,
             description=f"{what}{DESCRIPTION.replace('ultrasound', f'ultrasound {output}')} [{self.bundle or '-'}]",
             config=task_config(self.bundle) if self.bundle else {},
@@ -77,7 +82,7 @@ class EchoMonaiLabelApp(MONAILabelApp):
             studies=studies,
             conf=conf,
             name="echo_monai",
-            description="echo_monai: SYNTHETIC ultrasound from label maps, EFs and still images (not for clinical use)",
+            description="echo_monai: SYNTHETIC ultrasound (not for clinical use) from label maps, prompts, EFs, images",
             version="1",
         )
 

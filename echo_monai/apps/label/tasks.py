@@ -8,6 +8,8 @@ A request (MONAI Label merges the form's ``params`` into it at the top level) ho
   ``us_image_to_video`` the still image (PNG / JPEG / BMP / TIFF, DICOM or NIfTI) that the video starts from. The
   ``echo_flow`` task does not read it (MONAI Label requires one: send any study image).
 - ``ejection_fraction``: the cine's EF in percent, 0-100 (``echo_flow``; one value per request).
+- ``prompt``: the image's prompt (``echo_text_controlnet``; default :data:`DEFAULT_PROMPT` in text mode, the label
+  map's own view and phase in ControlNet mode, where the request's image is the label map that guides it).
 - the bundle's parameters (:data:`echo_monai.apps.serving.TASKS`): ``sampler`` and ``steps`` (``echo_seg_ddpm``,
   defaults ``dpm_solver`` and 10), ``solver`` and ``steps`` (``echo_flow``, defaults ``euler`` and 8;
   ``us_image_to_video``, ``euler`` and the bundle's own steps).
@@ -39,10 +41,13 @@ from echo_monai.apps.serving import (
     request_settings,
     trained_bundle,
 )
+from echo_monai.transforms.prompts import EchoPrompt
 
-__all__ = ["OUTPUT_FORMATS", "label_request", "run_label_request", "task_config"]
+__all__ = ["DEFAULT_PROMPT", "OUTPUT_FORMATS", "label_request", "run_label_request", "task_config"]
 
 OUTPUT_FORMATS = ("nifti", "dicom")
+#: the text mode's prompt when a request has none
+DEFAULT_PROMPT = EchoPrompt().build("4CH", "ED", 0)
 
 
 def task_config(bundle: str) -> dict[str, Any]:
@@ -50,6 +55,8 @@ def task_config(bundle: str) -> dict[str, Any]:
     config: dict[str, Any] = {name: p.default for name, p in TASKS[bundle].parameters.items() if p.default is not None}
     if TASKS[bundle].input_kind == "ejection_fraction":
         config = {"ejection_fraction": 55.0, **config}
+    if TASKS[bundle].input_kind == "prompt":
+        config = {"prompt": DEFAULT_PROMPT, **config}
     return {**config, "output_format": OUTPUT_FORMATS[0]}
 
 
@@ -72,16 +79,23 @@ def label_request(bundle: str, request: Mapping[str, Any]) -> tuple[ServeRequest
         if len(values) != 1:
             raise ServeError(f"request: one ejection_fraction per request, got {len(values)}.")
         return ServeRequest(task.input_kind, ejection_fractions=values), settings, output_format
-    what, suffixes = ("label map", LABEL_MAP_SUFFIXES) if task.input_kind == "label_map" else ("image", IMAGE_SUFFIXES)
+    prompt = request.get("prompt")
+    if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
+        raise ServeError(f"request: prompt must be a non-empty string, got {prompt!r}.")
+    if task.input_kind == "prompt" and settings["mode"] == "text":
+        return ServeRequest(task.input_kind, prompts=[prompt or DEFAULT_PROMPT]), settings, output_format
+    image_kind = task.input_kind == "image"
+    what, suffixes = ("image", IMAGE_SUFFIXES) if image_kind else ("label map", LABEL_MAP_SUFFIXES)
     image = request.get("image")
     if not isinstance(image, str) or not Path(image).is_file():
         article = "an" if what[0] in "aeiou" else "a"
         raise ServeError(f"{bundle} needs {article} {what} file as the request's image, got {image!r}.")
     if not image.lower().endswith(suffixes):
         raise ServeError(f"{what} '{image}' must be one of {', '.join(suffixes)}.")
-    if task.input_kind == "image":
+    if image_kind:
         return ServeRequest(task.input_kind, images=[image]), settings, output_format
-    return ServeRequest(task.input_kind, label_maps=[image]), settings, output_format
+    prompts = [prompt] if task.input_kind == "prompt" and prompt else []  # ControlNet: else the label map's own
+    return ServeRequest(task.input_kind, label_maps=[image], prompts=prompts), settings, output_format
 
 
 def run_label_request(model_folder: str | os.PathLike, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:

@@ -65,6 +65,16 @@ def test_prompt_requests_of_every_mode(tmp_path):
     two_chamber = [r for r in control if r.source["view"] == "2CH"]
     assert all("two-chamber" in r.conditions["prompt"] for r in two_chamber)
     assert request_conditions(control)[0] == dict(control[0].conditions)
+    mine = prompt_requests("controlnet", label_maps=root, split="training", prompts=["a heart"])
+    assert [r.conditions["prompt"] for r in mine] == ["a heart"] * 4 and [r.name for r in mine] == [
+        r.name for r in control
+    ]
+    each = [f"heart {i}" for i in range(4)]
+    assert [
+        r.conditions["prompt"] for r in prompt_requests("controlnet", label_maps=root, prompts=each, split="training")
+    ] == each
+    with pytest.raises(ValueError, match=r"controlnet takes 1 prompt or one per request \(4\), got 2"):
+        prompt_requests("controlnet", label_maps=root, split="training", prompts=["a", "b"])
     with pytest.raises(ValueError, match="mode must be"):
         prompt_requests("sketch")
     with pytest.raises(ValueError, match="needs label_maps"):
