@@ -16,6 +16,7 @@ from echo_monai.inferers.sampler import (
     scheduler_kind,
     seeded_noise,
 )
+from echo_monai.inferers.sampling_network import SamplingNetwork
 from echo_monai.inferers.temporal_window import TemporalSlidingWindow
 
 __all__ = [
@@ -27,6 +28,7 @@ __all__ = [
     "MotionTransfer",
     "STEP_RULES",
     "Sampler",
+    "SamplingNetwork",
     "SchedulerKind",
     "StepRule",
     "TemporalSlidingWindow",
