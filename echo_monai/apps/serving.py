@@ -38,6 +38,7 @@ __all__ = [
     "DESCRIPTION",
     "IMAGE_SUFFIXES",
     "LABEL_MAP_SUFFIXES",
+    "SUFFIXES",
     "TASKS",
     "Parameter",
     "ServeError",
@@ -94,7 +95,7 @@ class Task:
     writer_key: str  # the config id of the generation's writer
     fps: str | float = "@fps"  # the writer's frame rate: the bundle's own, or a value for a bundle of still images
     parameters: Mapping[str, Parameter] = field(default_factory=dict)
-    output: str = "image"  # what one request item becomes: "image" | "cine"
+    output: str = "image"  # what one request item becomes: "image" | "cine" | "video"
 
 
 TASKS: dict[str, Task] = {
@@ -133,7 +134,7 @@ TASKS: dict[str, Task] = {
             "solver": Parameter("solver", "euler", choices=("euler", "heun")),
             "steps": Parameter("num_inference_steps", None, low=1, high=1000),  # None: the bundle's own (16)
         },
-        output="cine",
+        output="video",
     ),
 }
 
@@ -280,6 +281,7 @@ def generate_files(
             input the bundle's checks find; nothing is written to `output_folder` then.
     """
     from echo_monai.apps.cli import CLIError, bundle_parser
+    from echo_monai.apps.errors import one_line
 
     unknown = sorted(set(formats) - set(SUFFIXES))
     if unknown or not formats:
@@ -312,10 +314,7 @@ def generate_files(
             generation, requests = parser.get_parsed_content("generation"), parser.get_parsed_content("requests")
             report = generation.run(requests)
         except (CLIError, ValueError, KeyError, FileNotFoundError, RuntimeError) as error:
-            cause = error
-            while str(cause).startswith("Failed to instantiate") and cause.__cause__ is not None:
-                cause = cause.__cause__  # MONAI's config wraps the component's own error: that one says what is wrong
-            line = str(cause).splitlines()[0] if str(cause) else type(cause).__name__
+            line = one_line(error).splitlines()[0]  # the component's own error, not MONAI's "Failed to instantiate"
             for staged, path in sources.items():  # name the user's file, not its copy in the scratch folder
                 line = line.replace(staged, path)
             raise ServeError(f"{bundle}: {line}") from error

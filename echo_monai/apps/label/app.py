@@ -51,9 +51,7 @@ class SyntheticUltrasoundInfer(InferTask):
             "prompt": "prompt (+ label map)",
         }
         what = f"{inputs[kind]} -> " if kind else ""
-        output = {"label_map": "image", "ejection_fraction": "cine", "image": "video", "prompt": "image"}.get(
-            kind, "ultrasound"
-        )
+        output = TASKS[self.bundle].output if self.bundle else "ultrasound"
         super().__init__(
             type=InferType.OTHERS,
             labels=["background", "lv_endocardium", "lv_epicardium", "left_atrium"]

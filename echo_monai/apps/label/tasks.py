@@ -33,6 +33,7 @@ from echo_monai.apps.serving import (
     DESCRIPTION,
     IMAGE_SUFFIXES,
     LABEL_MAP_SUFFIXES,
+    SUFFIXES,
     TASKS,
     ServeError,
     ServeRequest,
@@ -116,8 +117,7 @@ def run_label_request(model_folder: str | os.PathLike, request: Mapping[str, Any
     try:
         item = generate_files(model_folder, serve_request, folder, bundle, (output_format,), settings)[0]
         written = item[output_format]
-        suffix = "".join(written.suffixes[-2:]) if written.name.endswith(".nii.gz") else written.suffix
-        handle, target = tempfile.mkstemp(prefix="synthetic_", suffix=suffix)
+        handle, target = tempfile.mkstemp(prefix="synthetic_", suffix=SUFFIXES[output_format])
         os.close(handle)
         os.replace(written, target)
     finally:
