@@ -7,9 +7,10 @@ Served bundles (:data:`TASKS`):
 - ``echo_seg_ddpm``: label maps (``*.nii.gz``, ``*.nii``, ``*.png``, or a 2D DICOM SEG ``*.dcm`` whose segment
   numbers are the classes; one image per label map); parameters ``sampler`` (``ddpm`` | ``ddim`` | ``dpm_solver``,
   default ``dpm_solver``) and ``steps`` (default 10);
-- ``echo_flow``: ejection fractions (percent, 0-100; one cine each); parameters ``solver`` (``euler`` | ``heun``,
-  default ``euler``) and ``steps`` (default 8: the step count the bundle's benchmark found within 1 EF point of the
-  64-step DDPM baseline);
+- ``echo_flow``: ejection fractions (percent, 0-100; one cine each), optionally with one still frame of the user's
+  (an image file of :data:`IMAGE_SUFFIXES`) that every cine starts from instead of a sampled first frame; parameters
+  ``solver`` (``euler`` | ``heun``, default ``euler``) and ``steps`` (default 8: the step count the bundle's benchmark
+  found within 1 EF point of the 64-step DDPM baseline);
 - ``echo_text_controlnet``: one prompt per request (text mode), or a prompt and one label map (ControlNet mode; the
   label map's own view and phase give the prompt when there is none); parameters ``mode`` (``text`` |
   ``controlnet``, default ``text``), ``sampler`` (``ddim`` | ``dpm_solver``, default ``dpm_solver``) and ``steps``
@@ -141,13 +142,17 @@ TASKS: dict[str, Task] = {
 
 @dataclass
 class ServeRequest:
-    """One request: label map files, ejection fractions, one still image, or prompts (with label maps: ControlNet)."""
+    """One request: label map files, ejection fractions, one still image, or prompts (with label maps: ControlNet).
+
+    ``reference_image``: for ejection fractions, a still frame every cine starts from (None: a sampled one).
+    """
 
     kind: str
     label_maps: list[str] = field(default_factory=list)
     ejection_fractions: list[float] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     prompts: list[str] = field(default_factory=list)
+    reference_image: str | None = None
 
     def __len__(self) -> int:
         if self.kind == "prompt":
@@ -256,6 +261,8 @@ def _overrides(
         overrides.update(prompts=list(request.prompts), per_class=1)
     else:
         overrides.update(ejection_fractions=list(request.ejection_fractions), num_videos=len(request))
+        if image is not None:  # the user's first frame, encoded by the bundle instead of a sampled one
+            overrides.update(reference_image=str(image))
     return overrides
 
 
@@ -303,6 +310,13 @@ def generate_files(
             (scratch / "image").mkdir()
             image = _stage_file(Path(request.images[0]), scratch / "image")
             sources[str(image)] = request.images[0]
+        elif request.reference_image is not None:
+            if not str(request.reference_image).lower().endswith(IMAGE_SUFFIXES):
+                suffixes = ", ".join(IMAGE_SUFFIXES)
+                raise ServeError(f"reference image '{request.reference_image}' must be one of {suffixes}.")
+            (scratch / "image").mkdir()
+            image = _stage_file(Path(request.reference_image), scratch / "image")
+            sources[str(image)] = str(request.reference_image)
         workdir = scratch / "generated"
         overrides = {
             "bundle_root": str(model_folder),

@@ -22,6 +22,7 @@ from echo_monai.engines.reidentification import ContrastivePairPrepareBatch, Pai
 from echo_monai.engines.stage import attach_stage_handlers, checkpoint_prefix, make_training_stage, scalar_output
 from echo_monai.engines.utils import (
     distributed_data_parallel,
+    finalize_distributed,
     first_batch,
     init_distributed,
     local_device,
@@ -49,6 +50,7 @@ __all__ = [
     "attach_stage_handlers",
     "checkpoint_prefix",
     "distributed_data_parallel",
+    "finalize_distributed",
     "first_batch",
     "init_distributed",
     "local_device",

@@ -79,6 +79,20 @@ def init_distributed(seed: int | None = None) -> int:
     return rank
 
 
+def finalize_distributed() -> None:
+    """Leave the ``torchrun`` process group: wait for every rank, then destroy the group; nothing without one.
+
+    The barrier makes the ranks leave together, so that no rank tears its process down while another still works
+    (rank 0 writes the final checkpoints after the last iteration). Under Gloo (the CPU backend), which has no
+    shutdown (pytorch/pytorch#130345), a rank that exited early was seen to abort at exit once in about 80 CPU runs
+    ("terminate called without an active exception") while rank 0 was still writing; every multi-GPU overlay's
+    ``finalize`` calls this instead of ``destroy_process_group`` alone.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+        torch.distributed.destroy_process_group()
+
+
 def distributed_data_parallel(module: torch.nn.Module, device: torch.device | str) -> DistributedDataParallel:
     """``module`` moved to ``device`` and wrapped in DDP: ``device_ids=[device]`` on a GPU, none on the CPU (Gloo).
 

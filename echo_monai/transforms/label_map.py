@@ -38,6 +38,7 @@ __all__ = [
     "EchoLabelMapd",
     "LoadLabelMapd",
     "check_label_values",
+    "control_map_transforms",
     "label_map_condition",
 ]
 
@@ -301,7 +302,7 @@ def label_map_condition(
         >>> transform = Compose(label_map_condition(64, control_size=16))
         >>> item = transform({"label": "patient0001_2CH_ED_gt.nii.gz"})   # label_map (5, 64, 64), control (5, 16, 16)
     """
-    from monai.transforms import AsDiscreted, CopyItemsd, EnsureTyped, Resized
+    from monai.transforms import AsDiscreted, EnsureTyped
 
     from echo_monai.transforms.condition_map import ModelSized
 
@@ -315,11 +316,24 @@ def label_map_condition(
         ModelSized("label_map", _pair(image_size), resize=resize),
         AsDiscreted("label_map", to_onehot=num_classes),
     ]
-    keys = ["label_map"]
     if control_size is not None:
-        transforms += [
-            CopyItemsd("label_map", names="control_map"),
-            Resized("control_map", spatial_size=_pair(control_size), mode="area"),
-        ]
-        keys.append("control_map")
-    return [*transforms, EnsureTyped(keys, dtype=torch.float32, track_meta=False)]
+        return [*transforms, *control_map_transforms(control_size)]
+    return [*transforms, EnsureTyped("label_map", dtype=torch.float32, track_meta=False)]
+
+
+def control_map_transforms(control_size: int | Sequence[int]) -> list:
+    """A one-hot ``label_map`` ``(num_classes, H, W)`` -> the same plus ``control_map``: it area-averaged to the
+    ``control_size`` grid (a ControlNet's control image on the latent grid); both float32 without metadata. The end of
+    :func:`label_map_condition`, for a label map that is already one-hot (a pipeline network's input).
+
+    Example:
+        >>> item = Compose(control_map_transforms(16))({"label_map": one_hot})   # control_map (5, 16, 16)
+    """
+    from monai.transforms import CopyItemsd, EnsureTyped, Resized
+
+    size = (int(control_size), int(control_size)) if isinstance(control_size, int) else tuple(map(int, control_size))
+    return [
+        CopyItemsd("label_map", names="control_map"),
+        Resized("control_map", spatial_size=size, mode="area"),
+        EnsureTyped(["label_map", "control_map"], dtype=torch.float32, track_meta=False),
+    ]

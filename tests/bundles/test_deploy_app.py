@@ -171,6 +171,15 @@ def test_an_ejection_fraction_becomes_a_synthetic_cine(flow_model, tmp_path):
     items = DicomCine(tmp_path / "out")
     assert len(items) == 2 and all(item["video"].shape[1] > 1 and item["video"].std() > 0 for item in items)
     assert items[0]["fps"] == pytest.approx(float(fps), rel=1e-3)
+    # one still frame beside request.json: every cine starts from it
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "in" / "frame.png"), (np.indices((32, 32)).sum(0) * 4).astype(np.uint8))
+    request = read_request(tmp_path / "in", "echo_flow")
+    assert request.reference_image == str(tmp_path / "in" / "frame.png")
+    assert len(generate_dicom(flow_model, request, tmp_path / "from_frame", "echo_flow")) == 2
+    cv2.imwrite(str(tmp_path / "in" / "second.png"), np.zeros((32, 32), np.uint8))
+    with pytest.raises(DeployError, match="holds 2 images; give at most one still frame"):
+        read_request(tmp_path / "in", "echo_flow")
 
 
 def _deploy_python() -> str:

@@ -233,3 +233,49 @@ def test_export_stage_traces_the_video_denoiser_to_model_ts(trained):
     with torch.no_grad():
         out = traced(x, torch.tensor([500.0]), torch.tensor([55.0]))
     assert out.shape == (x.shape[0], x.shape[1] // 2, *x.shape[2:]) and torch.isfinite(out).all()
+
+
+def test_a_frame_of_your_own_starts_every_cine_at_each_ef(trained, tmp_path, capsys):
+    """``--reference_image FILE``: the frame, encoded by the trained autoencoder, replaces the sampled first frame."""
+    import cv2
+
+    from echo_monai.data.video_io import read_video
+
+    root, o = trained
+    real = read_video(next((root / "echonet" / "Videos").glob("*.avi")))  # (T, H, W) grey levels
+    cv2.imwrite(str(tmp_path / "frame.png"), real[0].astype("uint8"))
+    cv2.imwrite(str(tmp_path / "dark.png"), (real[0] * 0.2).astype("uint8"))
+    videos = {}
+    for name in ("frame", "dark"):
+        args = {**o["infer"], "output_dir": str(tmp_path / name), "ejection_fractions": [30.0, 70.0],
+                "reference_image": str(tmp_path / f"{name}.png")}  # fmt: skip
+        assert cli.main(["infer", str(BUNDLE), *cli_args(args)]) == 0
+        report = json.loads((tmp_path / name / "generation_report.json").read_text())
+        assert report["written"] and report["failed"] == [] and report["accepted_references"] == 0  # none sampled
+        videos[name] = sorted((tmp_path / name / "Videos").glob("*.avi"))
+        assert len(videos[name]) == 2
+    assert all(a.read_bytes() != b.read_bytes() for a, b in zip(videos["frame"], videos["dark"], strict=True))
+    args = {**o["infer"], "output_dir": str(tmp_path / "bad"), "reference_image": str(tmp_path / "absent.png")}
+    message = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
+    assert "absent.png" in message and "does not exist" in message
+
+
+def test_verify_net_in_out_runs_the_pipeline_network(trained):
+    """MONAI's check of network_data_format: a first frame (and the default EF) in, a one-channel cine out."""
+    from monai.bundle import verify_net_in_out
+
+    root, o = trained
+    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
+    where = {"bundle_root": o["infer"]["bundle_root"], "dataset_dir": o["infer"]["dataset_dir"]}
+    meta = str(BUNDLE / "configs" / "metadata.json")
+    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update(where)
+    net = parser.get_parsed_content("pipeline_network")
+    frames = torch.rand(2, 1, 32, 32) * 255
+    cines = net(frames, ejection_fraction=[30.0, 70.0])
+    assert cines.shape == (2, 1, parser.get_parsed_content("generate_frames"), 32, 32)
+    assert float(cines.min()) >= -1.0 and float(cines.max()) <= 1.0

@@ -182,3 +182,30 @@ def test_the_minilm_text_encoder_trains_the_text_stage(trained, tmp_path):
     state = _load(tmp_path / "models" / "model.pt")
     assert not any(k.startswith("context_embedding.") for k in state)  # the frozen language model is not saved
     assert state["denoiser.down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight"].shape[1] == 384
+
+
+def test_verify_net_in_out_runs_the_pipeline_network(trained):
+    """MONAI's check of network_data_format: a one-hot label map (and the default prompt) in, an image out; in
+    ControlNet mode the label map guides the image."""
+    from monai.bundle import ConfigParser, verify_net_in_out
+
+    root, o = trained
+    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
+    where = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": o["train"]["dataset_dir"], "mode": "controlnet"}
+    meta = str(BUNDLE / "configs" / "metadata.json")
+    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update(where)
+    net = parser.get_parsed_content("pipeline_network")
+    size = parser.get_parsed_content("image_size")
+    label = torch.randint(0, 5, (2, size, size))
+    one_hot = torch.nn.functional.one_hot(label, 5).permute(0, 3, 1, 2).float()
+    images = net(one_hot, prompt=["A two-chamber view", "A four-chamber view"])
+    assert images.shape == (2, 1, size, size) and float(images.abs().max()) <= 1.0
+    with torch.no_grad():  # the tiny ControlNet's zero convolutions are still ~1e-7: weights that make it guide
+        for parameter in net.network.denoiser.controlnet.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    assert not torch.equal(net(one_hot.flip(-1))[0], net(one_hot)[0])  # the label map guides it
+    parser.update({"mode": "text"})
+    assert parser.get_parsed_content("pipeline_network")(one_hot).shape == (2, 1, size, size)  # prompt only

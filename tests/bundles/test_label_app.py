@@ -47,8 +47,11 @@ def test_requests_are_checked_before_generation(tmp_path):
     assert fmt == "nifti"
     request, settings, _ = label_request("echo_flow", {"image": "ignored", "ejection_fraction": 40, "solver": "heun"})
     assert request.ejection_fractions == [40.0] and settings == {"solver": "heun", "num_inference_steps": 8}
+    assert request.reference_image is None and task_config("echo_flow")["reference"] == "sampled"
     still = tmp_path / "benign (1).png"
     still.write_bytes(b"png")  # checked by name here; read by the bundle
+    request, _, _ = label_request("echo_flow", {"image": str(still), "ejection_fraction": 40, "reference": "image"})
+    assert request.reference_image == str(still)
     notes = tmp_path / "notes.txt"
     notes.write_text("not an image")
     request, settings, _ = label_request("us_image_to_video", {"image": str(still), "steps": 4})
@@ -65,6 +68,9 @@ def test_requests_are_checked_before_generation(tmp_path):
         ("echo_flow", {"image": "x"}, "needs 'ejection_fraction'"),
         ("echo_flow", {"image": "x", "ejection_fraction": 120}, "outside 0-100"),
         ("echo_flow", {"image": "x", "ejection_fraction": [30, 40]}, "one ejection_fraction per request"),
+        ("echo_flow", {"image": "x", "ejection_fraction": 30, "reference": "mine"}, "reference must be one of sampled"),
+        ("echo_flow", {"image": "x", "ejection_fraction": 30, "reference": "image"}, "needs an image file"),
+        ("echo_flow", {"image": str(notes), "ejection_fraction": 30, "reference": "image"}, "must be one of .png"),
     ):
         with pytest.raises(ServeError, match=message):
             label_request(bundle, params)
@@ -87,6 +93,15 @@ def test_the_request_generates_a_viewer_file(seg_model, flow_model, tmp_path):
     path, result = run_label_request(flow_model, {"image": "-", "ejection_fraction": 35})
     frames = nib.load(path).shape
     assert len(frames) == 3 and frames[2] > 1 and result["ejection_fraction"] == 35.0
+    assert result["reference"] == "sampled"
+    sampled = np.asarray(nib.load(path).dataobj)
+    os.remove(path)
+    still = tmp_path / "frame.png"
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(still), (np.indices((32, 32)).sum(0) * 4).astype(np.uint8))
+    path, result = run_label_request(flow_model, {"image": str(still), "ejection_fraction": 35, "reference": "image"})
+    assert result["reference"] == "image" and nib.load(path).shape == frames
+    assert not np.array_equal(np.asarray(nib.load(path).dataobj), sampled)  # the cine starts from the given frame
     os.remove(path)
     with pytest.raises(ServeError, match="is 64x64 but the network takes 32x32"):
         run_label_request(model, {"image": str(save_label_map(tmp_path / "big_gt.nii.gz", phantom))})
@@ -226,6 +241,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         # the documented requests, as written, from a folder holding the label map they upload
         docs = tmp_path / "docs_run"
         save_label_map(docs / "phantom_camus/database_nifti/patient0001/patient0001_4CH_ED_gt.nii.gz", label)
+        frame = (label * 60).astype(np.uint8)  # grey levels of a still frame, for reference: image
+        save_label_map(docs / "phantom_camus/database_nifti/patient0001/patient0001_4CH_ED.nii.gz", frame)
         still = sorted((video_root / "busi").rglob("benign (1).png"))[0]
         (docs / "phantom_busi/Dataset_BUSI_with_GT/benign").mkdir(parents=True)
         shutil.copy(still, docs / "phantom_busi/Dataset_BUSI_with_GT/benign/benign (1).png")
@@ -236,6 +253,8 @@ def test_monai_label_serves_the_bundles_for_real(seg_model, flow_model, image_to
         assert nib.load(docs / "synthetic_image.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)
         assert pydicom.dcmread(docs / "synthetic_image.dcm").SOPClassUID == US_IMAGE_STORAGE
         assert nib.load(docs / "synthetic_cine.nii.gz").ndim == 3
+        from_frame = np.asarray(nib.load(docs / "synthetic_cine_from_frame.nii.gz").dataobj)
+        assert from_frame.shape == nib.load(docs / "synthetic_cine.nii.gz").shape and from_frame.std() > 0
         assert nib.load(docs / "synthetic_video.nii.gz").shape[2] > 1
         assert nib.load(docs / "synthetic_prompted.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)
         assert nib.load(docs / "synthetic_controlnet.nii.gz").shape == (SEG_SIZE, SEG_SIZE, 1)

@@ -165,3 +165,24 @@ def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
     report = cli_error(["infer", str(BUNDLE), *cli_args(args)], capsys)
     assert "model.pt' was trained on the latents of another autoencoder" in report
     assert not (tmp_path / "stale" / "rows").exists()  # refused before anything was generated
+
+
+def test_verify_net_in_out_runs_the_pipeline_network(trained):
+    """MONAI's check of network_data_format: a still image in, a one-channel video out; the first frame is the
+    image's (the autoencoder keeps it exactly)."""
+    from monai.bundle import ConfigParser, verify_net_in_out
+
+    root, o = trained
+    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
+    where = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": o["train"]["dataset_dir"]}
+    meta = str(BUNDLE / "configs" / "metadata.json")
+    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update(where)
+    net = parser.get_parsed_content("pipeline_network")
+    size, frames = parser.get_parsed_content("image_size"), parser.get_parsed_content("num_frames")
+    images = torch.rand(2, 1, size, size) * 255
+    videos = net(images)
+    assert videos.shape == (2, 1, frames, size, size) and float(videos.abs().max()) <= 1.0
+    torch.testing.assert_close(videos[:, :, 0], images / 127.5 - 1, atol=1e-4, rtol=0)

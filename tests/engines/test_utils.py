@@ -38,7 +38,7 @@ def test_init_distributed_seeds_each_rank_and_ddp_wraps_on_cpu(monkeypatch):
 
     from torch.nn.parallel import DistributedDataParallel
 
-    from echo_monai.engines import distributed_data_parallel, init_distributed
+    from echo_monai.engines import distributed_data_parallel, finalize_distributed, init_distributed
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -53,4 +53,6 @@ def test_init_distributed_seeds_each_rank_and_ddp_wraps_on_cpu(monkeypatch):
         assert isinstance(wrapped, DistributedDataParallel) and wrapped.device_ids is None
         assert next(wrapped.parameters()).device.type == "cpu"
     finally:
-        torch.distributed.destroy_process_group()
+        finalize_distributed()
+    assert not torch.distributed.is_initialized()
+    finalize_distributed()  # nothing to leave: nothing done

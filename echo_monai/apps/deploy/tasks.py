@@ -7,7 +7,8 @@ Inputs (one kind per run, by the trained bundle):
 - ``echo_seg_ddpm``: label maps (``*.nii.gz``, ``*.nii``, ``*.png``, or a 2D DICOM SEG ``*.dcm`` whose segment
   numbers are the classes; one image generated per label map) -> one Ultrasound Image Storage file each;
 - ``echo_flow``: ``request.json`` ``{"ejection_fraction": 45}`` or ``{"ejection_fraction": [30, 55]}`` (percent,
-  0-100) -> one Ultrasound Multi-frame Image Storage cine each.
+  0-100) -> one Ultrasound Multi-frame Image Storage cine each; with one still echo frame beside it (an image file:
+  PNG / JPEG / BMP / TIFF, single-frame DICOM or NIfTI), every cine starts from that frame instead of a sampled one.
 
 An optional ``request.json`` also holds the bundle's request parameters (``{"sampler": "ddim", "steps": 50}`` for
 echo_seg_ddpm, ``{"solver": "heun", "steps": 16}`` for echo_flow; :data:`echo_monai.apps.serving.TASKS`); without
@@ -26,6 +27,7 @@ from typing import Any
 
 from echo_monai.apps.serving import (
     DESCRIPTION,
+    IMAGE_SUFFIXES,
     LABEL_MAP_SUFFIXES,
     TASKS,
     ServeError,
@@ -95,8 +97,16 @@ def read_request(input_folder: str | os.PathLike, bundle: str) -> DeployRequest:
             raise DeployError(
                 f"'{path}' must hold {{\"ejection_fraction\": EF or [EF, ...]}} in percent, got {content!r}."
             )
+        frames = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(IMAGE_SUFFIXES))
+        if len(frames) > 1:
+            raise DeployError(
+                f"input folder '{folder}' holds {len(frames)} images; give at most one still frame for every cine "
+                f"to start from, got {', '.join(Path(f).name for f in frames)}."
+            )
         request = DeployRequest(
-            kind, ejection_fractions=check_ejection_fractions(content.pop("ejection_fraction"), f"'{path}'")
+            kind,
+            ejection_fractions=check_ejection_fractions(content.pop("ejection_fraction"), f"'{path}'"),
+            reference_image=frames[0] if frames else None,
         )
     request.parameters = {k: v for k, v in content.items() if k != "ejection_fraction"}
     try:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from echo_monai.apps.generation.conditioner import RequestConditioner, request_error
-from echo_monai.apps.generation.pipeline import GenerationPipeline
+from echo_monai.apps.generation.pipeline import GenerationPipeline, SampledBatch
+from echo_monai.apps.generation.pipeline_network import PipelineNetwork
 from echo_monai.apps.generation.references import (
     ImageReference,
     NoReference,
@@ -46,11 +47,13 @@ __all__ = [
     "GenerationRequest",
     "ImageReference",
     "NoReference",
+    "PipelineNetwork",
     "PngWriter",
     "RankReport",
     "Reference",
     "ReferenceSource",
     "RequestConditioner",
+    "SampledBatch",
     "SampledReference",
     "VideoFileWriter",
     "image_requests",

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -34,18 +35,35 @@ import torch
 
 from echo_monai.apps.generation.conditioner import RequestConditioner
 from echo_monai.apps.generation.fingerprint import describe, digest
-from echo_monai.apps.generation.references import NoReference, ReferenceSource, seeded_noise
+from echo_monai.apps.generation.references import NoReference, Reference, ReferenceSource, seeded_noise
 from echo_monai.apps.generation.requests import GenerationReport, GenerationRequest, RankReport, requests_fingerprint
 from echo_monai.apps.generation.writers import DatasetWriter
 from echo_monai.data.atomic import remove_stale_temporaries, write_json
 from echo_monai.engines.utils import rank_and_world_size
 
-__all__ = ["FINGERPRINT_FILE", "SETTINGS_FILE", "GenerationPipeline"]
+__all__ = ["FINGERPRINT_FILE", "SETTINGS_FILE", "GenerationPipeline", "SampledBatch"]
 
 FINGERPRINT_FILE = "generation_fingerprint.json"
 SETTINGS_FILE = "generation_settings.json"
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SampledBatch:
+    """One batch sampled by :meth:`GenerationPipeline.sample`.
+
+    Attributes:
+        references: every request's reference, in batch order (``failed`` where the gate rejected every draw).
+        kept: the ``(request, reference)`` pairs that were sampled (those with a reference).
+        items: their conditioned items (what the writer is given beside the sample).
+        samples: their samples ``(len(kept), C, [T,] H, W)``; None when none was kept.
+    """
+
+    references: list[Reference]
+    kept: list[tuple[GenerationRequest, Reference]]
+    items: list[dict[str, Any]]
+    samples: torch.Tensor | None
 
 
 class GenerationPipeline:
@@ -150,21 +168,22 @@ class GenerationPipeline:
         return self._finish(requests, report)
 
     @torch.no_grad()
-    def _generate(self, batch: list[GenerationRequest], report: RankReport) -> None:
+    def sample(self, batch: Sequence[GenerationRequest], conditioner: RequestConditioner | None = None) -> SampledBatch:
+        """Steps 2-4 for one batch, nothing written: references, conditions, samples (post-processed).
+
+        Args:
+            batch: the requests, sampled together.
+            conditioner: another conditioner than the pipeline's (e.g. one whose transform takes tensors instead of
+                files, as :class:`~echo_monai.apps.generation.PipelineNetwork` uses).
+        """
+        conditioner = conditioner if conditioner is not None else self.conditioner
         # 2. references (redrawn until the gate lets them pass, or given up)
         references = [self.reference(request, self.device) for request in batch]
-        kept = []
-        for request, reference in zip(batch, references, strict=True):
-            report.rejected_references += reference.attempts - (0 if reference.failed else min(1, reference.attempts))
-            if reference.failed:
-                logger.warning("generation: every reference for %s was re-identified; skipped.", request.name)
-                report.failed.append(request.name)
-            else:
-                kept.append((request, reference))
+        kept = [(request, ref) for request, ref in zip(batch, references, strict=True) if not ref.failed]
         if not kept:
-            return
+            return SampledBatch(references, [], [], None)
         # 3. conditions of the batch
-        items, condition = self.conditioner([r for r, _ in kept], [ref.value for _, ref in kept], device=self.device)
+        items, condition = conditioner([r for r, _ in kept], [ref.value for _, ref in kept], device=self.device)
         # 4. sampling from each request's own noise (stochastic steps follow the batch's first seed)
         noise = torch.stack([seeded_noise(self.sample_shape, r.seed) for r, _ in kept]).to(self.device)
         generator = torch.Generator(device=self.device).manual_seed(kept[0][0].seed)
@@ -172,6 +191,18 @@ class GenerationPipeline:
         samples = self.sampler(noise, self.network, condition=condition, generator=generator, **decoding)
         if self.postprocess is not None:
             samples = self.postprocess(samples, items)
+        return SampledBatch(references, kept, items, samples)
+
+    def _generate(self, batch: list[GenerationRequest], report: RankReport) -> None:
+        sampled = self.sample(batch)
+        for request, reference in zip(batch, sampled.references, strict=True):
+            report.rejected_references += reference.attempts - (0 if reference.failed else min(1, reference.attempts))
+            if reference.failed:
+                logger.warning("generation: every reference for %s was re-identified; skipped.", request.name)
+                report.failed.append(request.name)
+        if not sampled.kept:
+            return
+        kept, items, samples = sampled.kept, sampled.items, sampled.samples
         passed = self._passed(samples, [r.name for r, _ in kept])
         # 5. the missing items of the batch, files first and the record last
         for (request, reference), sample, item, ok in zip(kept, samples, items, passed, strict=True):

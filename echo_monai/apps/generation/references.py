@@ -114,28 +114,69 @@ class SampledReference(ReferenceSource):
 
 
 class ImageReference(ReferenceSource):
-    """A real image named by the request: ``transform({key: request.conditions[key]})[key]``.
+    """A real image named by the request: ``transform({key: request.conditions[key]})[key]``, encoded into the model's
+    latent space when ``encoder`` is given; requests without the image go to ``fallback`` when one is given.
+
+    A user's own image is not put through a privacy gate: the gate keeps generated references away from the training
+    patients, and an image the user brings is theirs to animate.
 
     Args:
         transform: a MONAI dictionary transform that loads and prepares the image (e.g. ``LoadImaged``,
             ``EnsureChannelFirstd``, resizing, scaling to [-1, 1]) into ``(C, H, W)``.
         key: the request condition holding the image (a path or an array).
+        encoder: pixels ``(1, C, H, W)`` → latent ``(1, c, h, w)``, e.g. a latent sampler's ``encode`` (the
+            autoencoder's posterior mean, normalised like the training latents); the references are then latents
+            (``is_latent``).
+        fallback: the source of requests that name no image (e.g. echo_flow's :class:`SampledReference`), which must
+            give references in the same space; None refuses such requests.
 
     Example:
         >>> references = ImageReference(Compose([LoadImaged("image"), EnsureChannelFirstd("image"), ...]))
+        >>> user_or_sampled = ImageReference(frame_transform, "reference_image", encoder=latent_sampler.encode,
+        ...                                  fallback=SampledReference(...))
     """
 
-    def __init__(self, transform: Callable[[Mapping[str, Any]], Mapping[str, Any]], key: str = "image") -> None:
-        self.transform, self.key = transform, key
+    def __init__(
+        self,
+        transform: Callable[[Mapping[str, Any]], Mapping[str, Any]],
+        key: str = "image",
+        encoder: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        fallback: ReferenceSource | None = None,
+    ) -> None:
+        self.transform, self.key, self.encoder, self.fallback = transform, key, encoder, fallback
+        self.is_latent = encoder is not None
+        if fallback is not None and fallback.is_latent != self.is_latent:
+            space = "latents" if fallback.is_latent else "pixels"
+            raise ValueError(
+                f"ImageReference: the fallback gives {space}, so the images must be "
+                f"{'encoded (give an encoder)' if fallback.is_latent else 'left as pixels (no encoder)'}."
+            )
+
+    @property
+    def max_attempts(self) -> int:
+        """The fallback's draws per request (0 without one): the pipeline's report counts rejected draws with it."""
+        return int(getattr(self.fallback, "max_attempts", 0))
+
+    def _given(self, request: GenerationRequest) -> bool:
+        return request.conditions.get(self.key) is not None
 
     def check(self, request: GenerationRequest) -> None:
-        if self.key not in request.conditions:
+        if self._given(request):
+            return None
+        if self.fallback is None:
             raise ValueError(f"request '{request.name}' has no '{self.key}' (the image to start from).")
+        return self.fallback.check(request)
 
+    @torch.no_grad()
     def __call__(self, request: GenerationRequest, device: str | torch.device = "cpu") -> Reference:
         self.check(request)
+        if not self._given(request):
+            return self.fallback(request, device)  # type: ignore[misc]  # check() refused a request without both
         try:
             value = self.transform({self.key: request.conditions[self.key]})[self.key]
+            value = torch.as_tensor(value).as_subclass(torch.Tensor).float().to(device)
+            if self.encoder is not None:
+                value = self.encoder(value[None])[0]
         except Exception as error:  # noqa: BLE001 - re-raised as the user error behind it, naming the request
             raise request_error(request, error) from error
-        return Reference(torch.as_tensor(value).as_subclass(torch.Tensor).float().to(device), attempts=0)
+        return Reference(value, attempts=0)

@@ -6,8 +6,11 @@ A request (MONAI Label merges the form's ``params`` into it at the top level) ho
 - ``image``: the file MONAI Label gives the task (an upload, or the studies datastore's image). For
   ``echo_seg_ddpm`` it is the label map (NIfTI or PNG, classes 0-3; or a 2D DICOM SEG) that guides the image; for
   ``us_image_to_video`` the still image (PNG / JPEG / BMP / TIFF, DICOM or NIfTI) that the video starts from. The
-  ``echo_flow`` task does not read it (MONAI Label requires one: send any study image).
+  ``echo_flow`` task reads it only with ``reference: image`` (MONAI Label requires one: send any study image).
 - ``ejection_fraction``: the cine's EF in percent, 0-100 (``echo_flow``; one value per request).
+- ``reference``: where the ``echo_flow`` cine starts: ``sampled`` (default: a first frame sampled by the bundle's image
+  model and passed through its privacy gate) or ``image`` (the request's image, a still echo frame, is the first
+  frame).
 - ``prompt``: the image's prompt (``echo_text_controlnet``; default :data:`DEFAULT_PROMPT` in text mode, the label
   map's own view and phase in ControlNet mode, where the request's image is the label map that guides it).
 - the bundle's parameters (:data:`echo_monai.apps.serving.TASKS`): ``sampler`` and ``steps`` (``echo_seg_ddpm``,
@@ -44,9 +47,11 @@ from echo_monai.apps.serving import (
 )
 from echo_monai.transforms.prompts import EchoPrompt
 
-__all__ = ["DEFAULT_PROMPT", "OUTPUT_FORMATS", "label_request", "run_label_request", "task_config"]
+__all__ = ["DEFAULT_PROMPT", "OUTPUT_FORMATS", "REFERENCES", "label_request", "run_label_request", "task_config"]
 
 OUTPUT_FORMATS = ("nifti", "dicom")
+#: where an echo_flow cine starts: a sampled first frame, or the request's image
+REFERENCES = ("sampled", "image")
 #: the text mode's prompt when a request has none
 DEFAULT_PROMPT = EchoPrompt().build("4CH", "ED", 0)
 
@@ -55,7 +60,7 @@ def task_config(bundle: str) -> dict[str, Any]:
     """The options a MONAI Label client shows for `bundle`'s task, with their defaults."""
     config: dict[str, Any] = {name: p.default for name, p in TASKS[bundle].parameters.items() if p.default is not None}
     if TASKS[bundle].input_kind == "ejection_fraction":
-        config = {"ejection_fraction": 55.0, **config}
+        config = {"ejection_fraction": 55.0, "reference": REFERENCES[0], **config}
     if TASKS[bundle].input_kind == "prompt":
         config = {"prompt": DEFAULT_PROMPT, **config}
     return {**config, "output_format": OUTPUT_FORMATS[0]}
@@ -79,7 +84,12 @@ def label_request(bundle: str, request: Mapping[str, Any]) -> tuple[ServeRequest
         values = check_ejection_fractions(request["ejection_fraction"], "request")
         if len(values) != 1:
             raise ServeError(f"request: one ejection_fraction per request, got {len(values)}.")
-        return ServeRequest(task.input_kind, ejection_fractions=values), settings, output_format
+        reference = request.get("reference", REFERENCES[0])
+        if reference not in REFERENCES:
+            raise ServeError(f"request: reference must be one of {', '.join(REFERENCES)}, got {reference!r}.")
+        frame = _image_file(bundle, request.get("image"), "image", IMAGE_SUFFIXES) if reference == "image" else None
+        serve_request = ServeRequest(task.input_kind, ejection_fractions=values, reference_image=frame)
+        return serve_request, settings, output_format
     prompt = request.get("prompt")
     if prompt is not None and (not isinstance(prompt, str) or not prompt.strip()):
         raise ServeError(f"request: prompt must be a non-empty string, got {prompt!r}.")
@@ -87,16 +97,21 @@ def label_request(bundle: str, request: Mapping[str, Any]) -> tuple[ServeRequest
         return ServeRequest(task.input_kind, prompts=[prompt or DEFAULT_PROMPT]), settings, output_format
     image_kind = task.input_kind == "image"
     what, suffixes = ("image", IMAGE_SUFFIXES) if image_kind else ("label map", LABEL_MAP_SUFFIXES)
-    image = request.get("image")
+    image = _image_file(bundle, request.get("image"), what, suffixes)
+    if image_kind:
+        return ServeRequest(task.input_kind, images=[image]), settings, output_format
+    prompts = [prompt] if task.input_kind == "prompt" and prompt else []  # ControlNet: else the label map's own
+    return ServeRequest(task.input_kind, label_maps=[image], prompts=prompts), settings, output_format
+
+
+def _image_file(bundle: str, image: Any, what: str, suffixes: tuple[str, ...]) -> str:
+    """The request's image: an existing file with one of `suffixes` (`what` names it in the error)."""
     if not isinstance(image, str) or not Path(image).is_file():
         article = "an" if what[0] in "aeiou" else "a"
         raise ServeError(f"{bundle} needs {article} {what} file as the request's image, got {image!r}.")
     if not image.lower().endswith(suffixes):
         raise ServeError(f"{what} '{image}' must be one of {', '.join(suffixes)}.")
-    if image_kind:
-        return ServeRequest(task.input_kind, images=[image]), settings, output_format
-    prompts = [prompt] if task.input_kind == "prompt" and prompt else []  # ControlNet: else the label map's own
-    return ServeRequest(task.input_kind, label_maps=[image], prompts=prompts), settings, output_format
+    return image
 
 
 def run_label_request(model_folder: str | os.PathLike, request: Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -127,6 +142,7 @@ def run_label_request(model_folder: str | os.PathLike, request: Mapping[str, Any
               "seconds": round(time.perf_counter() - start, 3), **settings}  # fmt: skip
     if serve_request.kind == "ejection_fraction":
         result["ejection_fraction"] = serve_request.ejection_fractions[0]
+        result["reference"] = REFERENCES[serve_request.reference_image is not None]
     return target, result
 
 

@@ -3,6 +3,7 @@ EchoNet export (echo_flow), and label maps -> guided images -> CAMUS layout (ech
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -17,6 +18,8 @@ from echo_monai.apps.generation import (
     EchoNetWriter,
     GenerationPipeline,
     GenerationRequest,
+    ImageReference,
+    PipelineNetwork,
     PngWriter,
     RequestConditioner,
     SampledReference,
@@ -27,7 +30,7 @@ from echo_monai.inferers import LatentSampler, Sampler
 from echo_monai.metrics import PrivacyGate
 from echo_monai.networks.blocks import ScalarTokenEmbedding
 from echo_monai.networks.nets import ContextEmbeddingDenoiser, ReIdentificationNet
-from echo_monai.transforms import ConditionMapd
+from echo_monai.transforms import ConditionMapd, LoadGreyImaged, ScaleIntensityToModelRanged
 
 EFS = [35.0, 55.0, 70.0]
 
@@ -317,3 +320,80 @@ def test_a_gate_of_frames_judges_a_video_by_its_frames():
     assert gate(torch.full((1, 1, 4, 8, 8), 5.0)).shape == (1,)
     with pytest.raises(ValueError, match="frame_stride"):
         PrivacyGate(reid, torch.randn(2, 1, 8, 8), torch.randn(2, 1, 8, 8), frame_stride=0)
+
+
+def _frame_reference(parts, fallback=True, encoder="vae") -> ImageReference:
+    sampler = parts["video_sampler"]
+    sampled = SampledReference(
+        parts["image_sampler"], parts["image_network"], parts["image_conditioner"], (4, 8, 8), gate=parts["gate"]
+    )
+    return ImageReference(
+        Compose([LoadGreyImaged("reference_image"), ScaleIntensityToModelRanged("reference_image")]),
+        key="reference_image",
+        encoder=sampler.encode if encoder == "vae" else encoder,
+        fallback=sampled if fallback else None,
+    )
+
+
+def test_a_frame_of_the_users_is_encoded_and_a_request_without_one_is_sampled(parts, tmp_path):
+    frame = np.random.default_rng(0).integers(0, 256, (16, 16)).astype(np.uint8)
+    cv2 = pytest.importorskip("cv2")
+    cv2.imwrite(str(tmp_path / "frame.png"), frame)
+    reference = _frame_reference(parts)
+    assert reference.is_latent and reference.max_attempts == 10
+    path = str(tmp_path / "frame.png")
+    own = GenerationRequest("own", 0, 0, {"ejection_fraction": 40.0, "view": 0, "reference_image": path})
+    none = GenerationRequest("none", 1, 1, {"ejection_fraction": 40.0, "view": 0, "reference_image": None})
+    given = reference(own)
+    expected = parts["video_sampler"].encode(torch.as_tensor(frame, dtype=torch.float32)[None, None] / 127.5 - 1)[0]
+    assert given.attempts == 0 and torch.allclose(given.value, expected)  # the autoencoder's normalised latent
+    sampled = reference(none)
+    assert sampled.attempts >= 1 and sampled.value.shape == (4, 8, 8)  # the fallback, through the privacy gate
+    pipeline = GenerationPipeline(
+        parts["video_sampler"], parts["video_network"], parts["video_conditioner"], EchoNetWriter(tmp_path / "out"),
+        (4, 3, 8, 8), reference=reference, progress=False,
+    )  # fmt: skip
+    report = pipeline.run([own, none])
+    assert report.written == ["own", "none"] and report.accepted_references == 1  # only "none" drew a reference
+    assert len(EchoNetDynamic(tmp_path / "out", split="ALL", require_tracings=False)) == 2
+
+
+def test_a_missing_frame_or_a_reference_in_the_wrong_space_is_refused(parts, tmp_path):
+    request = GenerationRequest("r", 0, 0, {"ejection_fraction": 40.0, "reference_image": str(tmp_path / "no.png")})
+    with pytest.raises(FileNotFoundError, match=r"request 'r': image file '.*no.png' does not exist"):
+        _frame_reference(parts)(request)
+    with pytest.raises(ValueError, match="request 'r' has no 'reference_image'"):
+        _frame_reference(parts, fallback=False).check(GenerationRequest("r", 0, 0, {"ejection_fraction": 40.0}))
+    with pytest.raises(ValueError, match=r"fallback gives latents, so the images must be encoded"):
+        _frame_reference(parts, encoder=None)
+
+
+def test_the_pipeline_as_one_network_from_a_frame_and_an_ef_to_a_cine(parts, tmp_path):
+    network = copy.deepcopy(parts["video_network"]).eval()
+    with torch.no_grad():  # MONAI zero-initialises the output layers: weights that make the output depend on the input
+        for parameter in network.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    pipeline = GenerationPipeline(
+        parts["video_sampler"], network, parts["video_conditioner"], EchoNetWriter(tmp_path / "out"), (4, 3, 8, 8),
+        reference=_frame_reference(parts), progress=False,
+    )  # fmt: skip
+    net = PipelineNetwork(pipeline, "reference_image", {"ejection_fraction": 50.0, "view": 0}, seed=3)
+    assert net.network is network
+    frames = torch.rand(2, 1, 16, 16) * 255
+    cines = net(frames, ejection_fraction=torch.tensor([30.0, 70.0]))
+    assert cines.shape == (2, 1, 3, 16, 16) and cines.dtype == torch.float32 and not cines.requires_grad
+    # the pipeline's own sampling of those requests: item i seeded seed + i, its EF, its frame
+    requests = [
+        GenerationRequest(f"x{i}", i, 3 + i, {"reference_image": frames[i], "ejection_fraction": ef, "view": 0})
+        for i, ef in enumerate((30.0, 70.0))
+    ]
+    torch.testing.assert_close(cines, pipeline.sample(requests).samples)
+    torch.testing.assert_close(net(frames[:1], ejection_fraction=30.0), cines[:1])  # an item is its own
+    assert not torch.equal(net(frames.flip(-1), ejection_fraction=[30.0, 70.0])[0], cines[0])  # the frame guides it
+    assert not (tmp_path / "out").exists()  # nothing written
+    with pytest.raises(ValueError, match="'ejection_fraction' has 3 values for a batch of 2"):
+        net(frames, ejection_fraction=[30.0, 40.0, 50.0])
+    with pytest.raises(ValueError, match=r"must be a tensor \(B, C, \*spatial\), got \(16, 16\)"):
+        net(frames[0, 0])
+    with pytest.raises(TypeError, match="generation must be a GenerationPipeline"):
+        PipelineNetwork(object(), "image")
