@@ -16,6 +16,7 @@ from echo_monai.engines.prepare_batch import (
     DDPMPrepareBatch,
     DenoisingPrepareBatch,
     FlowMatchingPrepareBatch,
+    MeanFlowPrepareBatch,
     SamplingPrepareBatch,
 )
 from echo_monai.engines.reidentification import ContrastivePairPrepareBatch, PairContrastiveLoss
@@ -44,6 +45,7 @@ __all__ = [
     "DDPMPrepareBatch",
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
+    "MeanFlowPrepareBatch",
     "FrameTripletPrepareBatch",
     "MAFELoss",
     "SamplingPrepareBatch",

@@ -17,11 +17,16 @@ Flow matching / rectified flow (Lipman et al. 2023; Liu et al. 2023) in MONAI's 
 ``s = t / T`` running from 1 (noise) to 0 (data)::
 
     x_s = (1 - s) * x_0 + s * eps,      target u = x_0 - eps      (the velocity towards the data)
+
+MeanFlow (Geng et al. 2025) in the same convention: the average velocity ``u(z_s, r, s)`` over ``[r, s]``
+(``r <= s``) moves ``z_r = z_s + (s - r) u``, and satisfies ``u = v - (s - r) du/ds`` with ``v = x_0 - eps`` and the
+total derivative ``du/ds = (eps - x_0) . d_z u + d_s u`` along the path (a Jacobian-vector product).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -30,7 +35,13 @@ from monai.networks.schedulers import RFlowScheduler, Scheduler
 
 from echo_monai.engines.conditioning import Condition, Conditioning
 
-__all__ = ["DenoisingPrepareBatch", "DDPMPrepareBatch", "FlowMatchingPrepareBatch", "SamplingPrepareBatch"]
+__all__ = [
+    "DenoisingPrepareBatch",
+    "DDPMPrepareBatch",
+    "FlowMatchingPrepareBatch",
+    "MeanFlowPrepareBatch",
+    "SamplingPrepareBatch",
+]
 
 
 def _fetch(batchdata: Any, key: str, owner: str) -> torch.Tensor:
@@ -145,6 +156,109 @@ class FlowMatchingPrepareBatch(DenoisingPrepareBatch):
 
     def get_target(self, images: torch.Tensor, noise: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
         return images - noise
+
+
+class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
+    """MeanFlow objective (Geng et al. 2025): regress the average velocity ``u(z_t, r, t)`` of a
+    :class:`echo_monai.networks.nets.MeanFlowDenoiser` on the MeanFlow identity, for one- and few-step sampling.
+
+    For each sample: ``t`` and a second time from ``scheduler.sample_timesteps`` give ``r = min`` of the two, and for a
+    fraction ``1 - interval_fraction`` of the batch ``r = t`` (plain flow matching, as in the paper); then with
+    ``z_t = scheduler.add_noise(x_0, eps, t)``, ``s = t / T``::
+
+        target = (x_0 - eps) - (s - r / T) * jvp(u_theta, (z_t, t), (eps - x_0, T))      (no gradient through it)
+
+    ``torch.func.jvp`` gives ``du/ds`` in one forward pass with tangents (the conditional path's ``dz/ds``, and ``T``
+    per unit ``s`` for the timestep input; ``r`` and the condition are held fixed). The trainer's loss is a plain
+    ``MSELoss`` between the network's ``u(z_t, r, t)`` and the target, as for every objective here: the network input
+    and ``{"timesteps": t, "r_timesteps": r, **condition}`` are returned as usual. Used from scratch or to fine-tune a
+    trained flow model (wrap it in ``MeanFlowDenoiser(network, gate_init=0)``).
+
+    Fused attention: PyTorch's fused scaled-dot-product-attention kernels have no forward-mode AD. On the CPU (torch
+    2.13) SDPA dispatches to ``_scaled_dot_product_flash_attention_for_cpu``, and a JVP through it raises
+    ``NotImplementedError`` (seen in ``tests/engines/test_meanflow.py``); the GPU's flash and memory-efficient kernels
+    have no forward AD either (not run here: no GPU). So the JVP runs under ``sdpa_kernel(SDPBackend.MATH)``
+    (``math_attention``, the default): the same attention, composed of ordinary operations, which forward AD
+    differentiates. The trainer's own forward and backward keep the fused kernels.
+
+    Args:
+        scheduler: the ``RFlowScheduler`` (its ``sample_timesteps`` draws both times).
+        network: the network being trained (the one the trainer optimises), called as
+            ``network(x, timesteps=t, r_timesteps=r, **condition)``.
+        conditioning: how batch keys reach the network (condition dropout as for flow matching).
+        image_key: batch key of the clean samples.
+        interval_fraction: the fraction of the batch with ``r < t`` (the paper's best: 0.25).
+        math_attention: run the JVP with the SDPA math kernel (False only for a network without attention).
+
+    Example:
+        >>> network = MeanFlowDenoiser(flow_unet)          # fine-tune a trained flow model
+        >>> prepare = MeanFlowPrepareBatch(RFlowScheduler(1000, use_discrete_timesteps=False), network)
+        >>> trainer = SupervisedTrainer(..., network=network, prepare_batch=prepare, loss_function=MSELoss())
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        network: Callable[..., torch.Tensor],
+        conditioning: Conditioning | None = None,
+        image_key: str = "image",
+        interval_fraction: float = 0.25,
+        math_attention: bool = True,
+    ) -> None:
+        super().__init__(scheduler, conditioning, image_key)
+        if not 0.0 <= float(interval_fraction) <= 1.0:
+            raise ValueError(f"MeanFlowPrepareBatch: interval_fraction must be in [0, 1], got {interval_fraction}.")
+        self.network = network
+        self.interval_fraction = float(interval_fraction)
+        self.math_attention = bool(math_attention)
+
+    def get_interval_starts(self, images: torch.Tensor, timesteps: torch.Tensor) -> torch.Tensor:
+        """``r`` per sample: the smaller of ``t`` and a second draw, for ``interval_fraction`` of them; else ``t``."""
+        other = self.scheduler.sample_timesteps(images).to(timesteps.device)
+        with_interval = torch.rand(timesteps.shape[0], device=timesteps.device) < self.interval_fraction
+        return torch.where(with_interval, torch.minimum(timesteps, other), timesteps)
+
+    def target(
+        self,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        r_timesteps: torch.Tensor,
+        condition: Condition,
+    ) -> torch.Tensor:
+        """The MeanFlow target of ``z_t = add_noise(images, noise, timesteps)`` (detached)."""
+        t, r = timesteps.float(), r_timesteps.float()
+        noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
+        kwargs = dict(condition.kwargs)
+
+        def average_velocity(z: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
+            return self.network(Conditioning.concat_input(z, condition), timesteps=time, r_timesteps=r, **kwargs)
+
+        total = float(self.scheduler.num_train_timesteps)
+        with torch.no_grad(), self._attention():
+            _, du_ds = torch.func.jvp(average_velocity, (noisy, t), (noise - images, torch.full_like(t, total)))
+        interval = ((t - r) / total).reshape(-1, *([1] * (images.ndim - 1)))
+        return ((images - noise) - interval * du_ds).detach()
+
+    def _attention(self) -> contextlib.AbstractContextManager:
+        if not self.math_attention:
+            return contextlib.nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        return sdpa_kernel([SDPBackend.MATH])
+
+    def __call__(
+        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
+    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
+        images = _fetch(batchdata, self.image_key, type(self).__name__).to(device, non_blocking=non_blocking).float()
+        noise = self.get_noise(images)
+        timesteps = self.get_timesteps(images).to(images.device)
+        r_timesteps = self.get_interval_starts(images, timesteps)
+        condition = self._condition(batchdata, images, device, non_blocking)
+        target = self.target(images, noise, timesteps, r_timesteps, condition)
+        noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
+        network_kwargs = {"timesteps": timesteps, "r_timesteps": r_timesteps, **condition.kwargs}
+        return Conditioning.concat_input(noisy, condition), target, (), network_kwargs
 
 
 class SamplingPrepareBatch:

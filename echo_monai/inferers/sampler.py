@@ -57,10 +57,12 @@ def seeded_noise(shape: Sequence[int], seed: int) -> torch.Tensor:
 
 
 class FlowSolver(StrEnum):
-    """ODE solvers for flow matching: ``euler`` (1 network evaluation a step) and ``heun`` (2, 1 on the last step)."""
+    """Solvers for flow matching: ``euler`` (1 network evaluation a step), ``heun`` (2, 1 on the last step) and
+    ``meanflow`` (1 a step, each step a jump with the average velocity over it: a MeanFlow network, 1-4 steps)."""
 
     EULER = "euler"
     HEUN = "heun"
+    MEANFLOW = "meanflow"
 
 
 class SchedulerKind(StrEnum):
@@ -160,13 +162,20 @@ def _multistep_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor
     return sampler.scheduler.step(output, path.timesteps[i], x)[0]
 
 
+def _next_time(path: _Trajectory, i: int) -> torch.Tensor:
+    """The time after the ``i``-th of ``path.timesteps`` (0 after the last: the data)."""
+    t = path.timesteps[i]
+    return path.timesteps[i + 1] if i + 1 < len(path.timesteps) else torch.zeros_like(t)
+
+
 def _flow_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
     """Euler: ``x_next = x + u(x, t) dt``; Heun: ``x + (u(x, t) + u(x_euler, t_next)) dt / 2``, ``dt = (t - t_next)/T``
-    (no correction on the last step, which ends at t = 0)."""
+    (no correction on the last step, which ends at t = 0); MeanFlow: the Euler formula with the network's average
+    velocity over ``[t_next, t]`` (``r_timesteps = t_next``), which is exact for a perfect MeanFlow network."""
     t = path.timesteps[i]
-    next_t = path.timesteps[i + 1] if i + 1 < len(path.timesteps) else torch.zeros_like(t)
+    next_t = _next_time(path, i)
     x_euler = sampler.scheduler.step(output, t, x, next_t)[0]
-    if sampler.solver == FlowSolver.EULER or float(next_t) <= 0:
+    if sampler.solver != FlowSolver.HEUN or float(next_t) <= 0:
         return x_euler
     velocity_next = sampler.predict(path.network, x_euler, next_t, path.condition, **path.kwargs)
     dt = (t.float() - next_t.float()) / float(sampler.scheduler.num_train_timesteps)
@@ -196,7 +205,8 @@ class Sampler(Inferer):
         num_inference_steps: number of steps; None keeps the scheduler's ``num_train_timesteps``.
         guidance_scale: CFG scale ``w``; 1 disables guidance.
         conditioning: the training ``Conditioning``; it defines the unconditional input for guidance.
-        solver: flow-matching solver, ``"euler"`` or ``"heun"`` (ignored for other kinds).
+        solver: flow-matching solver, ``"euler"``, ``"heun"`` or ``"meanflow"`` (a
+            :class:`echo_monai.networks.nets.MeanFlowDenoiser`, given ``r_timesteps``; ignored for other kinds).
         eta: DDIM stochasticity (0 = deterministic DDIM).
         clip_range: clamp the final sample to this range (model space is [-1, 1]); None to leave it.
         progress: show a tqdm bar over the steps.
@@ -287,9 +297,11 @@ class Sampler(Inferer):
             network, condition if condition is not None else Condition(), self.scheduler.timesteps, generator, kwargs
         )
         x = inputs
+        meanflow = self.kind == SchedulerKind.FLOW and self.solver == FlowSolver.MEANFLOW
         for i in self._steps(len(path.timesteps)):
-            # 2. the (guided) network output at x_t
-            output = self.predict(network, x, path.timesteps[i], path.condition, **kwargs)
+            # 2. the (guided) network output at x_t (MeanFlow: the average velocity over [t_next, t])
+            extra = {"r_timesteps": _next_time(path, i).reshape(1).expand(x.shape[0])} if meanflow else {}
+            output = self.predict(network, x, path.timesteps[i], path.condition, **kwargs, **extra)
             # 3. x_t -> x_{t_next} by the step rule
             x = rule.step(self, path, i, x, output)
         # 4. clip to the model range
