@@ -49,6 +49,7 @@ With the default 300 iterations (and the invalid DDPMScheduler baseline) the run
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -65,13 +66,14 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowSchedul
 from monai.utils import CommonKeys, set_determinism
 
 from echo_monai.data.phantom import CardiacParameters, CardiacPhantom
-from echo_monai.engines import Conditioning, DDPMPrepareBatch, FlowMatchingPrepareBatch
+from echo_monai.engines import Conditioning, DDPMPrepareBatch, FlowMatchingPrepareBatch, MeanFlowPrepareBatch
 from echo_monai.inferers import Sampler
 from echo_monai.metrics import EjectionFractionEvaluator
 from echo_monai.networks.blocks import ScalarTokenEmbedding
-from echo_monai.networks.nets import ContextEmbeddingDenoiser, SpatioTemporalUNet
+from echo_monai.networks.nets import ContextEmbeddingDenoiser, MeanFlowDenoiser, SpatioTemporalUNet
 
 FM_STEPS = (1, 2, 4, 8, 16, 32, 64)
+MEANFLOW_STEPS = (1, 2, 4)
 DDPM_STEPS = 64
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -143,16 +145,27 @@ def schedulers() -> dict[str, tuple]:
     }
 
 
-def train(objective: str, train_clips: list[dict], args: argparse.Namespace) -> tuple[torch.nn.Module, list[float]]:
-    """Train one denoiser with the stock ``SupervisedTrainer``: same weights, batches and optimiser per objective."""
-    make_scheduler, prepare_cls = schedulers()[objective]
+def train(
+    objective: str, train_clips: list[dict], args: argparse.Namespace, start: torch.nn.Module | None = None
+) -> tuple[torch.nn.Module, list[float]]:
+    """Train one denoiser with the stock ``SupervisedTrainer``: same weights, batches and optimiser per objective.
+    ``meanflow`` fine-tunes ``start`` (the trained flow-matching network, wrapped in ``MeanFlowDenoiser``) for
+    ``--meanflow-iterations`` with ``MeanFlowPrepareBatch``."""
     set_determinism(seed=args.seed)
-    network = denoiser(tuple(args.channels), args.embedding_dim)
+    if objective == "meanflow":
+        network = MeanFlowDenoiser(copy.deepcopy(start), gate_init=0.0).train()
+        iterations = args.meanflow_iterations
+        prepare = MeanFlowPrepareBatch(schedulers()["flow_matching"][0](), network, conditioning(), image_key="video")
+    else:
+        make_scheduler, prepare_cls = schedulers()[objective]
+        network = denoiser(tuple(args.channels), args.embedding_dim)
+        iterations = args.iterations
+        prepare = prepare_cls(make_scheduler(), conditioning(), image_key="video")
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(
         Dataset(train_clips), batch_size=args.batch_size, shuffle=True, num_workers=0, generator=generator
     )
-    epochs = math.ceil(args.iterations / len(loader))
+    epochs = math.ceil(iterations / len(loader))
     optimizer = torch.optim.AdamW(network.parameters(), lr=args.learning_rate)
     trainer = SupervisedTrainer(
         device="cpu",
@@ -161,7 +174,7 @@ def train(objective: str, train_clips: list[dict], args: argparse.Namespace) -> 
         network=network,
         optimizer=optimizer,
         loss_function=torch.nn.MSELoss(),
-        prepare_batch=prepare_cls(make_scheduler(), conditioning(), image_key="video"),
+        prepare_batch=prepare,
         decollate=False,
     )
     losses: list[float] = []
@@ -198,6 +211,13 @@ def main() -> None:
     parser.add_argument("--judge-epochs", type=int, default=30)
     parser.add_argument("--tolerance", type=float, default=1.0, help="EF points of MAE allowed above DDPM-64")
     parser.add_argument("--fm-steps", type=int, nargs="+", default=FM_STEPS)
+    parser.add_argument(
+        "--meanflow-iterations",
+        type=int,
+        default=0,
+        help="fine-tune the flow-matching model with the MeanFlow objective (0: not run)",
+    )
+    parser.add_argument("--meanflow-steps", type=int, nargs="+", default=MEANFLOW_STEPS)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -228,9 +248,10 @@ def main() -> None:
     )
 
     networks = {}
-    for objective in ("flow_matching", "ddpm_v"):
+    objectives = ("flow_matching", "ddpm_v", "meanflow") if args.meanflow_iterations else ("flow_matching", "ddpm_v")
+    for objective in objectives:
         tic = time.perf_counter()
-        networks[objective], losses = train(objective, train_clips, args)
+        networks[objective], losses = train(objective, train_clips, args, start=networks.get("flow_matching"))
         print(
             f"trained {objective}: {len(losses)} iterations, loss {np.mean(losses[:20]):.3f} -> "
             f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - tic:.0f} s)"
@@ -247,7 +268,10 @@ def main() -> None:
     )
     shape = (len(held_out), 1, args.frames, args.size, args.size)
     noise = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1))
-    settings = [("flow_matching", "euler", steps) for steps in args.fm_steps] + [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
+    settings = [("flow_matching", "euler", steps) for steps in args.fm_steps]
+    if args.meanflow_iterations:
+        settings += [("meanflow", "meanflow", steps) for steps in args.meanflow_steps]
+    settings += [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
     rows = []
     print(
         f"\nEF faithfulness of {len(held_out)} generated clips (requested EF vs judged EF; no-skill MAE {no_skill:.1f})"
@@ -260,7 +284,8 @@ def main() -> None:
             scheduler = DDIMScheduler(NUM_TRAIN_TIMESTEPS, schedule="linear_beta", prediction_type="v_prediction")
             sampler = Sampler(scheduler, steps, conditioning=conditioning(), eta=1.0)
         else:
-            sampler = Sampler(schedulers()[objective][0](), steps, conditioning=conditioning())
+            solver = "meanflow" if objective == "meanflow" else "euler"
+            sampler = Sampler(schedulers()["flow_matching"][0](), steps, conditioning=conditioning(), solver=solver)
         tic = time.perf_counter()
         videos = sampler(
             noise, networks[objective], condition=cond, generator=torch.Generator().manual_seed(args.seed + 2)
@@ -279,7 +304,10 @@ def main() -> None:
         print(f"{objective:<15}{sampler_name:<11}{row['nfe']:>5}{row['mae']:>8.2f}{row['corr']:>7.2f}{seconds:>9.3f}")
 
     baseline = rows[-1]
-    fm_rows = rows[:-1]
+    fm_rows = [r for r in rows if r["model"] == "flow_matching"]
+    meanflow_rows = [r for r in rows if r["model"] == "meanflow"]
+    meanflow_within = [r["nfe"] for r in meanflow_rows if r["mae"] <= baseline["mae"] + args.tolerance]
+    fewest_meanflow = min(meanflow_within, default=None)
     within = [r for r in fm_rows if r["mae"] <= baseline["mae"] + args.tolerance]
     fewest = min((r["nfe"] for r in within), default=None)
     baseline_ok = learnt(baseline, no_skill)
@@ -307,6 +335,12 @@ def main() -> None:
     if fewest is not None and reasons:
         verdict += f" (For the record: fewest FM steps within tolerance {fewest}, i.e. {DDPM_STEPS / fewest:.1f}x.)"
     print(verdict)
+    if meanflow_rows:
+        print(
+            f"MeanFlow (fine-tuned {args.meanflow_iterations} iterations from the FM model): fewest steps within "
+            f"tolerance of DDPM-{DDPM_STEPS}: {fewest_meanflow if fewest_meanflow is not None else 'none'} "
+            f"(target: 1-2)."
+        )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     if args.out:
         results = {
@@ -315,6 +349,7 @@ def main() -> None:
             "no_skill_mae": no_skill,
             "rows": rows,
             "fewest_fm_steps_within_tolerance": fewest,
+            "fewest_meanflow_steps_within_tolerance": fewest_meanflow,
             "nfe_ratio": ratio,
             "verdict": verdict,
         }

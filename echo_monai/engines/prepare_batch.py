@@ -85,10 +85,24 @@ class DenoisingPrepareBatch(DiffusionPrepareBatch):
         images = _fetch(batchdata, self.image_key, type(self).__name__).to(device, non_blocking=non_blocking).float()
         noise = self.get_noise(images)
         timesteps = self.get_timesteps(images).to(images.device)
-        target = self.get_target(images, noise, timesteps)
+        target, condition, extra = self.target_and_condition(batchdata, images, noise, timesteps, device, non_blocking)
         noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
-        condition = self._condition(batchdata, images, device, non_blocking)
-        return Conditioning.concat_input(noisy, condition), target, (), {"timesteps": timesteps, **condition.kwargs}
+        network_kwargs = {"timesteps": timesteps, **extra, **condition.kwargs}
+        return Conditioning.concat_input(noisy, condition), target, (), network_kwargs
+
+    def target_and_condition(
+        self,
+        batchdata: Any,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        device: str | torch.device | None,
+        non_blocking: bool,
+    ) -> tuple[torch.Tensor, Condition, dict[str, Any]]:
+        """The regression target, the (dropped-out) condition and more network keyword arguments of a batch; an
+        objective whose target needs more than ``get_target``'s arguments overrides this."""
+        target = self.get_target(images, noise, timesteps)
+        return target, self._condition(batchdata, images, device, non_blocking), {}
 
     def _condition(
         self, batchdata: Any, images: torch.Tensor, device: str | torch.device | None, non_blocking: bool
@@ -247,18 +261,18 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
 
         return sdpa_kernel([SDPBackend.MATH])
 
-    def __call__(
-        self, batchdata: Any, device: str | torch.device | None = None, non_blocking: bool = False, **kwargs: Any
-    ) -> tuple[torch.Tensor, torch.Tensor, tuple, dict]:
-        images = _fetch(batchdata, self.image_key, type(self).__name__).to(device, non_blocking=non_blocking).float()
-        noise = self.get_noise(images)
-        timesteps = self.get_timesteps(images).to(images.device)
+    def target_and_condition(
+        self,
+        batchdata: Any,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        timesteps: torch.Tensor,
+        device: str | torch.device | None,
+        non_blocking: bool,
+    ) -> tuple[torch.Tensor, Condition, dict[str, Any]]:
         r_timesteps = self.get_interval_starts(images, timesteps)
         condition = self._condition(batchdata, images, device, non_blocking)
-        target = self.target(images, noise, timesteps, r_timesteps, condition)
-        noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
-        network_kwargs = {"timesteps": timesteps, "r_timesteps": r_timesteps, **condition.kwargs}
-        return Conditioning.concat_input(noisy, condition), target, (), network_kwargs
+        return self.target(images, noise, timesteps, r_timesteps, condition), condition, {"r_timesteps": r_timesteps}
 
 
 class SamplingPrepareBatch:

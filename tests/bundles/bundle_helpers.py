@@ -96,3 +96,17 @@ def export_and_load(bundle: Path, root: Path, bundle_root: str) -> tuple:
     files = {"metadata.json": ""}
     traced = torch.jit.load(str(Path(bundle_root) / "models" / "model.ts"), _extra_files=files)
     return traced, json.loads(files["metadata.json"])
+
+
+def verify_pipeline_network(bundle: Path, overrides: dict) -> tuple:
+    """MONAI's ``verify_net_in_out`` on a trained tiny bundle's ``pipeline_network`` (``network_data_format``'s
+    ``image`` in, ``pred`` out), then ``(parser, pipeline_network)`` parsed with the same overrides."""
+    from monai.bundle import ConfigParser, verify_net_in_out
+
+    configs = [str(bundle / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
+    meta = str(bundle / "configs" / "metadata.json")
+    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **overrides)
+    parser = ConfigParser()
+    parser.read_config(configs)
+    parser.update(overrides)
+    return parser, parser.get_parsed_content("pipeline_network")

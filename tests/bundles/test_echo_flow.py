@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache, export_and_load, torchrun_train
+from bundle_helpers import (
+    cli_args,
+    cli_error,
+    ensure_latent_cache,
+    export_and_load,
+    torchrun_train,
+    verify_pipeline_network,
+)
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -262,19 +269,9 @@ def test_a_frame_of_your_own_starts_every_cine_at_each_ef(trained, tmp_path, cap
 
 def test_verify_net_in_out_runs_the_pipeline_network(trained):
     """MONAI's check of network_data_format: a first frame (and the default EF) in, a one-channel cine out."""
-    from monai.bundle import verify_net_in_out
-
     root, o = trained
-    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
     where = {"bundle_root": o["infer"]["bundle_root"], "dataset_dir": o["infer"]["dataset_dir"]}
-    meta = str(BUNDLE / "configs" / "metadata.json")
-    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_config(configs)
-    parser.update(where)
-    net = parser.get_parsed_content("pipeline_network")
+    parser, net = verify_pipeline_network(BUNDLE, where)
     frames = torch.rand(2, 1, 32, 32) * 255
     cines = net(frames, ejection_fraction=[30.0, 70.0])
     assert cines.shape == (2, 1, parser.get_parsed_content("generate_frames"), 32, 32)

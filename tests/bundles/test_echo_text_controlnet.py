@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache, verify_pipeline_network
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -187,17 +187,9 @@ def test_the_minilm_text_encoder_trains_the_text_stage(trained, tmp_path):
 def test_verify_net_in_out_runs_the_pipeline_network(trained):
     """MONAI's check of network_data_format: a one-hot label map (and the default prompt) in, an image out; in
     ControlNet mode the label map guides the image."""
-    from monai.bundle import ConfigParser, verify_net_in_out
-
     root, o = trained
-    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
     where = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": o["train"]["dataset_dir"], "mode": "controlnet"}
-    meta = str(BUNDLE / "configs" / "metadata.json")
-    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
-    parser = ConfigParser()
-    parser.read_config(configs)
-    parser.update(where)
-    net = parser.get_parsed_content("pipeline_network")
+    parser, net = verify_pipeline_network(BUNDLE, where)
     size = parser.get_parsed_content("image_size")
     label = torch.randint(0, 5, (2, size, size))
     one_hot = torch.nn.functional.one_hot(label, 5).permute(0, 3, 1, 2).float()

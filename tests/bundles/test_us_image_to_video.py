@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train
+from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train, verify_pipeline_network
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -170,17 +170,9 @@ def test_bad_inputs_get_one_line(trained, tmp_path, capsys):
 def test_verify_net_in_out_runs_the_pipeline_network(trained):
     """MONAI's check of network_data_format: a still image in, a one-channel video out; the first frame is the
     image's (the autoencoder keeps it exactly)."""
-    from monai.bundle import ConfigParser, verify_net_in_out
-
     root, o = trained
-    configs = [str(BUNDLE / "configs" / f) for f in ("inference.yaml", "presets/tiny.yaml")]
     where = {"bundle_root": o["train"]["bundle_root"], "dataset_dir": o["train"]["dataset_dir"]}
-    meta = str(BUNDLE / "configs" / "metadata.json")
-    verify_net_in_out(net_id="pipeline_network", config_file=configs, meta_file=meta, device="cpu", **where)
-    parser = ConfigParser()
-    parser.read_config(configs)
-    parser.update(where)
-    net = parser.get_parsed_content("pipeline_network")
+    parser, net = verify_pipeline_network(BUNDLE, where)
     size, frames = parser.get_parsed_content("image_size"), parser.get_parsed_content("num_frames")
     images = torch.rand(2, 1, size, size) * 255
     videos = net(images)
