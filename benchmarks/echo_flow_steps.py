@@ -44,6 +44,17 @@ generated clips, MAE / r (no-skill MAE 15.7): FM Euler 1 step 13.33 / 0.46, 2: 1
 11.74 / 0.61. Verdict printed: fewest FM Euler steps within 1 EF point of DDPM-64: 8, NFE ratio 8.0x (the target is
 >= 4x). One seed, toy models and a weak judge (its own MAE is 10.6): the ranking is indicative, not a reproduction.
 With the default 300 iterations (and the invalid DDPMScheduler baseline) the run was inconclusive.
+
+MeanFlow (``--meanflow-iterations N``): the trained flow-matching network, wrapped in ``MeanFlowDenoiser`` (gate 0:
+it starts as itself), fine-tuned N iterations with ``MeanFlowPrepareBatch`` (25 % of the batch with r < t) on the same
+batches and optimiser settings, then sampled with ``Sampler(solver="meanflow")`` at ``--meanflow-steps``. Measured
+2026-12-03, same machine, phantom data, command ``python benchmarks/echo_flow_steps.py --iterations 1000
+--judge-epochs 40 --meanflow-iterations 300 --fm-steps 1 2 4 8 --out /tmp/bench/steps_mf.json`` (2585 s; part of the
+time shared with test runs): judge MAE 9.9, r 0.71 (no-skill 13.6); MAE / r (no-skill 15.7): FM Euler 1 step
+12.81 / 0.58, 2: 13.45 / 0.56, 4: 12.94 / 0.58, 8: 12.31 / 0.60; MeanFlow 1 step 14.21 / 0.39, 2: 14.54 / 0.41,
+4: 14.16 / 0.46; DDPM-v 64: 12.41 / 0.56. The MeanFlow loss rose from 0.10 to 0.38 over the 300 iterations (the
+target grows as the interval embedding's gate opens): 300 fine-tuning iterations at this learning rate are not
+enough, and MeanFlow misses the 1-2-step target here (1.8 EF points above DDPM-64). One seed.
 """
 
 from __future__ import annotations
