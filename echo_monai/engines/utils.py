@@ -84,7 +84,7 @@ def finalize_distributed() -> None:
 
     The barrier makes the ranks leave together, so that no rank tears its process down while another still works
     (rank 0 writes the final checkpoints after the last iteration). Under Gloo (the CPU backend), which has no
-    shutdown (pytorch/pytorch#130345), a rank that exited early was seen to abort at exit once in about 80 CPU runs
+    shutdown (pytorch/pytorch#130345), a rank that exited early was seen to abort at exit once in some 45 CPU runs
     ("terminate called without an active exception") while rank 0 was still writing; every multi-GPU overlay's
     ``finalize`` calls this instead of ``destroy_process_group`` alone.
     """

@@ -75,7 +75,7 @@ def torchrun_train(bundle: Path, overrides: dict, processes: int = 2) -> subproc
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
     if done.returncode != 0 and TEARDOWN_ABORT in done.stderr:
-        # a Gloo rank aborting at process exit, once in about 80 CPU runs (echo_monai.engines.finalize_distributed):
+        # a Gloo rank aborting at process exit, once in some 45 CPU runs (echo_monai.engines.finalize_distributed):
         # run again, which resumes from the checkpoints the first run wrote and must then exit cleanly
         warnings.warn(f"torchrun: a rank aborted at exit ({TEARDOWN_ABORT!r}); ran again", stacklevel=2)
         done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
