@@ -304,19 +304,14 @@ def generate_files(
             for path in request.label_maps:
                 target = _stage_label_map(Path(path), label_dir)
                 sources[str(target)] = str(path)
-        elif request.kind == "image":
-            if len(request.images) != 1:
+        elif request.kind == "image" or request.reference_image is not None:
+            # one still image: the one to animate, or the first frame of every cine
+            if request.kind == "image" and len(request.images) != 1:
                 raise ServeError(f"{bundle}: one image per request, got {len(request.images)}.")
+            given = str(request.images[0] if request.kind == "image" else request.reference_image)
             (scratch / "image").mkdir()
-            image = _stage_file(Path(request.images[0]), scratch / "image")
-            sources[str(image)] = request.images[0]
-        elif request.reference_image is not None:
-            if not str(request.reference_image).lower().endswith(IMAGE_SUFFIXES):
-                suffixes = ", ".join(IMAGE_SUFFIXES)
-                raise ServeError(f"reference image '{request.reference_image}' must be one of {suffixes}.")
-            (scratch / "image").mkdir()
-            image = _stage_file(Path(request.reference_image), scratch / "image")
-            sources[str(image)] = str(request.reference_image)
+            image = _stage_file(Path(given), scratch / "image")
+            sources[str(image)] = given
         workdir = scratch / "generated"
         overrides = {
             "bundle_root": str(model_folder),

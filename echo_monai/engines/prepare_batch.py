@@ -85,8 +85,9 @@ class DenoisingPrepareBatch(DiffusionPrepareBatch):
         images = _fetch(batchdata, self.image_key, type(self).__name__).to(device, non_blocking=non_blocking).float()
         noise = self.get_noise(images)
         timesteps = self.get_timesteps(images).to(images.device)
-        target, condition, extra = self.target_and_condition(batchdata, images, noise, timesteps, device, non_blocking)
         noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
+        target, condition, extra = self.target_and_condition(batchdata, images, noise, noisy, timesteps, device,
+                                                             non_blocking)  # fmt: skip
         network_kwargs = {"timesteps": timesteps, **extra, **condition.kwargs}
         return Conditioning.concat_input(noisy, condition), target, (), network_kwargs
 
@@ -95,6 +96,7 @@ class DenoisingPrepareBatch(DiffusionPrepareBatch):
         batchdata: Any,
         images: torch.Tensor,
         noise: torch.Tensor,
+        noisy: torch.Tensor,
         timesteps: torch.Tensor,
         device: str | torch.device | None,
         non_blocking: bool,
@@ -239,10 +241,13 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
         timesteps: torch.Tensor,
         r_timesteps: torch.Tensor,
         condition: Condition,
+        noisy: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """The MeanFlow target of ``z_t = add_noise(images, noise, timesteps)`` (detached)."""
+        """The MeanFlow target at ``z_t = add_noise(images, noise, timesteps)`` (``noisy`` when already made;
+        detached)."""
         t, r = timesteps.float(), r_timesteps.float()
-        noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
+        if noisy is None:
+            noisy = self.scheduler.add_noise(original_samples=images, noise=noise, timesteps=timesteps)
         kwargs = dict(condition.kwargs)
 
         def average_velocity(z: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
@@ -266,13 +271,15 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
         batchdata: Any,
         images: torch.Tensor,
         noise: torch.Tensor,
+        noisy: torch.Tensor,
         timesteps: torch.Tensor,
         device: str | torch.device | None,
         non_blocking: bool,
     ) -> tuple[torch.Tensor, Condition, dict[str, Any]]:
         r_timesteps = self.get_interval_starts(images, timesteps)
         condition = self._condition(batchdata, images, device, non_blocking)
-        return self.target(images, noise, timesteps, r_timesteps, condition), condition, {"r_timesteps": r_timesteps}
+        target = self.target(images, noise, timesteps, r_timesteps, condition, noisy=noisy)
+        return target, condition, {"r_timesteps": r_timesteps}
 
 
 class SamplingPrepareBatch:

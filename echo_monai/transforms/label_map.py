@@ -274,6 +274,11 @@ class LoadLabelMapd(MapTransform):
         return d
 
 
+def _pair(size: int | Sequence[int]) -> tuple[int, int]:
+    """``size`` as ``(H, W)``: a side twice, or the first two of a sequence."""
+    return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
 def label_map_condition(
     image_size: int | Sequence[int],
     num_classes: int = len(SEG_DDPM_CLASSES),
@@ -306,9 +311,6 @@ def label_map_condition(
 
     from echo_monai.transforms.condition_map import ModelSized
 
-    def _pair(size: int | Sequence[int]) -> tuple[int, int]:
-        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
-
     transforms = [
         LoadLabelMapd("label", image_keys=list(image_keys)),
         SectorMaskd("image", label_key="label"),
@@ -331,9 +333,8 @@ def control_map_transforms(control_size: int | Sequence[int]) -> list:
     """
     from monai.transforms import CopyItemsd, EnsureTyped, Resized
 
-    size = (int(control_size), int(control_size)) if isinstance(control_size, int) else tuple(map(int, control_size))
     return [
         CopyItemsd("label_map", names="control_map"),
-        Resized("control_map", spatial_size=size, mode="area"),
+        Resized("control_map", spatial_size=_pair(control_size), mode="area"),
         EnsureTyped(["label_map", "control_map"], dtype=torch.float32, track_meta=False),
     ]
