@@ -44,16 +44,16 @@ FM_STEPS = 25
 DDPM_STEPS = 64
 CONFIGS = {
     "default": {},
-    "tiny": {
-        "video_channels": [16, 32],
-        "video_attention_levels": [False, True],
-        "video_num_res_blocks": 1,
-        "video_num_head_channels": 16,
-        "video_norm_num_groups": 8,
+    "tiny": {  # the test suite's widths (keys as in configs/presets/tiny.yaml)
+        "network_def::denoiser::channels": [16, 32],
+        "network_def::denoiser::attention_levels": [False, True],
+        "network_def::denoiser::num_res_blocks": 1,
+        "network_def::denoiser::num_head_channels": 16,
+        "network_def::denoiser::norm_num_groups": 8,
         "ef_embedding_dim": 16,
-        "vae_channels": [16, 32, 32],
-        "vae_num_res_blocks": 1,
-        "vae_norm_num_groups": 8,
+        "autoencoder_def::channels": [16, 32, 32],
+        "autoencoder_def::num_res_blocks": 1,
+        "autoencoder_def::norm_num_groups": 8,
     },
 }
 

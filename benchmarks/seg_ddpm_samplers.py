@@ -23,9 +23,14 @@ takes 280 optimisation steps on both. Generated images are cached per (sampler n
 with more samplers only generates the new ones; the cache does not notice a changed scheduler config or model, so
 delete ``<workdir>/<phantom>/generated`` after changing either.
 
+``--distill`` adds the consistency-distilled student (``train --stage distill`` on the phantom's trained model for
+``--distill-epochs``, then ``models/student.pt``) at 1, 2 and 4 evaluations, and the undistilled teacher with
+DPM-Solver++ at 4.
+
     python benchmarks/seg_ddpm_samplers.py                                   # speed only
     python benchmarks/seg_ddpm_samplers.py --skip-speed --phantom hard demo --workdir bench_samplers
     python benchmarks/seg_ddpm_samplers.py --skip-speed --phantom hard --ablation --workdir bench_samplers
+    python benchmarks/seg_ddpm_samplers.py --skip-speed --phantom demo --distill --variants cd-1 cd-2 cd-4 dpm2m-4
     python benchmarks/seg_ddpm_samplers.py --skip-speed --checkpoint model.pt --camus CAMUS --test-camus CAMUS_test
 """
 
@@ -51,6 +56,7 @@ class Variant(NamedTuple):
     steps: int
     scheduler_args: dict = {}
     sampler_args: dict = {}
+    weights: str = "model.pt"  # the file beside the teacher's model.pt the variant samples from
 
 
 #: the reference (first), DDIM-50 and the default few-step sampler (DPM-Solver++ 2M, 10 steps)
@@ -75,6 +81,14 @@ ABLATION = {
     "ddim-50-monai": Variant("ddim", 50, {"_target_": "monai.networks.schedulers.DDIMScheduler"}),
     "dpm1-50": Variant("dpm_solver", 50, {"solver_order": 1}),
     "dpm1-50-linspace": Variant("dpm_solver", 50, {"solver_order": 1, "timestep_spacing": "linspace"}),
+}
+#: the consistency-distilled student (--distill: `train --stage distill`, models/student.pt) at 1, 2 and 4 evaluations,
+#: and the teacher with DPM-Solver++ at 4 (what the same budget gives without distillation)
+DISTILLED = {
+    "cd-1": Variant("consistency", 1, weights="student.pt"),
+    "cd-2": Variant("consistency", 2, weights="student.pt"),
+    "cd-4": Variant("consistency", 4, weights="student.pt"),
+    "dpm2m-4": Variant("dpm_solver", 4),
 }
 #: phantom: (patients, variability, generator epochs (280 optimisation steps at batch 8), held-out test patients)
 PHANTOMS = {"demo": (20, "standard", 35, 12), "hard": (10, "hard", 70, 30)}
@@ -252,7 +266,8 @@ def quality(
     from echo_monai.metrics import paired_difference, summarise_runs
 
     parser = bundle_parser(settings)
-    network = load_network(parser, checkpoint)
+    networks = {weights: load_network(parser, str(Path(checkpoint).with_name(weights)))
+                for weights in {variant.weights for variant in variants.values()}}  # fmt: skip
     size = int(parser.get_parsed_content("image_size"))
     batch = label_map_batch(parser, camus, label_maps)
     labels = (batch["label_map"].argmax(1, keepdim=True) - 1).clamp(min=0)  # EchoLabelMapd classes -> CAMUS labels
@@ -274,7 +289,7 @@ def quality(
                 saved = torch.load(path, weights_only=True)
                 images, spent = saved["images"], float(saved["seconds_per_image"])
             else:
-                images, spent = generate(sampler, network, batch, seed=g)
+                images, spent = generate(sampler, networks[variant.weights], batch, seed=g)
                 if path is not None:
                     path.parent.mkdir(parents=True, exist_ok=True)
                     torch.save({"images": images, "seconds_per_image": spent}, path.with_suffix(".tmp"))
@@ -329,8 +344,11 @@ def print_grey(results: dict, real: dict) -> None:
         print(f"{name:<20}" + "".join(f"{grey[key]:>12.1f}" for key in GREY))
 
 
-def phantom_dataset(name: str, workdir: Path, preset: str, epochs: int | None = None) -> tuple[str, str, str]:
-    """Simulate and train once (cached under ``workdir/name``): returns (model.pt, training CAMUS, test CAMUS)."""
+def phantom_dataset(
+    name: str, workdir: Path, preset: str, epochs: int | None = None, distill_epochs: int | None = None
+) -> tuple[str, str, str]:
+    """Simulate and train once (cached under ``workdir/name``): returns (model.pt, training CAMUS, test CAMUS); with
+    ``distill_epochs`` also distil the student (models/student.pt) from it."""
     from echo_monai.apps.demo import run_bundle
     from echo_monai.apps.simulate import simulate
 
@@ -348,6 +366,19 @@ def phantom_dataset(name: str, workdir: Path, preset: str, epochs: int | None = 
         overrides = {"bundle_root": str(root / "bundle"), "dataset_dir": str(train), "seed": 0, "epochs": epochs}
         run_bundle("train", BUNDLE, {**overrides, "preview_interval": epochs, "val_interval": epochs}, preset=preset)
         print(f"trained in {time.perf_counter() - start:.0f} s", flush=True)
+    if distill_epochs and not model.with_name("student.pt").is_file():
+        start = time.perf_counter()
+        print(f"distilling the student on the {name} phantom ({distill_epochs} epochs) ...", flush=True)
+        overrides = {
+            "bundle_root": str(root / "bundle"),
+            "dataset_dir": str(train),
+            "seed": 0,
+            "epochs": distill_epochs,
+            "preview_interval": distill_epochs,
+            "val_interval": distill_epochs,
+        }
+        run_bundle("train", BUNDLE, overrides, stage="distill", preset=preset)
+        print(f"distilled in {time.perf_counter() - start:.0f} s", flush=True)
     return str(model), str(train), str(test)
 
 
@@ -363,6 +394,8 @@ def main() -> None:
     parser.add_argument("--preset", default=None, help="bundle preset of the networks (default: the demo's, cpu)")
     parser.add_argument("--generator-epochs", dest="generator_epochs", type=int, default=None, help="phantom training")
     parser.add_argument("--ablation", action="store_true", help="also run the ablation samplers")
+    parser.add_argument("--distill", action="store_true", help="also distil the student and run it at 1, 2, 4 steps")
+    parser.add_argument("--distill-epochs", dest="distill_epochs", type=int, default=60, help="student training")
     parser.add_argument("--variants", nargs="*", default=None, help="run only these samplers (the reference first)")
     parser.add_argument("--label-maps", dest="label_maps", type=int, default=24)
     parser.add_argument("--generation-seeds", dest="generation_seeds", type=int, default=2)
@@ -380,12 +413,14 @@ def main() -> None:
 
     from echo_monai.apps.demo import DEMO_PRESET
 
-    variants = dict(VARIANTS, **(ABLATION if args.ablation else {}))
+    known = {**VARIANTS, **ABLATION, **DISTILLED}
+    variants = dict(VARIANTS, **(ABLATION if args.ablation else {}), **(DISTILLED if args.distill else {}))
     if args.variants:
-        unknown = sorted(set(args.variants) - set(VARIANTS) - set(ABLATION))
+        unknown = sorted(set(args.variants) - set(known))
         if unknown:
-            parser.error(f"--variants: unknown sampler(s) {unknown}; known: {sorted({**VARIANTS, **ABLATION})}")
-        variants = {name: {**VARIANTS, **ABLATION}[name] for name in [REFERENCE, *args.variants]}
+            parser.error(f"--variants: unknown sampler(s) {unknown}; known: {sorted(known)}")
+        variants = {name: known[name] for name in [REFERENCE, *args.variants]}
+    distill = args.distill or any(variant.weights == "student.pt" for variant in variants.values())
     preset = args.preset or DEMO_PRESET
     settings = yaml.safe_load((BUNDLE / "configs" / "presets" / f"{preset}.yaml").read_text())
     common = {
@@ -400,7 +435,9 @@ def main() -> None:
     workdir = Path(args.workdir)
     for name in args.phantom:
         start = time.perf_counter()
-        checkpoint, camus, test = phantom_dataset(name, workdir, preset, args.generator_epochs)
+        checkpoint, camus, test = phantom_dataset(
+            name, workdir, preset, args.generator_epochs, args.distill_epochs if distill else None
+        )
         results[name] = quality(
             checkpoint, camus, test, settings, cache=workdir / name / "generated", title=f" ({name} phantom)", **common
         )

@@ -10,6 +10,7 @@ from echo_monai.engines.autoencoder import (
     make_autoencoder_trainer,
 )
 from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.distillation import ConsistencyDistillationPrepareBatch, student_from_teacher
 from echo_monai.engines.evaluation import make_sampling_evaluator
 from echo_monai.engines.frame_interpolation import FrameTripletPrepareBatch, MAFELoss
 from echo_monai.engines.prepare_batch import (
@@ -42,6 +43,7 @@ __all__ = [
     "ContrastivePairPrepareBatch",
     "PairContrastiveLoss",
     "Conditioning",
+    "ConsistencyDistillationPrepareBatch",
     "DDPMPrepareBatch",
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
@@ -60,4 +62,5 @@ __all__ = [
     "make_training_stage",
     "rank_and_world_size",
     "scalar_output",
+    "student_from_teacher",
 ]

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.inferers.controlnet import ControlNetDenoiser, copy_encoder_weights, initialised_controlnet
+from echo_monai.inferers.fast_denoiser import FastDenoiser
 from echo_monai.inferers.image_animator import ImageAnimator
 from echo_monai.inferers.latent_sampler import LatentSampler
 from echo_monai.inferers.motion_transfer import MotionTransfer
@@ -21,6 +22,7 @@ from echo_monai.inferers.temporal_window import TemporalSlidingWindow
 
 __all__ = [
     "ControlNetDenoiser",
+    "FastDenoiser",
     "FlowSolver",
     "ImageAnimator",
     "LatentSampler",

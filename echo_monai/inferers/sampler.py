@@ -9,6 +9,8 @@ type checks in the loop:
   integrates to a sample);
 - ``ddim``: ``DDIMScheduler.step`` (deterministic for ``eta = 0``, strided ancestral for ``eta = 1``);
 - ``flow``: ``RFlowScheduler.step`` (Euler) with Heun's second-order correction added here (MONAI has none);
+- ``consistency``: a scheduler whose ``step(model_output, timestep, sample, generator)`` draws fresh noise each step
+  (:class:`echo_monai.networks.schedulers.ConsistencyScheduler`, for a distilled consistency student);
 - ``multistep``: any other scheduler with MONAI's ``step(model_output, timestep, sample)`` interface that keeps its
   own history (e.g. :class:`echo_monai.networks.schedulers.DPMSolverScheduler`).
 
@@ -36,6 +38,7 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowSchedul
 from monai.utils import StrEnum
 
 from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.networks.schedulers.consistency import ConsistencyScheduler
 
 __all__ = [
     "FlowSolver",
@@ -71,11 +74,13 @@ class SchedulerKind(StrEnum):
     DDPM = "ddpm"
     DDIM = "ddim"
     FLOW = "flow"
+    CONSISTENCY = "consistency"
     MULTISTEP = "multistep"
 
 
 #: scheduler class -> kind, looked up along the scheduler's MRO (a subclass inherits its parent's kind)
 _SCHEDULER_KINDS: dict[type, SchedulerKind] = {
+    ConsistencyScheduler: SchedulerKind.CONSISTENCY,
     RFlowScheduler: SchedulerKind.FLOW,
     DDIMScheduler: SchedulerKind.DDIM,
     DDPMScheduler: SchedulerKind.DDPM,
@@ -150,7 +155,10 @@ def _set_flow_timesteps(scheduler: Scheduler, steps: int, device: torch.device, 
     scheduler.set_timesteps(steps, device=device, input_img_size_numel=numel)
 
 
-def _ddpm_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor) -> torch.Tensor:
+def _stochastic_step(
+    sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, output: torch.Tensor
+) -> torch.Tensor:
+    """A step that draws its noise from the trajectory's generator (DDPM ancestral, consistency)."""
     return sampler.scheduler.step(output, path.timesteps[i], x, generator=path.generator)[0]
 
 
@@ -184,9 +192,10 @@ def _flow_step(sampler: Sampler, path: _Trajectory, i: int, x: torch.Tensor, out
 
 #: the step rule of every scheduler kind
 STEP_RULES: dict[SchedulerKind, StepRule] = {
-    SchedulerKind.DDPM: StepRule(_set_timesteps, _ddpm_step),
+    SchedulerKind.DDPM: StepRule(_set_timesteps, _stochastic_step),
     SchedulerKind.DDIM: StepRule(_set_timesteps, _ddim_step),
     SchedulerKind.FLOW: StepRule(_set_flow_timesteps, _flow_step),
+    SchedulerKind.CONSISTENCY: StepRule(_set_timesteps, _stochastic_step),
     SchedulerKind.MULTISTEP: StepRule(_set_timesteps, _multistep_step),
 }
 

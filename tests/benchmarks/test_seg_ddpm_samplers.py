@@ -39,3 +39,10 @@ def test_benchmark_pairs_runs_and_reports_spread(tmp_path):
     rerun = json.loads((tmp_path / "r2.json").read_text())["hard"]
     assert rerun["ddpm-1000"]["runs"] == reference["runs"]
     assert "dpm1-20" in rerun and len(rerun["dpm1-20"]["runs"]) == 4
+
+    # the distilled student: trained once from the same model, sampled at one evaluation, paired with the same runs
+    distilled = _run(tmp_path, "--variants", "cd-1", "--distill-epochs", "1", "--json", str(tmp_path / "r3.json"))
+    assert "distilling the student" in distilled and "training echo_seg_ddpm" not in distilled
+    student = json.loads((tmp_path / "r3.json").read_text())["hard"]
+    assert student["cd-1"]["nfe"] == 1 and len(student["cd-1"]["runs"]) == 4
+    assert (tmp_path / "hard" / "bundle" / "models" / "student.pt").is_file()

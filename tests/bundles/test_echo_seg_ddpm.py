@@ -193,3 +193,50 @@ def test_export_stage_traces_the_trained_denoiser_to_model_ts(trained):
     with torch.no_grad():
         out = traced(torch.randn(1, 1, size, size), torch.tensor([3]), seg)
     assert out.shape == (1, 1, size, size) and torch.isfinite(out).all()
+
+
+def test_distill_stage_trains_a_resumable_student_that_samples_in_one_step(trained, tmp_path, capsys):
+    """``train --stage distill``: consistency distillation from models/model.pt (left as it was) to models/student.pt,
+    resumable from its own checkpoints; the student then generates with the consistency sampler in 1 and 2 steps."""
+    root, overrides = trained
+    models = Path(overrides["train"]["bundle_root"]) / "models"
+    teacher_bytes = (models / "model.pt").read_bytes()
+    assert cli.main(["train", str(BUNDLE), "--stage", "distill", *cli_args(overrides["train"])]) == 0
+    assert (models / "student.pt").is_file() and (models / "model.pt").read_bytes() == teacher_bytes
+    first = [int(p.stem.split("=")[1]) for p in models.glob("student_checkpoint_final_iteration=*.pt")]
+    args = {**overrides["train"], "epochs": 2}
+    assert cli.main(["train", str(BUNDLE), "--stage", "distill", *cli_args(args)]) == 0
+    finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("student_checkpoint_final_iteration=*.pt"))
+    assert first and finals[-1] == 2 * first[0]
+    student = torch.load(models / "student.pt", map_location="cpu", weights_only=True)
+    teacher = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert student.keys() == teacher.keys() and any(not torch.equal(student[k], teacher[k]) for k in student)
+    for steps in (1, 2):
+        out = root / f"png_student_{steps}"
+        infer = {**overrides["infer"], "ckpt_path": str(models / "student.pt"), "sampler_name": "consistency",
+                 "num_inference_steps": steps, "output_dir": str(out)}  # fmt: skip
+        assert cli.main(["infer", str(BUNDLE), *cli_args(infer)]) == 0
+        assert len(list((out / "images").glob("*.png"))) == 12
+    fresh = {**overrides["train"], "bundle_root": str(tmp_path / "no_teacher")}
+    message = cli_error(["train", str(BUNDLE), "--stage", "distill", *cli_args(fresh)], capsys)
+    assert "model.pt" in message and "echo_seg_ddpm train" in message
+
+
+def test_gpu_preset_generates_on_the_cpu_through_its_fallbacks(trained):
+    """``--preset gpu`` (bf16, channels-last, compiled, static batch) on a CPU: float32 eager, the same images."""
+    root, overrides = trained
+    sizes = ("channels", "attention_levels", "num_res_blocks", "num_head_channels", "norm_num_groups",
+             "spade_hidden_channels", "image_size", "num_train_timesteps")  # fmt: skip
+    plain, fast = root / "png_plain", root / "png_gpu_preset"
+    args = {**overrides["infer"], "sampler_name": "ddim", "batch_size": 5}  # 12 label maps: batches 5, 5, 2
+    assert cli.main(["infer", str(BUNDLE), *cli_args({**args, "output_dir": str(plain)})]) == 0
+    gpu = {**args, **{key: TINY[key] for key in sizes}, "preset": "gpu", "output_dir": str(fast)}
+    assert cli.main(["infer", str(BUNDLE), *cli_args(gpu)]) == 0
+    images = sorted((plain / "images").glob("*.png"))
+    assert len(images) == 12
+    from PIL import Image
+
+    for path in images:
+        a = np.asarray(Image.open(path), dtype=np.int16)
+        b = np.asarray(Image.open(fast / "images" / path.name), dtype=np.int16)
+        assert np.abs(a - b).max() <= 1, path.name  # float rounding of the padded, channels-last batches

@@ -1,0 +1,184 @@
+"""Consistency distillation of a trained DDPM into a one- to few-step student (Song, Dhariwal, Chen and Sutskever,
+"Consistency Models", ICML 2023, Algorithm 2), as one ``PrepareBatch`` for MONAI's ``SupervisedTrainer``.
+
+Why consistency distillation (and not progressive distillation, Salimans & Ho 2022): one training run gives a student
+that samples in 1, 2 or 4 steps from the same weights, where progressive distillation halves the step count per run
+(about 8 runs from 1000 steps to 4); and the teacher step is the deterministic DDIM step the project already
+samples with.
+
+Notation (DDPM, ``abar_t`` = ``scheduler.alphas_cumprod[t]``, ``alpha_t = sqrt(abar_t)``, ``sigma_t =
+sqrt(1 - abar_t)``; ``x_t = alpha_t x_0 + sigma_t eps``). The time grid has ``N`` points ``t_n = n T / N - 1``
+(n = 1 .. N, so ``t_N = T - 1``) below which lies the clean data (``t_0``: ``abar = 1``). For a training pair
+``(t_n, t_{n-1})``:
+
+1. ``x_{t_n} = scheduler.add_noise(x_0, eps, t_n)``;
+2. the teacher's deterministic DDIM step (= DPM-Solver++1) from ``t_n`` to ``t_{n-1}``:
+   ``x_hat = alpha_{n-1} x0_teacher + sigma_{n-1} eps_teacher``, with the teacher's data prediction ``x0_teacher``
+   (clipped to [-1, 1] with ``clip_sample``, and its noise recomputed from the clipped one, as
+   :class:`echo_monai.networks.schedulers.DDIMScheduler` does);
+3. the consistency target ``f_target(x_hat, t_{n-1})``: the target network's data prediction there, or ``x_hat``
+   itself for ``n = 1`` (the boundary condition ``f(x, t_0) = x``);
+4. the student regresses it from ``x_{t_n}``.
+
+The student predicts ``v`` (``x_0 = alpha_t x_t - sigma_t v``), whatever the teacher predicts: ``f(x, t) = alpha_t x
+- sigma_t F(x, t)`` is the consistency models' skip parametrisation (``c_skip = alpha_t -> 1``, ``c_out = -sigma_t ->
+0`` at low noise), and it is well conditioned at ``t = T - 1``, where an epsilon network's data prediction divides by
+``alpha_{T-1}`` (about 4e-5 for the cosine schedule). The target is returned in ``v``:
+``v* = (alpha_t x_t - x0*) / sigma_t``, so the trainer's loss stays a plain ``MSELoss``; in data space that is the
+squared error weighted by ``1 / sigma_t^2 = 1 + SNR_t`` (the "SNR + 1" weighting of Salimans & Ho 2022).
+
+The target network defaults to the student itself without gradient (``mu = 0``, which Song & Dhariwal 2023 found
+best); pass an EMA copy for the paper's ``mu > 0``. The student samples with
+:class:`echo_monai.networks.schedulers.ConsistencyScheduler` (evaluations at 999; 999, 499; ...): each step takes its
+data prediction and noises it afresh to the next time.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from monai.networks.schedulers import RFlowScheduler, Scheduler
+
+from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
+
+__all__ = ["ConsistencyDistillationPrepareBatch", "student_from_teacher"]
+
+
+def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
+    """A trainable copy of ``teacher`` (the student starts from the teacher's weights); the teacher is frozen and put
+    in eval mode, so only the student trains."""
+    student = copy.deepcopy(teacher)
+    teacher.eval().requires_grad_(False)
+    return student.train().requires_grad_(True)
+
+
+def _data_prediction(
+    output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """``x_0`` from a network output at ``x_t = alpha x_0 + sigma eps``."""
+    if prediction_type == "epsilon":
+        return (sample - sigma * output) / alpha
+    if prediction_type == "v_prediction":
+        return alpha * sample - sigma * output
+    return output
+
+
+class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
+    """Consistency distillation of a DDPM teacher (see the module docstring).
+
+    Args:
+        scheduler: the teacher's ``DDPMScheduler`` (its schedule and ``prediction_type``).
+        teacher: the trained denoiser, frozen (:func:`student_from_teacher`), called as
+            ``teacher(x, timesteps=t, **condition)``.
+        student: the network being trained (the one the trainer optimises); a ``v`` predictor.
+        conditioning: how batch keys reach both networks (the same, dropped-out, condition for both).
+        image_key: batch key of the clean samples.
+        num_grid_steps: ``N``, points of the distillation time grid, at most ``T``; None: 50 (latent consistency
+            models' choice, a DDIM step of 20 training steps for T = 1000), or ``T`` when smaller.
+        clip_sample: clip the teacher's and the target's data predictions to [-1, 1] (False for latents).
+        target_network: the network giving the consistency target; None: ``student`` without gradient.
+
+    Example:
+        >>> student = student_from_teacher(teacher)
+        >>> prepare = ConsistencyDistillationPrepareBatch(DDPMScheduler(1000, schedule="cosine"), teacher, student)
+        >>> trainer = SupervisedTrainer(..., network=student, prepare_batch=prepare, loss_function=MSELoss())
+    """
+
+    def __init__(
+        self,
+        scheduler: Scheduler,
+        teacher: Callable[..., torch.Tensor],
+        student: Callable[..., torch.Tensor],
+        conditioning: Conditioning | None = None,
+        image_key: str = "image",
+        num_grid_steps: int | None = None,
+        clip_sample: bool = True,
+        target_network: Callable[..., torch.Tensor] | None = None,
+    ) -> None:
+        name = type(self).__name__
+        if isinstance(scheduler, RFlowScheduler) or not hasattr(scheduler, "alphas_cumprod"):
+            raise TypeError(f"{name}: scheduler must be the teacher's DDPMScheduler, got {type(scheduler).__name__}.")
+        super().__init__(scheduler, conditioning, image_key)
+        total = int(scheduler.num_train_timesteps)
+        num_grid_steps = min(50, total) if num_grid_steps is None else num_grid_steps
+        if not 1 <= int(num_grid_steps) <= total:
+            raise ValueError(
+                f"{name}: num_grid_steps must be in [1, {total}] (num_train_timesteps), got {num_grid_steps}."
+            )
+        if teacher is student:
+            raise ValueError(f"{name}: teacher and student are the same module; make the student with "
+                             "student_from_teacher(teacher).")  # fmt: skip
+        self.prediction_type = str(getattr(scheduler, "prediction_type", "epsilon"))
+        if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
+            raise ValueError(f"{name}: unsupported scheduler.prediction_type '{self.prediction_type}'.")
+        self.teacher, self.student, self.target_network = teacher, student, target_network
+        self.num_grid_steps = int(num_grid_steps)
+        self.clip_sample = bool(clip_sample)
+        # t_n = n T / N - 1 for n = 1 .. N; index 0 stands for the clean data (t = -1, abar = 1)
+        grid = torch.arange(0, self.num_grid_steps + 1, dtype=torch.float64) * total / self.num_grid_steps - 1
+        self.grid = grid.round().long()
+
+    def get_timesteps(self, images: torch.Tensor) -> torch.Tensor:
+        """``t_n`` for ``n`` uniform in 1 .. N, per sample."""
+        index = torch.randint(1, self.num_grid_steps + 1, (images.shape[0],), device=images.device)
+        return self.grid.to(images.device)[index]
+
+    def previous_time(self, timesteps: torch.Tensor) -> torch.Tensor:
+        """``t_{n-1}`` of each ``t_n`` (-1: the clean data)."""
+        grid = self.grid.to(timesteps.device)
+        index = torch.searchsorted(grid, timesteps.long())
+        return grid[(index - 1).clamp(min=0)]
+
+    def _scales(self, timesteps: torch.Tensor, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(alpha_t, sigma_t)`` shaped to broadcast over ``like``; ``t = -1`` is the clean data (1, 0)."""
+        abar = self.scheduler.alphas_cumprod.to(like.device, torch.float64)
+        values = torch.where(timesteps >= 0, abar[timesteps.clamp(min=0)], torch.ones_like(abar[:1]))
+        shape = (-1, *([1] * (like.ndim - 1)))
+        return values.sqrt().to(like.dtype).reshape(shape), (1 - values).sqrt().to(like.dtype).reshape(shape)
+
+    def _clip(self, x0: torch.Tensor) -> torch.Tensor:
+        return x0.clamp(-1.0, 1.0) if self.clip_sample else x0
+
+    @torch.no_grad()
+    def teacher_step(
+        self, noisy: torch.Tensor, timesteps: torch.Tensor, previous: torch.Tensor, condition: Condition
+    ) -> torch.Tensor:
+        """The teacher's deterministic DDIM step from ``x_t`` at ``timesteps`` to ``previous`` (-1: clean data)."""
+        alpha, sigma = self._scales(timesteps, noisy)
+        output = self.teacher(Conditioning.concat_input(noisy, condition), timesteps=timesteps, **condition.kwargs)
+        x0 = self._clip(_data_prediction(output.float(), noisy, alpha, sigma, self.prediction_type))
+        eps = (noisy - alpha * x0) / sigma
+        alpha_prev, sigma_prev = self._scales(previous, noisy)
+        return alpha_prev * x0 + sigma_prev * eps
+
+    @torch.no_grad()
+    def consistency_target(self, sample: torch.Tensor, timesteps: torch.Tensor, condition: Condition) -> torch.Tensor:
+        """``f_target(x, t)``: the target network's data prediction (a ``v`` predictor), ``x`` itself at t = -1."""
+        network = self.target_network if self.target_network is not None else self.student
+        alpha, sigma = self._scales(timesteps, sample)
+        output = network(Conditioning.concat_input(sample, condition), timesteps=timesteps.clamp(min=0),
+                         **condition.kwargs)  # fmt: skip
+        x0 = self._clip(alpha * sample - sigma * output.float())
+        boundary = (timesteps < 0).reshape(-1, *([1] * (sample.ndim - 1)))
+        return torch.where(boundary, sample, x0)
+
+    def target_and_condition(
+        self,
+        batchdata: Any,
+        images: torch.Tensor,
+        noise: torch.Tensor,
+        noisy: torch.Tensor,
+        timesteps: torch.Tensor,
+        device: str | torch.device | None,
+        non_blocking: bool,
+    ) -> tuple[torch.Tensor, Condition, dict[str, Any]]:
+        condition = self._condition(batchdata, images, device, non_blocking)
+        previous = self.previous_time(timesteps)
+        stepped = self.teacher_step(noisy, timesteps, previous, condition)
+        target_x0 = self.consistency_target(stepped, previous, condition)
+        alpha, sigma = self._scales(timesteps, noisy)
+        return ((alpha * noisy - target_x0) / sigma).detach(), condition, {}

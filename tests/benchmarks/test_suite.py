@@ -1,0 +1,30 @@
+"""The benchmark suite's CPU path at toy size, end to end: both cases, the JSON and the Markdown table (not the
+figures: tiny networks on a shared CPU say nothing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "suite.py"
+
+
+def test_suite_toy_profile_writes_json_and_markdown(tmp_path):
+    out = tmp_path / "suite"
+    done = subprocess.run([sys.executable, str(SCRIPT), "--profile", "toy", "--out", str(out)],
+                          capture_output=True, text=True, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.with_suffix(".json").read_text())
+    assert results["profile"] == "toy" and results["matmul_peak_gflops"] > 0
+    seg, video = results["cases"]
+    for case in (seg, video):
+        assert case["iterations_per_s"] > 0 and 0 <= case["data_wait_fraction"] < 1
+        assert case["train_step_gflop"] > 0 and case["train_gflops_per_s"] > 0
+        assert case["seconds_per_nfe"] > 0
+    assert seg["speedup_vs_seed"] == 100.0  # DDPM-1000 over DPM-Solver++ 10 at the same time per evaluation
+    assert seg["samples_per_s_default"] == seg["samples_per_s_seed"] * 100
+    assert video["seconds_per_video_one_step"] < video["seconds_per_video_default"] < video["seconds_per_video_seed"]
+    table = out.with_suffix(".md").read_text()
+    assert table.count("\n| echo_") == 2 and "matmul peak" in table and "peer:" in table
