@@ -38,6 +38,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from echo_flow_speed import CONFIGS as FLOW_CONFIGS  # noqa: E402
 from timing import best_time  # noqa: E402
 
 BUNDLES = Path(__file__).resolve().parents[1] / "bundles"
@@ -56,17 +57,7 @@ PROFILES = {
             "norm_num_groups": 8,
             "spade_hidden_channels": 8,
         },
-        "flow": {
-            "network_def::denoiser::channels": [16, 32],
-            "network_def::denoiser::attention_levels": [False, True],
-            "network_def::denoiser::num_res_blocks": 1,
-            "network_def::denoiser::num_head_channels": 16,
-            "network_def::denoiser::norm_num_groups": 8,
-            "ef_embedding_dim": 16,
-            "autoencoder_def::channels": [16, 32, 32],
-            "autoencoder_def::num_res_blocks": 1,
-            "autoencoder_def::norm_num_groups": 8,
-        },
+        "flow": FLOW_CONFIGS["tiny"],
     },
     "full": {"image_size": 112, "frames": 64, "batch": 8, "train_iterations": 10, "repeats": 3, "seg": {}, "flow": {}},
 }

@@ -64,12 +64,7 @@ class ConsistencyScheduler(DPMSolverScheduler):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """The data prediction at ``timestep``, noised afresh to the next time (returned as is after the last)."""
         t = int(timestep)
-        if t not in self._timestep_list:
-            raise ValueError(
-                f"{type(self).__name__}: timestep {t} is not one of the {self.num_inference_steps} timesteps set by "
-                "set_timesteps."
-            )
-        index = self._timestep_list.index(t)
+        index = self.step_index(t)
         alpha_t, sigma_t, _ = self._coefficients(t)
         pred_original = self._pred_original(model_output, sample, alpha_t, sigma_t)
         if index == len(self._timestep_list) - 1:

@@ -194,6 +194,15 @@ class DPMSolverScheduler(Scheduler):
         self._previous_index = None
         self._previous_pred_original = None
 
+    def step_index(self, timestep: int) -> int:
+        """The position of ``timestep`` in ``timesteps``; a time ``set_timesteps`` did not set is refused."""
+        if timestep not in self._timestep_list:
+            raise ValueError(
+                f"{type(self).__name__}: timestep {timestep} is not one of the {self.num_inference_steps} "
+                "timesteps set by set_timesteps."
+            )
+        return self._timestep_list.index(timestep)
+
     def _pred_original(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float):
         """The data prediction x_theta(x_t, t) from the network output (x_t = alpha x_0 + sigma eps)."""
         if self.prediction_type == DPMSolverPredictionType.EPSILON:
@@ -220,12 +229,7 @@ class DPMSolverScheduler(Scheduler):
             the sample at the next time, and the data prediction x_0 at ``timestep``.
         """
         t = int(timestep)
-        if t not in self._timestep_list:
-            raise ValueError(
-                f"{type(self).__name__}: timestep {t} is not one of the {self.num_inference_steps} timesteps set by "
-                "set_timesteps."
-            )
-        index = self._timestep_list.index(t)
+        index = self.step_index(t)
         last = index == len(self._timestep_list) - 1
 
         # 1. alpha, sigma, lambda at the current time t and the target s
