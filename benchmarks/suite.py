@@ -133,7 +133,8 @@ def train_speed(network, prepare_batch, items: list[dict], batch: int, iteration
         optimizer=optimizer,
         loss_function=torch.nn.MSELoss(),
         prepare_batch=prepare_batch,
-        amp=autocast,
+        amp=autocast and device.type == "cuda",  # MONAI autocasts on CUDA only
+        amp_kwargs={"dtype": torch.bfloat16} if autocast else None,
         decollate=False,
     )
     marks: dict[str, list[float]] = {"get_start": [], "get_end": [], "iteration_end": []}
