@@ -50,7 +50,17 @@ __all__ = ["ConsistencyDistillationPrepareBatch", "student_from_teacher"]
 
 def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     """A trainable copy of ``teacher`` (the student starts from the teacher's weights); the teacher is frozen and put
-    in eval mode, so only the student trains."""
+    in eval mode, so only the student trains.
+
+    Raises:
+        ValueError: for a ``DistributedDataParallel`` teacher: the multi-GPU overlay wraps the teacher, not the
+            student, so the ranks would train students of their own; distillation runs on one device for now.
+    """
+    if isinstance(teacher, torch.nn.parallel.DistributedDataParallel):
+        raise ValueError(
+            "student_from_teacher: the teacher is wrapped in DistributedDataParallel (the multi-GPU overlay); "
+            "consistency distillation runs on one device: run train --stage distill without --multi-gpu."
+        )
     student = copy.deepcopy(teacher)
     teacher.eval().requires_grad_(False)
     return student.train().requires_grad_(True)

@@ -173,5 +173,9 @@ def test_bad_arguments_are_refused_in_one_line():
         ConsistencyDistillationPrepareBatch(scheduler, teacher, torch.nn.Identity(), num_grid_steps=11)
     with pytest.raises(ValueError, match="the same module"):
         ConsistencyDistillationPrepareBatch(scheduler, teacher, teacher)
+    with pytest.raises(ValueError, match="without --multi-gpu"):
+        student_from_teacher(
+            torch.nn.parallel.DistributedDataParallel.__new__(torch.nn.parallel.DistributedDataParallel)
+        )
     with pytest.raises(TypeError, match="DDPMScheduler"):
         ConsistencyDistillationPrepareBatch(RFlowScheduler(10), teacher, torch.nn.Identity())
