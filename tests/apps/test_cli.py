@@ -185,7 +185,10 @@ def test_monai_runner_ends_with_the_one_line_error(tmp_path):
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["--sampler_name", "nosuch"], "--sampler_name must be one of ['ddim', 'ddpm', 'dpm_solver'], got 'nosuch'"),
+        (
+            ["--sampler_name", "nosuch"],
+            "--sampler_name must be one of ['consistency', 'ddim', 'ddpm', 'dpm_solver'], got 'nosuch'",
+        ),
         (["--num_inference_steps", "many"], "--num_inference_steps expects an integer (its default is 50)"),
         (["--generation::nosuch", "1"], "has no config key 'generation::nosuch'"),
     ],
