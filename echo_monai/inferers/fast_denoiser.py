@@ -132,6 +132,8 @@ class FastDenoiser(torch.nn.Module):
         bf16 = self.uses_bf16(x.device)
         with torch.autocast(device_type=x.device.type, dtype=torch.bfloat16, enabled=bf16):
             output = network(x, timesteps=timesteps, **kwargs)
+        if self.uses_compile(x.device):  # CUDA graphs reuse their output buffers at the next call: keep a copy
+            output = output.clone()
         return output.to(x.dtype).contiguous()
 
     def forward(self, x: torch.Tensor, timesteps: torch.Tensor, **kwargs: Any) -> torch.Tensor:
