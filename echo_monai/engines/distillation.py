@@ -44,6 +44,7 @@ from monai.networks.schedulers import RFlowScheduler, Scheduler
 
 from echo_monai.engines.conditioning import Condition, Conditioning
 from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
+from echo_monai.networks.schedulers.parametrisation import data_prediction
 
 __all__ = ["ConsistencyDistillationPrepareBatch", "student_from_teacher"]
 
@@ -64,17 +65,6 @@ def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     student = copy.deepcopy(teacher)
     teacher.eval().requires_grad_(False)
     return student.train().requires_grad_(True)
-
-
-def _data_prediction(
-    output: torch.Tensor, sample: torch.Tensor, alpha: torch.Tensor, sigma: torch.Tensor, prediction_type: str
-) -> torch.Tensor:
-    """``x_0`` from a network output at ``x_t = alpha x_0 + sigma eps``."""
-    if prediction_type == "epsilon":
-        return (sample - sigma * output) / alpha
-    if prediction_type == "v_prediction":
-        return alpha * sample - sigma * output
-    return output
 
 
 class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
@@ -160,7 +150,7 @@ class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
         """The teacher's deterministic DDIM step from ``x_t`` at ``timesteps`` to ``previous`` (-1: clean data)."""
         alpha, sigma = self._scales(timesteps, noisy)
         output = self.teacher(Conditioning.concat_input(noisy, condition), timesteps=timesteps, **condition.kwargs)
-        x0 = self._clip(_data_prediction(output.float(), noisy, alpha, sigma, self.prediction_type))
+        x0 = self._clip(data_prediction(output.float(), noisy, alpha, sigma, self.prediction_type))
         eps = (noisy - alpha * x0) / sigma
         alpha_prev, sigma_prev = self._scales(previous, noisy)
         return alpha_prev * x0 + sigma_prev * eps

@@ -32,26 +32,21 @@ def _memory_format(value: torch.Tensor) -> torch.memory_format | None:
     return {4: torch.channels_last, 5: torch.channels_last_3d}.get(value.ndim)
 
 
-def _slice_batch(value: Any, start: int, stop: int, batch: int) -> Any:
-    """Rows ``start:stop`` of every tensor of ``value`` whose first axis is the batch (``batch`` long)."""
+def _map_batch(value: Any, batch: int, function) -> Any:
+    """``function`` applied to every tensor of ``value`` (a tensor, or dicts, lists and tuples of them) whose first
+    axis is the batch (``batch`` long); anything else passes unchanged."""
     if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch:
-        return value[start:stop]
+        return function(value)
     if isinstance(value, dict):
-        return {k: _slice_batch(v, start, stop, batch) for k, v in value.items()}
+        return {k: _map_batch(v, batch, function) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return type(value)(_slice_batch(v, start, stop, batch) for v in value)
+        return type(value)(_map_batch(v, batch, function) for v in value)
     return value
 
 
-def _pad_batch(value: Any, size: int, batch: int) -> Any:
-    """Pad every batch tensor of ``value`` (first axis ``batch``) to ``size`` rows by repeating its last row."""
-    if isinstance(value, torch.Tensor) and value.ndim > 0 and value.shape[0] == batch and batch < size:
-        return torch.cat([value, value[-1:].expand(size - batch, *value.shape[1:])], dim=0)
-    if isinstance(value, dict):
-        return {k: _pad_batch(v, size, batch) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_pad_batch(v, size, batch) for v in value)
-    return value
+def _pad_rows(value: torch.Tensor, size: int) -> torch.Tensor:
+    """``value`` padded to ``size`` rows by repeating its last row."""
+    return torch.cat([value, value[-1:].expand(size - value.shape[0], *value.shape[1:])], dim=0)
 
 
 class FastDenoiser(torch.nn.Module):
@@ -143,9 +138,10 @@ class FastDenoiser(torch.nn.Module):
         inputs = {"x": x, "timesteps": timesteps, **kwargs}
         outputs = []
         for start in range(0, batch, size):
-            chunk = _slice_batch(inputs, start, min(start + size, batch), batch)
             rows = min(size, batch - start)
-            chunk = _pad_batch(chunk, size, rows)
+            chunk = _map_batch(inputs, batch, lambda value, part=slice(start, start + rows): value[part])
+            if rows < size:
+                chunk = _map_batch(chunk, rows, lambda value: _pad_rows(value, size))
             x_chunk, t_chunk = chunk.pop("x"), chunk.pop("timesteps")
             outputs.append(self._run(x_chunk, t_chunk, chunk)[:rows])
         return torch.cat(outputs, dim=0)

@@ -22,6 +22,8 @@ import torch
 from monai.networks.schedulers import DDIMScheduler as MonaiDDIMScheduler
 from monai.networks.schedulers.ddim import DDIMPredictionType
 
+from .parametrisation import data_prediction
+
 __all__ = ["DDIMScheduler"]
 
 
@@ -51,12 +53,7 @@ class DDIMScheduler(MonaiDDIMScheduler):
         t = int(timestep)
         abar_t = self.alphas_cumprod[t].to(sample.device, sample.dtype)
         signal, noise_scale = abar_t.sqrt(), (1.0 - abar_t).sqrt()
-        if self.prediction_type == DDIMPredictionType.EPSILON:
-            pred_original = (sample - noise_scale * model_output) / signal
-        elif self.prediction_type == DDIMPredictionType.V_PREDICTION:
-            pred_original = signal * sample - noise_scale * model_output
-        else:
-            pred_original = model_output
+        pred_original = data_prediction(model_output, sample, signal, noise_scale, self.prediction_type)
         pred_original = pred_original.clamp(*self.clip_sample_values)
         # 2. the noise that, with the clipped x0, makes x_t: the model output of an eps-model that agrees with it
         pred_epsilon = (sample - signal * pred_original) / noise_scale

@@ -33,6 +33,8 @@ from monai.networks.schedulers import Scheduler
 from monai.networks.schedulers.ddpm import DDPMPredictionType
 from monai.utils import StrEnum
 
+from .parametrisation import data_prediction
+
 __all__ = ["DPMSolverPredictionType", "DPMSolverScheduler", "DPMSolverTimestepSpacing"]
 
 DPMSolverPredictionType = DDPMPredictionType
@@ -205,12 +207,7 @@ class DPMSolverScheduler(Scheduler):
 
     def _pred_original(self, model_output: torch.Tensor, sample: torch.Tensor, alpha: float, sigma: float):
         """The data prediction x_theta(x_t, t) from the network output (x_t = alpha x_0 + sigma eps)."""
-        if self.prediction_type == DPMSolverPredictionType.EPSILON:
-            pred_original = (sample - sigma * model_output) / alpha  # x_0 = (x_t - sigma_t eps) / alpha_t
-        elif self.prediction_type == DPMSolverPredictionType.V_PREDICTION:
-            pred_original = alpha * sample - sigma * model_output  # x_0 = alpha_t x_t - sigma_t v
-        else:
-            pred_original = model_output
+        pred_original = data_prediction(model_output, sample, alpha, sigma, self.prediction_type)
         if self.clip_sample:
             pred_original = pred_original.clamp(*self.clip_sample_values)
         return pred_original
