@@ -77,9 +77,15 @@ from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowSchedul
 from monai.utils import CommonKeys, set_determinism
 
 from echo_monai.data.phantom import CardiacParameters, CardiacPhantom
-from echo_monai.engines import Conditioning, DDPMPrepareBatch, FlowMatchingPrepareBatch, MeanFlowPrepareBatch
+from echo_monai.engines import (
+    AdaptiveL2Loss,
+    Conditioning,
+    DDPMPrepareBatch,
+    FlowMatchingPrepareBatch,
+    MeanFlowPrepareBatch,
+)
 from echo_monai.inferers import Sampler
-from echo_monai.metrics import EjectionFractionEvaluator
+from echo_monai.metrics import EjectionFractionEvaluator, paired_difference, summarise_runs
 from echo_monai.networks.blocks import ScalarTokenEmbedding
 from echo_monai.networks.nets import ContextEmbeddingDenoiser, MeanFlowDenoiser, SpatioTemporalUNet
 
@@ -163,10 +169,18 @@ def train(
     ``meanflow`` fine-tunes ``start`` (the trained flow-matching network, wrapped in ``MeanFlowDenoiser``) for
     ``--meanflow-iterations`` with ``MeanFlowPrepareBatch``."""
     set_determinism(seed=args.seed)
+    loss_function: torch.nn.Module = torch.nn.MSELoss()
+    learning_rate = args.learning_rate
     if objective == "meanflow":
         network = MeanFlowDenoiser(copy.deepcopy(start), gate_init=0.0).train()
         iterations = args.meanflow_iterations
-        prepare = MeanFlowPrepareBatch(schedulers()["flow_matching"][0](), network, conditioning(), image_key="video")
+        times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
+        prepare = MeanFlowPrepareBatch(
+            times, network, conditioning(), image_key="video", interval_fraction=args.meanflow_interval_fraction
+        )
+        if args.meanflow_loss == "adaptive":
+            loss_function = AdaptiveL2Loss(power=1.0)
+        learning_rate = args.meanflow_learning_rate or learning_rate
     else:
         make_scheduler, prepare_cls = schedulers()[objective]
         network = denoiser(tuple(args.channels), args.embedding_dim)
@@ -177,14 +191,14 @@ def train(
         Dataset(train_clips), batch_size=args.batch_size, shuffle=True, num_workers=0, generator=generator
     )
     epochs = math.ceil(iterations / len(loader))
-    optimizer = torch.optim.AdamW(network.parameters(), lr=args.learning_rate)
+    optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
     trainer = SupervisedTrainer(
         device="cpu",
         max_epochs=epochs,
         train_data_loader=loader,
         network=network,
         optimizer=optimizer,
-        loss_function=torch.nn.MSELoss(),
+        loss_function=loss_function,
         prepare_batch=prepare,
         decollate=False,
     )
@@ -229,6 +243,29 @@ def main() -> None:
         help="fine-tune the flow-matching model with the MeanFlow objective (0: not run)",
     )
     parser.add_argument("--meanflow-steps", type=int, nargs="+", default=MEANFLOW_STEPS)
+    parser.add_argument(
+        "--meanflow-loss",
+        choices=("mse", "adaptive"),
+        default="mse",
+        help="MeanFlow fine-tune loss: MSE or the paper's adaptive weighting (AdaptiveL2Loss, p = 1)",
+    )
+    parser.add_argument(
+        "--meanflow-times",
+        choices=("logit-normal", "uniform"),
+        default="logit-normal",
+        help="distribution of both MeanFlow times (r is the smaller draw)",
+    )
+    parser.add_argument(
+        "--meanflow-interval-fraction", type=float, default=0.25, help="fraction of the batch with r < t"
+    )
+    parser.add_argument("--meanflow-learning-rate", type=float, default=None, help="default: --learning-rate")
+    parser.add_argument(
+        "--generation-seeds",
+        type=int,
+        default=1,
+        help="noise and requested-EF orders per sampler setting (paired across settings)",
+    )
+    parser.add_argument("--judge-seeds", type=int, default=1, help="EF judges, each trained from its own seed")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default=None, help="write the results as JSON here")
     args = parser.parse_args()
@@ -244,18 +281,22 @@ def main() -> None:
         f"{args.size} px, EF {args.ef_range[0]:.0f}-{args.ef_range[1]:.0f} % ({time.perf_counter() - start:.0f} s)"
     )
 
-    judge = EjectionFractionEvaluator(
-        block_inplanes=(8, 16, 32, 64), max_epochs=args.judge_epochs, batch_size=16, seed=args.seed
-    )
-    judge.fit([{"video": c["video"], "ejection_fraction": c["ejection_fraction"]} for c in train_clips])
+    judges, judge_runs = [], []
     real_ef = np.array([c["ejection_fraction"] for c in held_out])
-    judged_real = judge.predict(held_out)[0].reshape(-1).numpy()
-    judge_result = faithfulness(real_ef, judged_real)
     judge_no_skill = float(np.abs(real_ef - real_ef.mean()).mean())
+    for index in range(args.judge_seeds):
+        judge = EjectionFractionEvaluator(
+            block_inplanes=(8, 16, 32, 64), max_epochs=args.judge_epochs, batch_size=16, seed=args.seed + index
+        )
+        judge.fit([{"video": c["video"], "ejection_fraction": c["ejection_fraction"]} for c in train_clips])
+        judges.append(judge)
+        judge_runs.append(faithfulness(real_ef, judge.predict(held_out)[0].reshape(-1).numpy()))
+    judge_result = {key: float(np.mean([run[key] for run in judge_runs])) for key in ("mae", "corr")}
     judge_ok = learnt(judge_result, judge_no_skill)
     print(
-        f"judge (EF regressor on real clips): MAE {judge_result['mae']:.1f} EF points, r {judge_result['corr']:.2f} on "
-        f"held-out real clips (no-skill MAE {judge_no_skill:.1f}) ({time.perf_counter() - start:.0f} s)"
+        f"judge (EF regressor on real clips, mean of {len(judges)}): MAE {judge_result['mae']:.1f} EF points, r "
+        f"{judge_result['corr']:.2f} on held-out real clips (no-skill MAE {judge_no_skill:.1f}) "
+        f"({time.perf_counter() - start:.0f} s)"
     )
 
     networks = {}
@@ -268,26 +309,19 @@ def main() -> None:
             f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - tic:.0f} s)"
         )
 
-    rng = np.random.default_rng(args.seed)
-    requested = rng.permutation(np.linspace(*args.ef_range, len(held_out)))
-    no_skill = float(np.abs(requested - requested.mean()).mean())
-    cond = conditioning().extract(
-        {
-            "reference": torch.stack([c["reference"] for c in held_out]),
-            "ejection_fraction": torch.as_tensor(requested, dtype=torch.float32),
-        }
-    )
+    requests = []  # per generation seed: the requested EFs (a permutation of an even spread) and the initial noise
     shape = (len(held_out), 1, args.frames, args.size, args.size)
-    noise = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1))
+    for g in range(args.generation_seeds):
+        requested = np.random.default_rng(args.seed + 100 * g).permutation(np.linspace(*args.ef_range, len(held_out)))
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(args.seed + 1 + 100 * g))
+        requests.append((requested, noise))
+    no_skill = float(np.abs(requests[0][0] - requests[0][0].mean()).mean())  # the same EFs for every seed
     settings = [("flow_matching", "euler", steps) for steps in args.fm_steps]
     if args.meanflow_iterations:
         settings += [("meanflow", "meanflow", steps) for steps in args.meanflow_steps]
     settings += [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
+    runs = len(requests) * len(judges)
     rows = []
-    print(
-        f"\nEF faithfulness of {len(held_out)} generated clips (requested EF vs judged EF; no-skill MAE {no_skill:.1f})"
-    )
-    print(f"{'model':<15}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'r':>7}{'s/video':>9}")
     for objective, sampler_name, steps in settings:
         if objective == "ddpm_v":
             # strided ancestral sampling: DDIM with eta = 1 on the training betas (Song et al. 2021, eq. 16). MONAI's
@@ -297,24 +331,59 @@ def main() -> None:
         else:
             solver = "meanflow" if objective == "meanflow" else "euler"
             sampler = Sampler(schedulers()["flow_matching"][0](), steps, conditioning=conditioning(), solver=solver)
-        tic = time.perf_counter()
-        videos = sampler(
-            noise, networks[objective], condition=cond, generator=torch.Generator().manual_seed(args.seed + 2)
+        per_run, seconds = [], []
+        for g, (requested, noise) in enumerate(requests):
+            cond = conditioning().extract(
+                {
+                    "reference": torch.stack([c["reference"] for c in held_out]),
+                    "ejection_fraction": torch.as_tensor(requested, dtype=torch.float32),
+                }
+            )
+            tic = time.perf_counter()
+            generator = torch.Generator().manual_seed(args.seed + 2 + 100 * g)
+            videos = sampler(noise, networks[objective], condition=cond, generator=generator)
+            seconds.append((time.perf_counter() - tic) / len(held_out))
+            generated = [{"video": v, "ejection_fraction": float(e)} for v, e in zip(videos, requested, strict=True)]
+            for judge in judges:
+                per_run.append(faithfulness(requested, judge.predict(generated)[0].reshape(-1).numpy()))
+        rows.append(
+            {
+                "model": objective,
+                "sampler": sampler_name,
+                "nfe": sampler.network_evaluations,
+                "seconds_per_video": float(np.mean(seconds)),
+                "runs": per_run,
+                "mae": float(np.mean([run["mae"] for run in per_run])),
+                "corr": float(np.mean([run["corr"] for run in per_run])),
+                "mae_summary": summarise_runs([run["mae"] for run in per_run]).to_dict(),
+            }
         )
-        seconds = (time.perf_counter() - tic) / len(held_out)
-        generated = [{"video": v, "ejection_fraction": float(e)} for v, e in zip(videos, requested, strict=True)]
-        judged = judge.predict(generated)[0]
-        row = {
-            "model": objective,
-            "sampler": sampler_name,
-            "nfe": sampler.network_evaluations,
-            "seconds_per_video": seconds,
-            **faithfulness(requested, judged.reshape(-1).numpy()),
-        }
-        rows.append(row)
-        print(f"{objective:<15}{sampler_name:<11}{row['nfe']:>5}{row['mae']:>8.2f}{row['corr']:>7.2f}{seconds:>9.3f}")
+        print(f"sampled {objective} {sampler_name} {steps} ({time.perf_counter() - start:.0f} s)")
 
     baseline = rows[-1]
+    for row in rows[:-1]:
+        row["vs_baseline"] = paired_difference(
+            [run["mae"] for run in row["runs"]], [run["mae"] for run in baseline["runs"]]
+        ).to_dict()
+    print(
+        f"\nEF faithfulness of {len(held_out)} generated clips x {len(requests)} generation seeds x {len(judges)} "
+        f"judges = {runs} paired runs (requested EF vs judged EF; no-skill MAE {no_skill:.1f}; mean ± se "
+        f"[95 % bootstrap interval])"
+    )
+    print(f"{'model':<15}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'± se':>7}{'r':>7}{'s/video':>9}  MAE - DDPM-64")
+    for row in rows:
+        se = row["mae_summary"]["standard_error"]
+        diff = row.get("vs_baseline")
+        shown = (
+            "-"
+            if diff is None
+            else f"{diff['mean']:+.2f} ± {diff['standard_error']:.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
+        )
+        print(
+            f"{row['model']:<15}{row['sampler']:<11}{row['nfe']:>5}{row['mae']:>8.2f}{se:>7.2f}{row['corr']:>7.2f}"
+            f"{row['seconds_per_video']:>9.3f}  {shown}"
+        )
+
     fm_rows = [r for r in rows if r["model"] == "flow_matching"]
     meanflow_rows = [r for r in rows if r["model"] == "meanflow"]
     meanflow_within = [r["nfe"] for r in meanflow_rows if r["mae"] <= baseline["mae"] + args.tolerance]
@@ -323,7 +392,7 @@ def main() -> None:
     fewest = min((r["nfe"] for r in within), default=None)
     baseline_ok = learnt(baseline, no_skill)
     fm_ok = any(learnt(r, no_skill) for r in fm_rows)
-    print(f"\ntolerance: FM MAE <= DDPM-{DDPM_STEPS} MAE ({baseline['mae']:.2f}) + {args.tolerance:.1f} EF points")
+    print(f"\ntolerance: mean MAE <= DDPM-{DDPM_STEPS} MAE ({baseline['mae']:.2f}) + {args.tolerance:.1f} EF points")
     reasons = []
     if not judge_ok:
         reasons.append("the judge does not read EF from real clips (MAE > 0.8 x no-skill or r < 0.3)")
@@ -356,8 +425,9 @@ def main() -> None:
     if args.out:
         results = {
             "args": vars(args),
-            "judge": {**judge_result, "no_skill_mae": judge_no_skill, "reads_ef": judge_ok},
+            "judge": {**judge_result, "no_skill_mae": judge_no_skill, "reads_ef": judge_ok, "runs": judge_runs},
             "no_skill_mae": no_skill,
+            "paired_runs": runs,
             "rows": rows,
             "fewest_fm_steps_within_tolerance": fewest,
             "fewest_meanflow_steps_within_tolerance": fewest_meanflow,

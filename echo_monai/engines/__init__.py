@@ -14,6 +14,7 @@ from echo_monai.engines.distillation import ConsistencyDistillationPrepareBatch,
 from echo_monai.engines.evaluation import make_sampling_evaluator
 from echo_monai.engines.frame_interpolation import FrameTripletPrepareBatch, MAFELoss
 from echo_monai.engines.prepare_batch import (
+    AdaptiveL2Loss,
     DDPMPrepareBatch,
     DenoisingPrepareBatch,
     FlowMatchingPrepareBatch,
@@ -47,6 +48,7 @@ __all__ = [
     "DDPMPrepareBatch",
     "DenoisingPrepareBatch",
     "FlowMatchingPrepareBatch",
+    "AdaptiveL2Loss",
     "MeanFlowPrepareBatch",
     "FrameTripletPrepareBatch",
     "MAFELoss",

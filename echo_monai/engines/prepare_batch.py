@@ -282,6 +282,34 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
         return target, condition, {"r_timesteps": r_timesteps}
 
 
+class AdaptiveL2Loss(torch.nn.Module):
+    """MeanFlow's adaptively weighted squared error (Geng et al. 2025, Sec. 4.3): per sample,
+    ``sg(w) * e`` with ``e = mean((input - target) ** 2)`` and ``w = 1 / (e + eps) ** power``, averaged over the batch.
+
+    ``power = 0`` is ``MSELoss``; ``power = 1`` (the paper's choice for MeanFlow) makes each sample's loss about
+    ``e / (e + eps)``, close to a log of the error: samples with a large error (the JVP target is heavy-tailed) no
+    longer dominate the gradient. The error is the per-sample *mean* over elements (the paper sums), so ``eps`` does
+    not depend on the resolution. Use it as the trainer's ``loss_function`` with :class:`MeanFlowPrepareBatch`.
+
+    Args:
+        power: the exponent ``p`` (>= 0).
+        eps: the constant ``c`` (> 0).
+    """
+
+    def __init__(self, power: float = 1.0, eps: float = 1e-3) -> None:
+        super().__init__()
+        if float(power) < 0 or float(eps) <= 0:
+            raise ValueError(f"AdaptiveL2Loss: power must be >= 0 and eps > 0, got power={power}, eps={eps}.")
+        self.power, self.eps = float(power), float(eps)
+
+    def forward(self, input: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if input.shape != target.shape:
+            raise ValueError(f"AdaptiveL2Loss: input {tuple(input.shape)} and target {tuple(target.shape)} differ.")
+        error = (input.float() - target.float()).pow(2).flatten(1).mean(1)
+        weight = (error.detach() + self.eps).pow(-self.power)
+        return (weight * error).mean()
+
+
 class SamplingPrepareBatch:
     """``PrepareBatch`` for generation with ``SupervisedEvaluator``: initial noise plus the batch's conditioning.
 

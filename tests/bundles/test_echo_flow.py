@@ -276,3 +276,38 @@ def test_verify_net_in_out_runs_the_pipeline_network(trained):
     cines = net(frames, ejection_fraction=[30.0, 70.0])
     assert cines.shape == (2, 1, parser.get_parsed_content("generate_frames"), 32, 32)
     assert float(cines.min()) >= -1.0 and float(cines.max()) <= 1.0
+
+
+def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(trained, tmp_path, capsys):
+    """``train --stage meanflow``: the video denoiser of models/model.pt (left as it was), wrapped in
+    MeanFlowDenoiser and fine-tuned to models/meanflow.pt, resumable; ``infer --stage meanflow`` then exports in one
+    network evaluation per video."""
+    import shutil
+
+    root, o = trained
+    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
+    shutil.copytree(o["train"]["bundle_root"], bundle)
+    models = bundle / "models"
+    flow_bytes = (models / "model.pt").read_bytes()
+    train = {**o["train"], "bundle_root": str(bundle)}
+    assert cli.main(["train", str(BUNDLE), "--stage", "meanflow", *cli_args(train)]) == 0
+    assert (models / "meanflow.pt").is_file() and (models / "model.pt").read_bytes() == flow_bytes
+    first = [int(p.stem.split("=")[1]) for p in models.glob("meanflow_checkpoint_final_iteration=*.pt")]
+    assert cli.main(["train", str(BUNDLE), "--stage", "meanflow", *cli_args({**train, "epochs": 2})]) == 0
+    finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("meanflow_checkpoint_final_iteration=*.pt"))
+    assert first and finals[-1] == 2 * first[0]
+    state = torch.load(models / "meanflow.pt", map_location="cpu", weights_only=True)
+    flow = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert set(state) == {"gate"} | {f"network.{key}" for key in flow}
+    assert any(not torch.equal(state[f"network.{key}"], flow[key]) for key in flow)  # fine-tuned
+    out = tmp_path / "export"
+    infer = {**o["infer"], "bundle_root": str(bundle), "output_dir": str(out)}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "meanflow", *cli_args(infer)]) == 0
+    assert len(list((out / "Videos").glob("*.avi"))) == 3
+    sampler = json.loads((out / "generation_settings.json").read_text())["sampler"]
+    assert sampler["solver"] == "meanflow" and sampler["num_inference_steps"] == 1
+    (models / "meanflow.pt").unlink()
+    message = cli_error(
+        ["infer", str(BUNDLE), "--stage", "meanflow", *cli_args({**infer, "output_dir": str(out / "x")})], capsys
+    )
+    assert "meanflow.pt" in message and "echo_flow train --stage meanflow" in message

@@ -11,7 +11,7 @@ from monai.engines import SupervisedTrainer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import RFlowScheduler
 
-from echo_monai.engines import Condition, MeanFlowPrepareBatch
+from echo_monai.engines import AdaptiveL2Loss, Condition, MeanFlowPrepareBatch
 from echo_monai.inferers import Sampler
 from echo_monai.networks.nets import MeanFlowDenoiser
 
@@ -162,3 +162,25 @@ def test_a_training_step_through_monais_supervised_trainer():
     assert math.isfinite(float(trainer.state.output[0]["loss"])) and float(network.gate.detach()) != gate
     with pytest.raises(ValueError, match="interval_fraction must be in"):
         _prepare(network, interval_fraction=1.5)
+
+
+def test_the_adaptive_loss_is_mse_at_power_zero_and_normalises_each_sample_at_power_one():
+    torch.manual_seed(0)
+    target = torch.randn(3, 2, 4, 4)
+    scales = torch.tensor([0.1, 1.0, 10.0]).reshape(3, 1, 1, 1)
+    prediction = (target + scales * torch.randn(3, 2, 4, 4)).requires_grad_()
+    assert torch.allclose(AdaptiveL2Loss(power=0.0)(prediction, target), torch.nn.functional.mse_loss(prediction, target))
+    loss = AdaptiveL2Loss(power=1.0, eps=1e-3)(prediction, target)
+    error = (prediction - target).pow(2).flatten(1).mean(1)
+    assert torch.allclose(loss, (error / (error + 1e-3)).mean())
+    # the weight is held fixed: each sample's gradient is its MSE gradient over (its error + eps)
+    (gradient,) = torch.autograd.grad(loss, prediction)
+    expected = 2 * (prediction - target) / prediction[0].numel() / (error.reshape(3, 1, 1, 1) + 1e-3) / 3
+    assert torch.allclose(gradient, expected.detach(), rtol=1e-5)
+    # so the sample with a 100x larger error no longer has a 100x larger gradient (as with MSE): a smaller one
+    norms = gradient.flatten(1).norm(dim=1)
+    assert norms[2] < norms[1] < norms[0]
+    with pytest.raises(ValueError, match="power must be >= 0"):
+        AdaptiveL2Loss(power=-1.0)
+    with pytest.raises(ValueError, match="differ"):
+        AdaptiveL2Loss()(prediction, target[:2])

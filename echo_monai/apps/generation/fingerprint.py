@@ -26,7 +26,7 @@ def module_fingerprint(module: torch.nn.Module) -> str:
     for name, tensor in sorted(module.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
         sha.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
-        sha.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        sha.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")
     return sha.hexdigest()
 
 
@@ -34,7 +34,7 @@ def _tensor(value: torch.Tensor) -> Any:
     value = value.detach().cpu().contiguous()
     if value.numel() <= 16:
         return value.tolist()
-    return hashlib.sha256(value.view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
+    return hashlib.sha256(value.reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()[:16]
 
 
 def describe(value: Any, depth: int = 0) -> Any:

@@ -34,7 +34,8 @@ class MeanFlowDenoiser(nn.Module):
         gate_init: the initial ``gate``.
 
     Raises:
-        TypeError: ``network`` has no ``time_embed`` MLP (an ``nn.Sequential`` starting with an ``nn.Linear``).
+        TypeError: ``network`` has no ``time_embed`` MLP (an ``nn.Sequential`` starting with an ``nn.Linear``), or is
+            wrapped in ``DistributedDataParallel`` (wrap the ``MeanFlowDenoiser`` instead).
 
     Example:
         >>> net = MeanFlowDenoiser(DiffusionModelUNet(spatial_dims=2, in_channels=4, out_channels=4, ...))
@@ -43,6 +44,11 @@ class MeanFlowDenoiser(nn.Module):
 
     def __init__(self, network: nn.Module, gate_init: float = 0.0) -> None:
         super().__init__()
+        if isinstance(network, nn.parallel.DistributedDataParallel):  # the gate would then train apart on each rank
+            raise TypeError(
+                "MeanFlowDenoiser: the network is wrapped in DistributedDataParallel; wrap the MeanFlowDenoiser in "
+                "it instead, so that the gate is synchronised too."
+            )
         self.network = network
         self.gate = nn.Parameter(torch.tensor(float(gate_init)))
         embeds = [m for name, m in network.named_modules() if name.rsplit(".", 1)[-1] == "time_embed"]
