@@ -15,6 +15,14 @@ weights: speed does not depend on them):
 - for the pixel DDPM, the ratio of our denoiser's time per evaluation to diffusers' ``UNet2DModel`` (the peer
   implementation of DiffEcho's pixel model) at matched widths, when ``diffusers`` is installed (optional).
 
+Cases: ``seg_ddpm`` (echo_seg_ddpm), ``flow_video`` (echo_flow's video model), and the latent bundles, each from its
+``inference.yaml`` + ``train.yaml`` with its own objective: ``text_controlnet`` (echo_text_controlnet's text UNet,
+DDPM objective, DPM-Solver++ with guidance 3 as one doubled batch), ``image_to_video`` (us_image_to_video's stage 2,
+flow matching, guidance 1.5, LDDM's first-frame decoder) and ``motion_video`` (echo_motion_video's MCDM UNet, DDPM
+v-prediction, against MCDM's 128 DDPM steps). For DiffEcho and LDDM the papers' own sampler settings are not part of
+the suite: their seed column is the 1000-step training schedule, and it says so. Each video case also reports the
+time of one video in one network evaluation (what a MeanFlow or consistency model would spend), decoding included.
+
 Profiles: ``toy`` (tiny networks, 32 px, 4 frames: the test suite runs it), ``full`` (the bundles' default networks:
 112 px images, a 64-frame 112 px video), and ``--gpu`` = ``full`` on ``cuda`` in bf16 autocast, sized to finish in
 well under 8 minutes on one GPU, with the one-step (1 NFE) video time next to the default's:
@@ -66,8 +74,18 @@ PROFILES = {
             "spade_hidden_channels": 8,
         },
         "flow": FLOW_CONFIGS["tiny"],
+        "tiny_presets": True,
     },
-    "full": {"image_size": 112, "frames": 64, "batch": 8, "train_iterations": 10, "repeats": 3, "seg": {}, "flow": {}},
+    "full": {
+        "image_size": 112,
+        "frames": 64,
+        "batch": 8,
+        "train_iterations": 10,
+        "repeats": 3,
+        "seg": {},
+        "flow": {},
+        "tiny_presets": False,
+    },
 }
 
 
@@ -319,6 +337,124 @@ def flow_video_case(profile: dict, device: torch.device, autocast: bool) -> dict
     return result
 
 
+def _train_parser(bundle: str, profile: dict, device: torch.device):
+    """The bundle's inference + train configs (toy: its ``tiny`` preset's sizes; full: its defaults)."""
+    import yaml
+    from monai.bundle import ConfigParser
+
+    configs = BUNDLES / bundle / "configs"
+    parser = ConfigParser()
+    parser.read_config([str(configs / "inference.yaml"), str(configs / "train.yaml")])
+    sizes = yaml.safe_load((configs / "presets" / "tiny.yaml").read_text()) if profile["tiny_presets"] else {}
+    parser.update({**sizes, "bundle_root": str(BUNDLES / bundle), "device": f"$torch.device('{device}')"})
+    return parser
+
+
+def _text_items(parser, generator: torch.Generator) -> tuple[dict, object]:
+    """DiffEcho's latent text UNet: a latent image and a prompt's token ids; the DDPM objective of train.yaml."""
+    from echo_monai.engines import DDPMPrepareBatch
+    from echo_monai.transforms import EchoPrompt
+
+    channels, size = (int(parser.get_parsed_content(k)) for k in ("latent_channels", "latent_size"))
+    ids = parser.get_parsed_content("text_encoder").tokenize([EchoPrompt().build("4CH", "ED")])[0]
+    item = {"latent": torch.randn(channels, size, size, generator=generator), "prompt_ids": ids}
+    prepare = DDPMPrepareBatch(
+        parser.get_parsed_content("train_scheduler"), parser.get_parsed_content("conditioning"), image_key="latent"
+    )
+    return item, prepare
+
+
+def _image_to_video_items(parser, generator: torch.Generator) -> tuple[dict, object]:
+    """LDDM's stage 2: a latent clip and the seed image's space-to-depth reference; the configured objective."""
+    shape = [int(s) for s in parser.get_parsed_content("latent_shape")]
+    factor, size = int(parser.get_parsed_content("factor")), int(parser.get_parsed_content("latent_size"))
+    item = {
+        "latent": torch.randn(*shape, generator=generator),
+        "reference": torch.randn(factor**2, size, size, generator=generator),
+    }
+    return item, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
+
+
+def _motion_video_items(parser, generator: torch.Generator) -> tuple[dict, object]:
+    """MCDM's latent video UNet: a latent clip, its first frame's latent and the motion tokens; the objective."""
+    shape = [int(s) for s in parser.get_parsed_content("sample_shape")]
+    tokens, dim = (int(parser.get_parsed_content(k)) for k in ("num_motion_tokens", "motion_dim"))
+    item = {
+        "latent": torch.randn(*shape, generator=generator),
+        "reference": torch.randn(shape[0], *shape[2:], generator=generator),
+        "motion": torch.randn(tokens, dim, generator=generator),
+    }
+    return item, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
+
+
+# bundle -> (case name, items and objective, seed paper's sampler: (NFE, description), decoder conditions)
+LATENT_CASES = {
+    "text_controlnet": ("echo_text_controlnet text", "echo_text_controlnet", _text_items,
+                        (1000, "DDPM, 1000 NFE (the training schedule; DiffEcho's own sampler is not benchmarked)")),
+    "image_to_video": ("us_image_to_video", "us_image_to_video", _image_to_video_items,
+                       (1000, "DDPM, 1000 NFE (the training schedule; LDDM's own sampler is not benchmarked)")),
+    "motion_video": ("echo_motion_video", "echo_motion_video", _motion_video_items, (128, "DDPM, 128 NFE (MCDM)")),
+}  # fmt: skip
+
+
+def latent_case(name: str, profile: dict, device: torch.device, autocast: bool) -> dict:
+    """A latent bundle's denoiser: training it/s with its objective, samples (frames)/s at its default sampler
+    (classifier-free guidance as the sampler runs it, decoding included) vs the seed's setting and one step."""
+    from monai.data.utils import list_data_collate
+
+    from echo_monai.data.latents import LatentScaler
+
+    title, bundle, make_item, (seed_nfe, seed_setting) = LATENT_CASES[name]
+    parser = _train_parser(bundle, profile, device)
+    network = parser.get_parsed_content("network")
+    generator = torch.Generator().manual_seed(0)
+    batch = max(1, profile["batch"] // 4) if "video" in name else profile["batch"]
+    pairs = [make_item(parser, generator) for _ in range(batch * (profile["train_iterations"] + 1))]
+    items, prepare = [item for item, _ in pairs], pairs[0][1]
+    latent_shape = tuple(items[0]["latent"].shape)
+    resolution = f"{int(parser.get_parsed_content('image_size'))} px"
+    if len(latent_shape) == 4:
+        resolution = f"{int(parser.get_parsed_content('num_frames'))} frames x {resolution}"
+    result = {"case": title, "resolution": resolution, "parameters_m": _parameters(network)}
+    result.update(train_speed(network.train(), prepare, items, batch, profile["train_iterations"], device, autocast))
+    network.eval()
+    inferer = parser.get_parsed_content("inferer")
+    inferer.scaler = LatentScaler()
+    sampler = inferer.sampler
+    collated = list_data_collate(items[:batch])
+    condition = parser.get_parsed_content("conditioning").extract(collated, device)
+    noise = torch.randn((batch, *latent_shape), generator=generator).to(device)
+    decoder = {}
+    if name == "image_to_video":  # LDDM's decoder takes the seed image
+        size = int(parser.get_parsed_content("image_size"))
+        decoder["first_frame"] = torch.rand(batch, 1, size, size, generator=generator).to(device) * 2 - 1
+    t = torch.tensor(500.0, device=device)
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+        nfe = best_time(lambda: sampler.predict(network, noise, t, condition), device, profile["repeats"])
+        decode = best_time(lambda: inferer.decode(noise, **decoder), device, profile["repeats"])
+    default = int(parser.get_parsed_content("num_inference_steps"))
+    scheduler = type(sampler.scheduler).__name__
+    guidance = float(sampler.guidance_scale)
+    seconds = {k: steps * nfe + decode for k, steps in (("default", default), ("one_step", 1), ("seed", seed_nfe))}
+    unit = "frames" if len(latent_shape) == 4 else "samples"
+    count = batch * (int(parser.get_parsed_content("num_frames")) if unit == "frames" else 1)
+    result.update(
+        {
+            "seconds_per_nfe": nfe,
+            "seconds_decode": decode,
+            "default_setting": f"{scheduler}, {default} NFE, guidance {guidance:g}",
+            "seed_setting": seed_setting,
+            f"{unit}_per_s_default": count / seconds["default"],
+            f"{unit}_per_s_one_step": count / seconds["one_step"],
+            "seconds_per_video_one_step" if unit == "frames" else "seconds_per_batch_one_step": seconds["one_step"],
+            "speedup_vs_seed": seconds["seed"] / seconds["default"],
+            "speedup_one_step_vs_seed": seconds["seed"] / seconds["one_step"],
+            "batch": batch,
+        }
+    )
+    return result
+
+
 def _parameters(network: torch.nn.Module) -> float:
     return sum(p.numel() for p in network.parameters()) / 1e6
 
@@ -377,7 +513,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--gpu", action="store_true", help="the full profile on cuda in bf16 autocast")
     parser.add_argument("--device", default=None, help="cpu, cuda, ... (default: cuda with --gpu, else cpu)")
     parser.add_argument("--bf16", action="store_true", help="bf16 autocast (default with --gpu)")
-    parser.add_argument("--cases", nargs="+", default=["seg_ddpm", "flow_video"], choices=["seg_ddpm", "flow_video"])
+    cases = ["seg_ddpm", "flow_video", *LATENT_CASES]
+    parser.add_argument("--cases", nargs="+", default=cases, choices=cases)
     parser.add_argument("--no-peer", dest="peer", action="store_false", help="skip the diffusers comparison")
     parser.add_argument("--out", default=None, help="write <out>.json and <out>.md")
     args = parser.parse_args(argv)
@@ -407,8 +544,10 @@ def main(argv: list[str] | None = None) -> dict:
     for case in args.cases:
         if case == "seg_ddpm":
             results["cases"].append(seg_ddpm_case(profile, device, autocast, args.peer))
-        else:
+        elif case == "flow_video":
             results["cases"].append(flow_video_case(profile, device, autocast))
+        else:
+            results["cases"].append(latent_case(case, profile, device, autocast))
         print(f"{case}: done at {time.perf_counter() - start:.0f} s", flush=True)
     results["seconds"] = time.perf_counter() - start
     table = markdown(results)

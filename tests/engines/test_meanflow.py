@@ -109,6 +109,8 @@ def test_the_wrapper_embeds_the_interval_and_starts_as_the_flow_model():
         wrapped(x, timesteps=t, r_timesteps=torch.zeros(3))
     with pytest.raises(TypeError, match="has no time_embed MLP"):
         MeanFlowDenoiser(torch.nn.Conv2d(1, 1, 1))
+    with pytest.raises(TypeError, match="wrap the MeanFlowDenoiser in it instead"):
+        MeanFlowDenoiser(torch.nn.parallel.DistributedDataParallel.__new__(torch.nn.parallel.DistributedDataParallel))
 
 
 def test_the_jvp_runs_through_an_attention_unet_on_the_cpu():
