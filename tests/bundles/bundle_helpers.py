@@ -110,3 +110,39 @@ def verify_pipeline_network(bundle: Path, overrides: dict) -> tuple:
     parser.read_config(configs)
     parser.update(overrides)
     return parser, parser.get_parsed_content("pipeline_network")
+
+
+def gpu_preset_runs(bundle: Path, infer: dict, tmp_path: Path) -> tuple[Path, Path]:
+    """``infer`` as given (``--preset tiny``) and with ``--preset gpu`` plus the tiny preset's values that inference
+    reads (the gpu preset keeps the full sizes): the two output folders, for a test to compare on a CPU, where the
+    gpu preset's fast paths fall back."""
+    import yaml
+    from monai.bundle import ConfigParser
+
+    from echo_monai.apps import cli
+
+    parser = ConfigParser()
+    parser.read_config(str(bundle / "configs" / "inference.yaml"))
+    tiny = yaml.safe_load((bundle / "configs" / "presets" / "tiny.yaml").read_text())
+    sizes = {key: value for key, value in tiny.items() if key in parser}
+    plain, fast = tmp_path / "plain", tmp_path / "gpu"
+    assert cli.main(["infer", str(bundle), *cli_args({**infer, "output_dir": str(plain)})]) == 0
+    gpu = {**infer, **sizes, "preset": "gpu", "output_dir": str(fast)}
+    assert cli.main(["infer", str(bundle), *cli_args(gpu)]) == 0
+    for folder in (plain, fast):  # the fast paths wrapped the network (its fingerprint), nothing else changed
+        assert (folder / "generation_fingerprint.json").is_file(), folder
+    return plain, fast
+
+
+def assert_same_volumes(plain: Path, fast: Path, atol: float = 0.0) -> int:
+    """Every NIfTI file under ``plain`` has its twin under ``fast`` with the same shape and values within ``atol``;
+    returns how many were compared."""
+    import nibabel as nib
+    import numpy as np
+
+    files = sorted(p.relative_to(plain) for p in plain.rglob("*.nii.gz"))
+    assert files and files == sorted(p.relative_to(fast) for p in fast.rglob("*.nii.gz"))
+    for name in files:
+        a, b = (np.asarray(nib.load(str(root / name)).dataobj, dtype=np.float64) for root in (plain, fast))
+        assert a.shape == b.shape and np.abs(a - b).max() <= atol, name
+    return len(files)

@@ -15,6 +15,7 @@ from bundle_helpers import (
     cli_error,
     ensure_latent_cache,
     export_and_load,
+    gpu_preset_runs,
     torchrun_train,
     verify_pipeline_network,
 )
@@ -311,3 +312,15 @@ def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(tr
         ["infer", str(BUNDLE), "--stage", "meanflow", *cli_args({**infer, "output_dir": str(out / "x")})], capsys
     )
     assert "meanflow.pt" in message and "echo_flow train --stage meanflow" in message
+
+
+def test_gpu_preset_exports_the_same_videos_on_the_cpu_through_its_fallbacks(trained, tmp_path):
+    """``--preset gpu`` (bf16, compiled with CUDA graphs) on a CPU: float32 eager, byte-identical videos."""
+    root, o = trained
+    plain, fast = gpu_preset_runs(BUNDLE, o["infer"], tmp_path)
+    videos = sorted(p.name for p in (plain / "Videos").glob("*.avi"))
+    assert len(videos) == 3 and videos == sorted(p.name for p in (fast / "Videos").glob("*.avi"))
+    for name in videos:
+        assert (plain / "Videos" / name).read_bytes() == (fast / "Videos" / name).read_bytes(), name
+    parts = [json.loads((d / "generation_fingerprint.json").read_text())["parts"] for d in (plain, fast)]
+    assert parts[0]["network"] != parts[1]["network"] and parts[0]["sampler"] == parts[1]["sampler"]  # wrapped

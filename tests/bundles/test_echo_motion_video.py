@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error
+from bundle_helpers import cli_args, cli_error, gpu_preset_runs
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -167,3 +167,13 @@ def test_evaluate_beside_echo_flow_trained_on_the_same_phantom(trained, tmp_path
         ef_conditioned_models({"echo_flow": common["bundle_root"]}, 8, 16, fps=25)
     with pytest.raises(FileNotFoundError, match="has no models/ folder"):
         ef_conditioned_models({"echo_flow": str(tmp_path / "nowhere")}, 8, 16, fps=16)
+
+
+def test_gpu_preset_generates_the_same_videos_on_the_cpu_through_its_fallbacks(trained, tmp_path):
+    """``--preset gpu`` (bf16, compiled with CUDA graphs) on a CPU: float32 eager, the same videos."""
+    root, o = trained
+    plain, fast = gpu_preset_runs(BUNDLE, o["infer"], tmp_path)
+    videos = sorted(p.relative_to(plain) for p in plain.rglob("*.avi"))
+    assert videos and videos == sorted(p.relative_to(fast) for p in fast.rglob("*.avi"))
+    for name in videos:
+        assert (plain / name).read_bytes() == (fast / name).read_bytes(), name

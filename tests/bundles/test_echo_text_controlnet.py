@@ -12,7 +12,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache, verify_pipeline_network
+from bundle_helpers import (
+    assert_same_volumes,
+    cli_args,
+    cli_error,
+    ensure_latent_cache,
+    gpu_preset_runs,
+    verify_pipeline_network,
+)
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -201,3 +208,12 @@ def test_verify_net_in_out_runs_the_pipeline_network(trained):
     assert not torch.equal(net(one_hot.flip(-1))[0], net(one_hot)[0])  # the label map guides it
     parser.update({"mode": "text"})
     assert parser.get_parsed_content("pipeline_network")(one_hot).shape == (2, 1, size, size)  # prompt only
+
+
+def test_gpu_preset_generates_on_the_cpu_through_its_fallbacks(trained, tmp_path):
+    """``--preset gpu`` (bf16, channels-last, compiled, one static batch of 3) on a CPU, in ControlNet mode with
+    guidance: float32 eager; the padded and chunked batches give the same images to float rounding."""
+    root, o = trained
+    args = {**o["infer"], "mode": "controlnet", "batch_size": 3}
+    plain, fast = gpu_preset_runs(BUNDLE, args, tmp_path)
+    assert assert_same_volumes(plain, fast, atol=1.0) > 0

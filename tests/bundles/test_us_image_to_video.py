@@ -12,7 +12,15 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import cli_args, cli_error, ensure_latent_cache, torchrun_train, verify_pipeline_network
+from bundle_helpers import (
+    assert_same_volumes,
+    cli_args,
+    cli_error,
+    ensure_latent_cache,
+    gpu_preset_runs,
+    torchrun_train,
+    verify_pipeline_network,
+)
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -178,3 +186,10 @@ def test_verify_net_in_out_runs_the_pipeline_network(trained):
     videos = net(images)
     assert videos.shape == (2, 1, frames, size, size) and float(videos.abs().max()) <= 1.0
     torch.testing.assert_close(videos[:, :, 0], images / 127.5 - 1, atol=1e-4, rtol=0)
+
+
+def test_gpu_preset_animates_the_same_videos_on_the_cpu_through_its_fallbacks(trained, tmp_path):
+    """``--preset gpu`` (bf16, compiled with CUDA graphs) on a CPU: float32 eager, the same videos."""
+    root, o = trained
+    plain, fast = gpu_preset_runs(BUNDLE, {**o["infer"], "output_layout": "files"}, tmp_path)
+    assert assert_same_volumes(plain, fast) > 0

@@ -171,7 +171,9 @@ def test_the_adaptive_loss_is_mse_at_power_zero_and_normalises_each_sample_at_po
     target = torch.randn(3, 2, 4, 4)
     scales = torch.tensor([0.1, 1.0, 10.0]).reshape(3, 1, 1, 1)
     prediction = (target + scales * torch.randn(3, 2, 4, 4)).requires_grad_()
-    assert torch.allclose(AdaptiveL2Loss(power=0.0)(prediction, target), torch.nn.functional.mse_loss(prediction, target))
+    assert torch.allclose(
+        AdaptiveL2Loss(power=0.0)(prediction, target), torch.nn.functional.mse_loss(prediction, target)
+    )
     loss = AdaptiveL2Loss(power=1.0, eps=1e-3)(prediction, target)
     error = (prediction - target).pow(2).flatten(1).mean(1)
     assert torch.allclose(loss, (error / (error + 1e-3)).mean())
