@@ -350,44 +350,51 @@ def _train_parser(bundle: str, profile: dict, device: torch.device):
     return parser
 
 
-def _text_items(parser, generator: torch.Generator) -> tuple[dict, object]:
-    """DiffEcho's latent text UNet: a latent image and a prompt's token ids; the DDPM objective of train.yaml."""
+def _text_items(parser, generator: torch.Generator, count: int) -> tuple[list[dict], object]:
+    """DiffEcho's latent text UNet: latent images and a prompt's token ids; the DDPM objective of train.yaml."""
     from echo_monai.engines import DDPMPrepareBatch
     from echo_monai.transforms import EchoPrompt
 
     channels, size = (int(parser.get_parsed_content(k)) for k in ("latent_channels", "latent_size"))
     ids = parser.get_parsed_content("text_encoder").tokenize([EchoPrompt().build("4CH", "ED")])[0]
-    item = {"latent": torch.randn(channels, size, size, generator=generator), "prompt_ids": ids}
+    latents = [torch.randn(channels, size, size, generator=generator) for _ in range(count)]
+    items = [{"latent": latent, "prompt_ids": ids} for latent in latents]
     prepare = DDPMPrepareBatch(
         parser.get_parsed_content("train_scheduler"), parser.get_parsed_content("conditioning"), image_key="latent"
     )
-    return item, prepare
+    return items, prepare
 
 
-def _image_to_video_items(parser, generator: torch.Generator) -> tuple[dict, object]:
-    """LDDM's stage 2: a latent clip and the seed image's space-to-depth reference; the configured objective."""
+def _image_to_video_items(parser, generator: torch.Generator, count: int) -> tuple[list[dict], object]:
+    """LDDM's stage 2: latent clips and the seed images' space-to-depth references; the configured objective."""
     shape = [int(s) for s in parser.get_parsed_content("latent_shape")]
     factor, size = int(parser.get_parsed_content("factor")), int(parser.get_parsed_content("latent_size"))
-    item = {
-        "latent": torch.randn(*shape, generator=generator),
-        "reference": torch.randn(factor**2, size, size, generator=generator),
-    }
-    return item, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
+    items = [
+        {
+            "latent": torch.randn(*shape, generator=generator),
+            "reference": torch.randn(factor**2, size, size, generator=generator),
+        }
+        for _ in range(count)
+    ]
+    return items, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
 
 
-def _motion_video_items(parser, generator: torch.Generator) -> tuple[dict, object]:
-    """MCDM's latent video UNet: a latent clip, its first frame's latent and the motion tokens; the objective."""
+def _motion_video_items(parser, generator: torch.Generator, count: int) -> tuple[list[dict], object]:
+    """MCDM's latent video UNet: latent clips, their first frames' latents and motion tokens; the objective."""
     shape = [int(s) for s in parser.get_parsed_content("sample_shape")]
     tokens, dim = (int(parser.get_parsed_content(k)) for k in ("num_motion_tokens", "motion_dim"))
-    item = {
-        "latent": torch.randn(*shape, generator=generator),
-        "reference": torch.randn(shape[0], *shape[2:], generator=generator),
-        "motion": torch.randn(tokens, dim, generator=generator),
-    }
-    return item, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
+    items = [
+        {
+            "latent": torch.randn(*shape, generator=generator),
+            "reference": torch.randn(shape[0], *shape[2:], generator=generator),
+            "motion": torch.randn(tokens, dim, generator=generator),
+        }
+        for _ in range(count)
+    ]
+    return items, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
 
 
-# bundle -> (case name, items and objective, seed paper's sampler: (NFE, description), decoder conditions)
+# case -> (table name, bundle, training items and objective, the seed paper's sampler: (NFE, description))
 LATENT_CASES = {
     "text_controlnet": ("echo_text_controlnet text", "echo_text_controlnet", _text_items,
                         (1000, "DDPM, 1000 NFE (the training schedule; DiffEcho's own sampler is not benchmarked)")),
@@ -404,13 +411,12 @@ def latent_case(name: str, profile: dict, device: torch.device, autocast: bool) 
 
     from echo_monai.data.latents import LatentScaler
 
-    title, bundle, make_item, (seed_nfe, seed_setting) = LATENT_CASES[name]
+    title, bundle, make_items, (seed_nfe, seed_setting) = LATENT_CASES[name]
     parser = _train_parser(bundle, profile, device)
     network = parser.get_parsed_content("network")
     generator = torch.Generator().manual_seed(0)
     batch = max(1, profile["batch"] // 4) if "video" in name else profile["batch"]
-    pairs = [make_item(parser, generator) for _ in range(batch * (profile["train_iterations"] + 1))]
-    items, prepare = [item for item, _ in pairs], pairs[0][1]
+    items, prepare = make_items(parser, generator, batch * (profile["train_iterations"] + 1))
     latent_shape = tuple(items[0]["latent"].shape)
     resolution = f"{int(parser.get_parsed_content('image_size'))} px"
     if len(latent_shape) == 4:

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 from bundle_helpers import (
+    assert_same_files,
     cli_args,
     cli_error,
     ensure_latent_cache,
@@ -318,9 +319,6 @@ def test_gpu_preset_exports_the_same_videos_on_the_cpu_through_its_fallbacks(tra
     """``--preset gpu`` (bf16, compiled with CUDA graphs) on a CPU: float32 eager, byte-identical videos."""
     root, o = trained
     plain, fast = gpu_preset_runs(BUNDLE, o["infer"], tmp_path)
-    videos = sorted(p.name for p in (plain / "Videos").glob("*.avi"))
-    assert len(videos) == 3 and videos == sorted(p.name for p in (fast / "Videos").glob("*.avi"))
-    for name in videos:
-        assert (plain / "Videos" / name).read_bytes() == (fast / "Videos" / name).read_bytes(), name
+    assert assert_same_files(plain / "Videos", fast / "Videos", "*.avi") == 3
     parts = [json.loads((d / "generation_fingerprint.json").read_text())["parts"] for d in (plain, fast)]
     assert parts[0]["network"] != parts[1]["network"] and parts[0]["sampler"] == parts[1]["sampler"]  # wrapped
