@@ -175,8 +175,14 @@ def train(
         network = MeanFlowDenoiser(copy.deepcopy(start), gate_init=0.0).train()
         iterations = args.meanflow_iterations
         times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
+        teacher = copy.deepcopy(start).eval().requires_grad_(False) if args.meanflow_velocity == "teacher" else None
         prepare = MeanFlowPrepareBatch(
-            times, network, conditioning(), image_key="video", interval_fraction=args.meanflow_interval_fraction
+            times,
+            network,
+            conditioning(),
+            image_key="video",
+            interval_fraction=args.meanflow_interval_fraction,
+            velocity_network=teacher,
         )
         if args.meanflow_loss == "adaptive":
             loss_function = AdaptiveL2Loss(power=1.0)
@@ -257,6 +263,12 @@ def main() -> None:
     )
     parser.add_argument(
         "--meanflow-interval-fraction", type=float, default=0.25, help="fraction of the batch with r < t"
+    )
+    parser.add_argument(
+        "--meanflow-velocity",
+        choices=("conditional", "teacher"),
+        default="conditional",
+        help="the identity's velocity: x_0 - eps, or the trained FM model's (MeanFlowPrepareBatch velocity_network)",
     )
     parser.add_argument("--meanflow-learning-rate", type=float, default=None, help="default: --learning-rate")
     parser.add_argument(

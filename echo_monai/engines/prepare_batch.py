@@ -190,6 +190,13 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
     and ``{"timesteps": t, "r_timesteps": r, **condition}`` are returned as usual. Used from scratch or to fine-tune a
     trained flow model (wrap it in ``MeanFlowDenoiser(network, gate_init=0)``).
 
+    With ``velocity_network`` (a trained flow model, frozen: the one a fine-tune starts from), its velocity
+    ``v(z_t, t)`` replaces the conditional velocity ``x_0 - eps`` in both places, the identity's first term and the
+    JVP's tangent ``dz/ds = -v``. That is the identity on the *marginal* flow, which the conditional one only
+    estimates: the target no longer carries the noise of the ``(x_0, eps)`` pair, and for ``r = t`` it is the
+    teacher's velocity (the average velocity of the teacher's ODE is learnt, as in a distillation). It costs one more
+    forward pass per batch, without gradient.
+
     Fused attention: PyTorch's fused scaled-dot-product-attention kernels have no forward-mode AD. On the CPU (torch
     2.13) SDPA dispatches to ``_scaled_dot_product_flash_attention_for_cpu``, and a JVP through it raises
     ``NotImplementedError`` (seen in ``tests/engines/test_meanflow.py``); the GPU's flash and memory-efficient kernels
@@ -205,6 +212,8 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
         image_key: batch key of the clean samples.
         interval_fraction: the fraction of the batch with ``r < t`` (the paper's best: 0.25).
         math_attention: run the JVP with the SDPA math kernel (False only for a network without attention).
+        velocity_network: the flow model whose velocity replaces ``x_0 - eps`` (see above), called as
+            ``velocity_network(x, timesteps=t, **condition)``; None: the conditional velocity (from scratch).
 
     Example:
         >>> network = MeanFlowDenoiser(flow_unet)          # fine-tune a trained flow model
@@ -220,11 +229,18 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
         image_key: str = "image",
         interval_fraction: float = 0.25,
         math_attention: bool = True,
+        velocity_network: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         super().__init__(scheduler, conditioning, image_key)
         if not 0.0 <= float(interval_fraction) <= 1.0:
             raise ValueError(f"MeanFlowPrepareBatch: interval_fraction must be in [0, 1], got {interval_fraction}.")
+        if velocity_network is not None and velocity_network is network:
+            raise ValueError(
+                "MeanFlowPrepareBatch: velocity_network is the network being trained; pass a frozen copy of the "
+                "flow model it starts from."
+            )
         self.network = network
+        self.velocity_network = velocity_network
         self.interval_fraction = float(interval_fraction)
         self.math_attention = bool(math_attention)
 
@@ -254,10 +270,20 @@ class MeanFlowPrepareBatch(FlowMatchingPrepareBatch):
             return self.network(Conditioning.concat_input(z, condition), timesteps=time, r_timesteps=r, **kwargs)
 
         total = float(self.scheduler.num_train_timesteps)
-        with torch.no_grad(), self._attention():
-            _, du_ds = torch.func.jvp(average_velocity, (noisy, t), (noise - images, torch.full_like(t, total)))
+        with torch.no_grad():
+            if self.velocity_network is None:
+                velocity = images - noise
+            else:
+                velocity = self.velocity_network(Conditioning.concat_input(noisy, condition), timesteps=t, **kwargs)
+                if velocity.shape != images.shape:
+                    raise ValueError(
+                        f"MeanFlowPrepareBatch: velocity_network gave {tuple(velocity.shape)} for samples of shape "
+                        f"{tuple(images.shape)}; expected the same shape (a flow model of these samples)."
+                    )
+            with self._attention():
+                _, du_ds = torch.func.jvp(average_velocity, (noisy, t), (-velocity, torch.full_like(t, total)))
         interval = ((t - r) / total).reshape(-1, *([1] * (images.ndim - 1)))
-        return ((images - noise) - interval * du_ds).detach()
+        return (velocity - interval * du_ds).detach()
 
     def _attention(self) -> contextlib.AbstractContextManager:
         if not self.math_attention:

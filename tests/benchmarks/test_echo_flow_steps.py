@@ -15,7 +15,8 @@ def test_flow_meanflow_and_ddpm_rows_and_the_verdicts(tmp_path):
     command = [sys.executable, str(SCRIPT), "--size", "16", "--frames", "8", "--train", "8", "--held-out", "4",
                "--iterations", "3", "--judge-epochs", "1", "--fm-steps", "1", "2", "--meanflow-iterations", "2",
                "--meanflow-steps", "1", "2", "--meanflow-loss", "adaptive", "--meanflow-times", "uniform",
-               "--generation-seeds", "2", "--judge-seeds", "2", "--out", str(tmp_path / "r.json")]  # fmt: skip
+               "--meanflow-velocity", "teacher", "--generation-seeds", "2", "--judge-seeds", "2",
+               "--out", str(tmp_path / "r.json")]  # fmt: skip
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
     assert "trained meanflow: 2 iterations" in out and "MeanFlow (fine-tuned 2 iterations" in out
     results = json.loads((tmp_path / "r.json").read_text())

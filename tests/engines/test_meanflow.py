@@ -80,6 +80,34 @@ def test_in_expectation_the_target_is_the_exact_average_velocity(s, r):
     assert slope == pytest.approx(exact, rel=0.02, abs=0.005)
 
 
+def test_with_the_marginal_velocity_the_target_is_the_exact_average_velocity_for_every_pair():
+    """With the exact flow model as ``velocity_network``, the identity holds on the marginal flow: the target is the
+    true average velocity for each (x_0, eps) pair, not only in expectation (no noise left in it)."""
+    generator = torch.Generator().manual_seed(2)
+    images = torch.randn(5, 1, 2, 2, generator=generator, dtype=torch.float64) * SIGMA
+    noise = torch.randn(5, 1, 2, 2, generator=generator, dtype=torch.float64)
+    t = torch.tensor([900.0, 600.0, 1000.0, 400.0, 300.0], dtype=torch.float64)
+    r = torch.tensor([100.0, 600.0, 0.0, 50.0, 299.0], dtype=torch.float64)
+    network = GaussianMeanFlow()
+    prepare = _prepare(network, velocity_network=GaussianMeanFlow())
+    z = prepare.scheduler.add_noise(original_samples=images, noise=noise, timesteps=t)
+    target = prepare.target(images, noise, t, r, Condition())
+    torch.testing.assert_close(target, network(z, timesteps=t, r_timesteps=r), rtol=1e-6, atol=1e-6)
+    conditional = _prepare(network).target(images, noise, t, r, Condition())
+    assert (conditional - target).abs().max() > 0.1  # the conditional target carries the pair's noise
+
+
+def test_the_velocity_network_is_checked():
+    network = GaussianMeanFlow()
+    with pytest.raises(ValueError, match="velocity_network is the network being trained"):
+        _prepare(network, velocity_network=network)
+    prepare = _prepare(network, velocity_network=lambda x, timesteps: x[:, :1, :1])
+    images = torch.randn(2, 1, 3, 3)
+    with pytest.raises(ValueError, match=r"velocity_network gave \(2, 1, 1, 3\) for samples of shape \(2, 1, 3, 3\)"):
+        prepare.target(images, torch.randn_like(images), torch.tensor([500.0, 400.0]), torch.tensor([0.0, 0.0]),
+                       Condition())  # fmt: skip
+
+
 def _unet(seed: int = 0, attention: bool = False) -> DiffusionModelUNet:
     torch.manual_seed(seed)
     unet = DiffusionModelUNet(
