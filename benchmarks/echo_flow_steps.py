@@ -91,6 +91,7 @@ from echo_monai.networks.nets import ContextEmbeddingDenoiser, MeanFlowDenoiser,
 
 FM_STEPS = (1, 2, 4, 8, 16, 32, 64)
 MEANFLOW_STEPS = (1, 2, 4)
+MEANFLOW_MODELS = {"conditional": "meanflow", "teacher": "meanflow_teacher"}  # --meanflow-velocity -> model name
 DDPM_STEPS = 64
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -167,15 +168,16 @@ def train(
 ) -> tuple[torch.nn.Module, list[float]]:
     """Train one denoiser with the stock ``SupervisedTrainer``: same weights, batches and optimiser per objective.
     ``meanflow`` fine-tunes ``start`` (the trained flow-matching network, wrapped in ``MeanFlowDenoiser``) for
-    ``--meanflow-iterations`` with ``MeanFlowPrepareBatch``."""
+    ``--meanflow-iterations`` with ``MeanFlowPrepareBatch`` on the conditional velocity ``x_0 - eps``;
+    ``meanflow_teacher`` the same on the velocity of a frozen copy of ``start`` (``velocity_network``)."""
     set_determinism(seed=args.seed)
     loss_function: torch.nn.Module = torch.nn.MSELoss()
     learning_rate = args.learning_rate
-    if objective == "meanflow":
+    if objective.startswith("meanflow"):
         network = MeanFlowDenoiser(copy.deepcopy(start), gate_init=0.0).train()
         iterations = args.meanflow_iterations
         times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
-        teacher = copy.deepcopy(start).eval().requires_grad_(False) if args.meanflow_velocity == "teacher" else None
+        teacher = copy.deepcopy(start).eval().requires_grad_(False) if objective == "meanflow_teacher" else None
         prepare = MeanFlowPrepareBatch(
             times,
             network,
@@ -267,8 +269,10 @@ def main() -> None:
     parser.add_argument(
         "--meanflow-velocity",
         choices=("conditional", "teacher"),
-        default="conditional",
-        help="the identity's velocity: x_0 - eps, or the trained FM model's (MeanFlowPrepareBatch velocity_network)",
+        nargs="+",
+        default=["conditional"],
+        help="the identity's velocity: x_0 - eps (model 'meanflow'), or the trained FM model's (MeanFlowPrepareBatch "
+        "velocity_network; model 'meanflow_teacher'); both: two fine-tunes from the same FM model",
     )
     parser.add_argument("--meanflow-learning-rate", type=float, default=None, help="default: --learning-rate")
     parser.add_argument(
@@ -312,7 +316,10 @@ def main() -> None:
     )
 
     networks = {}
-    objectives = ("flow_matching", "ddpm_v", "meanflow") if args.meanflow_iterations else ("flow_matching", "ddpm_v")
+    meanflow_models = (
+        [MEANFLOW_MODELS[v] for v in dict.fromkeys(args.meanflow_velocity)] if args.meanflow_iterations else []
+    )
+    objectives = ("flow_matching", "ddpm_v", *meanflow_models)
     for objective in objectives:
         tic = time.perf_counter()
         networks[objective], losses = train(objective, train_clips, args, start=networks.get("flow_matching"))
@@ -330,7 +337,7 @@ def main() -> None:
     no_skill = float(np.abs(requests[0][0] - requests[0][0].mean()).mean())  # the same EFs for every seed
     settings = [("flow_matching", "euler", steps) for steps in args.fm_steps]
     if args.meanflow_iterations:
-        settings += [("meanflow", "meanflow", steps) for steps in args.meanflow_steps]
+        settings += [(model, "meanflow", steps) for model in meanflow_models for steps in args.meanflow_steps]
     settings += [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
     runs = len(requests) * len(judges)
     rows = []
@@ -341,7 +348,7 @@ def main() -> None:
             scheduler = DDIMScheduler(NUM_TRAIN_TIMESTEPS, schedule="linear_beta", prediction_type="v_prediction")
             sampler = Sampler(scheduler, steps, conditioning=conditioning(), eta=1.0)
         else:
-            solver = "meanflow" if objective == "meanflow" else "euler"
+            solver = "meanflow" if objective.startswith("meanflow") else "euler"
             sampler = Sampler(schedulers()["flow_matching"][0](), steps, conditioning=conditioning(), solver=solver)
         per_run, seconds = [], []
         for g, (requested, noise) in enumerate(requests):
@@ -397,9 +404,13 @@ def main() -> None:
         )
 
     fm_rows = [r for r in rows if r["model"] == "flow_matching"]
-    meanflow_rows = [r for r in rows if r["model"] == "meanflow"]
-    meanflow_within = [r["nfe"] for r in meanflow_rows if r["mae"] <= baseline["mae"] + args.tolerance]
-    fewest_meanflow = min(meanflow_within, default=None)
+    fewest_meanflow = {
+        model: min(
+            (r["nfe"] for r in rows if r["model"] == model and r["mae"] <= baseline["mae"] + args.tolerance),
+            default=None,
+        )
+        for model in meanflow_models
+    }
     within = [r for r in fm_rows if r["mae"] <= baseline["mae"] + args.tolerance]
     fewest = min((r["nfe"] for r in within), default=None)
     baseline_ok = learnt(baseline, no_skill)
@@ -427,11 +438,10 @@ def main() -> None:
     if fewest is not None and reasons:
         verdict += f" (For the record: fewest FM steps within tolerance {fewest}, i.e. {DDPM_STEPS / fewest:.1f}x.)"
     print(verdict)
-    if meanflow_rows:
+    for model, fewest_steps in fewest_meanflow.items():
         print(
-            f"MeanFlow (fine-tuned {args.meanflow_iterations} iterations from the FM model): fewest steps within "
-            f"tolerance of DDPM-{DDPM_STEPS}: {fewest_meanflow if fewest_meanflow is not None else 'none'} "
-            f"(target: 1-2)."
+            f"{model} (fine-tuned {args.meanflow_iterations} iterations from the FM model): fewest steps within "
+            f"tolerance of DDPM-{DDPM_STEPS}: {fewest_steps if fewest_steps is not None else 'none'} (target: 1-2)."
         )
     print(f"total wall time {time.perf_counter() - start:.0f} s")
     if args.out:

@@ -60,7 +60,8 @@ def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     if isinstance(teacher, torch.nn.parallel.DistributedDataParallel):
         raise ValueError(
             "student_from_teacher: the teacher is wrapped in DistributedDataParallel (the multi-GPU overlay); "
-            "consistency distillation runs on one device: run train --stage distill without --multi-gpu."
+            "the stages that train a copy of a frozen teacher (echo_seg_ddpm --stage distill, echo_flow --stage "
+            "meanflow) run on one device: run the stage without --multi-gpu."
         )
     student = copy.deepcopy(teacher)
     teacher.eval().requires_grad_(False)

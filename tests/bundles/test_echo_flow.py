@@ -313,6 +313,16 @@ def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(tr
         ["infer", str(BUNDLE), "--stage", "meanflow", *cli_args({**infer, "output_dir": str(out / "x")})], capsys
     )
     assert "meanflow.pt" in message and "echo_flow train --stage meanflow" in message
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()  # the identity's velocity is the frozen model.pt; the trained network is a copy of it
+    configs = ("inference.yaml", "train.yaml", "train_meanflow.yaml", "presets/tiny.yaml")
+    parser.read_config([str(BUNDLE / "configs" / f) for f in configs])
+    parser.update({**{k: v for k, v in train.items() if k != "preset"}, "device": "$torch.device('cpu')"})
+    prepare, teacher = parser.get_parsed_content("train::trainer::prepare_batch"), parser.get_parsed_content("network")
+    assert prepare.velocity_network is teacher and prepare.network.network is not teacher
+    assert not any(p.requires_grad for p in teacher.parameters())
+    assert all(p.requires_grad for p in prepare.network.parameters())
 
 
 def test_gpu_preset_exports_the_same_videos_on_the_cpu_through_its_fallbacks(trained, tmp_path):
