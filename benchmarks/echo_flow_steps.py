@@ -55,6 +55,19 @@ time shared with test runs): judge MAE 9.9, r 0.71 (no-skill 13.6); MAE / r (no-
 4: 14.16 / 0.46; DDPM-v 64: 12.41 / 0.56. The MeanFlow loss rose from 0.10 to 0.38 over the 300 iterations (the
 target grows as the interval embedding's gate opens): 300 fine-tuning iterations at this learning rate are not
 enough, and MeanFlow misses the 1-2-step target here (1.8 EF points above DDPM-64). One seed.
+
+Several seeds, both MeanFlow targets (``--meanflow-velocity conditional teacher``: the identity on ``x_0 - eps``, and on
+the frozen FM model's velocity, ``MeanFlowPrepareBatch(velocity_network=...)``). Measured 2026-12-04, same machine,
+phantom data, command ``python benchmarks/echo_flow_steps.py --iterations 1000 --judge-epochs 40
+--meanflow-iterations 600 --fm-steps 1 2 4 8 --meanflow-steps 1 2 4 --generation-seeds 3 --judge-seeds 2
+--meanflow-loss adaptive --meanflow-times uniform --meanflow-interval-fraction 0.5 --meanflow-velocity conditional
+teacher`` (2993 s): judges MAE 9.2, r 0.80 (no-skill 13.6); 6 paired runs, MAE - DDPM-64 (11.22 ± 0.23) with its
+95 % bootstrap interval: FM Euler 1 / 2 / 4 / 8 steps +3.75 [+2.49, +5.03] / +4.00 / +2.82 / +1.55 [+0.75, +2.42];
+MeanFlow on x_0 - eps 1 / 2 / 4 steps +1.97 [+0.08, +3.73] / +1.43 [-0.12, +3.02] / -0.41 [-1.40, +0.73]; MeanFlow on
+the FM model's velocity +3.38 / +3.70 / +2.53 (it learns the jumps of the FM model's own ODE, and no better than its
+Euler steps in 600 iterations). Verdict: MeanFlow matches DDPM-64 at 4 evaluations, not at the 1-2 of the target.
+An earlier run of the conditional variant alone (judges MAE 9.8) gave +2.26 / +1.64 / -0.01: runs are not
+bit-reproducible from one process to the next on this machine (the judges differ), so compare rows of one run.
 """
 
 from __future__ import annotations

@@ -315,10 +315,11 @@ def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(tr
     assert "meanflow.pt" in message and "echo_flow train --stage meanflow" in message
     from monai.bundle import ConfigParser
 
-    parser = ConfigParser()  # the identity's velocity is the frozen model.pt; the trained network is a copy of it
+    parser = ConfigParser()  # the trained network is a copy of the frozen model.pt, whose velocity can be the target's
     configs = ("inference.yaml", "train.yaml", "train_meanflow.yaml", "presets/tiny.yaml")
     parser.read_config([str(BUNDLE / "configs" / f) for f in configs])
-    parser.update({**{k: v for k, v in train.items() if k != "preset"}, "device": "$torch.device('cpu')"})
+    overrides = {k: v for k, v in train.items() if k != "preset"}
+    parser.update({**overrides, "device": "$torch.device('cpu')", "meanflow_velocity_network": "@meanflow_teacher"})
     prepare, teacher = parser.get_parsed_content("train::trainer::prepare_batch"), parser.get_parsed_content("network")
     assert prepare.velocity_network is teacher and prepare.network.network is not teacher
     assert not any(p.requires_grad for p in teacher.parameters())
