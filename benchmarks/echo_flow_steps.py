@@ -64,7 +64,7 @@ phantom data, command ``python benchmarks/echo_flow_steps.py --iterations 1000 -
 teacher`` (2993 s): judges MAE 9.2, r 0.80 (no-skill 13.6); 6 paired runs, MAE - DDPM-64 (11.22 ± 0.23) with its
 95 % bootstrap interval: FM Euler 1 / 2 / 4 / 8 steps +3.75 [+2.49, +5.03] / +4.00 / +2.82 / +1.55 [+0.75, +2.42];
 MeanFlow on x_0 - eps 1 / 2 / 4 steps +1.97 [+0.08, +3.73] / +1.43 [-0.12, +3.02] / -0.41 [-1.40, +0.73]; MeanFlow on
-the FM model's velocity +3.38 / +3.70 / +2.53 (it learns the jumps of the FM model's own ODE, and no better than its
+the FM model's velocity +3.38 / +3.70 / +2.53 (it learns the jumps of the FM model's own ODE: barely better than its
 Euler steps in 600 iterations). Verdict: MeanFlow matches DDPM-64 at 4 evaluations, not at the 1-2 of the target.
 An earlier run of the conditional variant alone (judges MAE 9.8) gave +2.26 / +1.64 / -0.01: runs are not
 bit-reproducible from one process to the next on this machine (the judges differ), so compare rows of one run.
@@ -402,7 +402,7 @@ def main() -> None:
         f"judges = {runs} paired runs (requested EF vs judged EF; no-skill MAE {no_skill:.1f}; mean ± se "
         f"[95 % bootstrap interval])"
     )
-    print(f"{'model':<15}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'± se':>7}{'r':>7}{'s/video':>9}  MAE - DDPM-64")
+    print(f"{'model':<18}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'± se':>7}{'r':>7}{'s/video':>9}  MAE - DDPM-64")
     for row in rows:
         se = row["mae_summary"]["standard_error"]
         diff = row.get("vs_baseline")
@@ -412,7 +412,7 @@ def main() -> None:
             else f"{diff['mean']:+.2f} ± {diff['standard_error']:.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
         )
         print(
-            f"{row['model']:<15}{row['sampler']:<11}{row['nfe']:>5}{row['mae']:>8.2f}{se:>7.2f}{row['corr']:>7.2f}"
+            f"{row['model']:<18}{row['sampler']:<11}{row['nfe']:>5}{row['mae']:>8.2f}{se:>7.2f}{row['corr']:>7.2f}"
             f"{row['seconds_per_video']:>9.3f}  {shown}"
         )
 
