@@ -73,7 +73,6 @@ bit-reproducible from one process to the next on this machine (the judges differ
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import math
 import os
@@ -96,6 +95,7 @@ from echo_monai.engines import (
     DDPMPrepareBatch,
     FlowMatchingPrepareBatch,
     MeanFlowPrepareBatch,
+    student_from_teacher,
 )
 from echo_monai.inferers import Sampler
 from echo_monai.metrics import EjectionFractionEvaluator, paired_difference, summarise_runs
@@ -182,22 +182,22 @@ def train(
     """Train one denoiser with the stock ``SupervisedTrainer``: same weights, batches and optimiser per objective.
     ``meanflow`` fine-tunes ``start`` (the trained flow-matching network, wrapped in ``MeanFlowDenoiser``) for
     ``--meanflow-iterations`` with ``MeanFlowPrepareBatch`` on the conditional velocity ``x_0 - eps``;
-    ``meanflow_teacher`` the same on the velocity of a frozen copy of ``start`` (``velocity_network``)."""
+    ``meanflow_teacher`` the same on the velocity of ``start`` (``velocity_network``). ``start`` is frozen by
+    ``student_from_teacher``, as in the bundle's stage; the network trained is its copy."""
     set_determinism(seed=args.seed)
     loss_function: torch.nn.Module = torch.nn.MSELoss()
     learning_rate = args.learning_rate
     if objective.startswith("meanflow"):
-        network = MeanFlowDenoiser(copy.deepcopy(start), gate_init=0.0).train()
+        network = MeanFlowDenoiser(student_from_teacher(start), gate_init=0.0).train()  # start is frozen
         iterations = args.meanflow_iterations
         times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
-        teacher = copy.deepcopy(start).eval().requires_grad_(False) if objective == "meanflow_teacher" else None
         prepare = MeanFlowPrepareBatch(
             times,
             network,
             conditioning(),
             image_key="video",
             interval_fraction=args.meanflow_interval_fraction,
-            velocity_network=teacher,
+            velocity_network=start if objective == "meanflow_teacher" else None,
         )
         if args.meanflow_loss == "adaptive":
             loss_function = AdaptiveL2Loss(power=1.0)
