@@ -73,6 +73,7 @@ bit-reproducible from one process to the next on this machine (the judges differ
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import os
@@ -178,18 +179,20 @@ def schedulers() -> dict[str, tuple]:
 
 def train(
     objective: str, train_clips: list[dict], args: argparse.Namespace, start: torch.nn.Module | None = None
-) -> tuple[torch.nn.Module, list[float]]:
+) -> tuple[dict[int, torch.nn.Module], list[float]]:
     """Train one denoiser with the stock ``SupervisedTrainer``: same weights, batches and optimiser per objective.
     ``meanflow`` fine-tunes ``start`` (the trained flow-matching network, wrapped in ``MeanFlowDenoiser``) for
-    ``--meanflow-iterations`` with ``MeanFlowPrepareBatch`` on the conditional velocity ``x_0 - eps``;
+    ``max(--meanflow-iterations)`` with ``MeanFlowPrepareBatch`` on the conditional velocity ``x_0 - eps``;
     ``meanflow_teacher`` the same on the velocity of ``start`` (``velocity_network``). ``start`` is frozen by
-    ``student_from_teacher``, as in the bundle's stage; the network trained is its copy."""
+    ``student_from_teacher``, as in the bundle's stage; the network trained is its copy. Returns the network after
+    each requested iteration count (for MeanFlow, a copy taken after each of ``--meanflow-iterations``: one
+    fine-tune, so the shorter ones are exactly the runs that stop there; constant learning rate) and the losses."""
     set_determinism(seed=args.seed)
     loss_function: torch.nn.Module = torch.nn.MSELoss()
     learning_rate = args.learning_rate
     if objective.startswith("meanflow"):
         network = MeanFlowDenoiser(student_from_teacher(start), gate_init=0.0).train()  # start is frozen
-        iterations = args.meanflow_iterations
+        snapshots = sorted({n for n in args.meanflow_iterations if n > 0})
         times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
         prepare = MeanFlowPrepareBatch(
             times,
@@ -205,12 +208,13 @@ def train(
     else:
         make_scheduler, prepare_cls = schedulers()[objective]
         network = denoiser(tuple(args.channels), args.embedding_dim)
-        iterations = args.iterations
+        snapshots = [args.iterations]
         prepare = prepare_cls(make_scheduler(), conditioning(), image_key="video")
     generator = torch.Generator().manual_seed(args.seed)
     loader = DataLoader(
         Dataset(train_clips), batch_size=args.batch_size, shuffle=True, num_workers=0, generator=generator
     )
+    iterations = snapshots[-1]
     epochs = math.ceil(iterations / len(loader))
     optimizer = torch.optim.AdamW(network.parameters(), lr=learning_rate)
     trainer = SupervisedTrainer(
@@ -224,11 +228,20 @@ def train(
         decollate=False,
     )
     losses: list[float] = []
+    networks: dict[int, torch.nn.Module] = {}
+
+    def snapshot(engine) -> None:
+        if engine.state.iteration in snapshots:
+            networks[engine.state.iteration] = copy.deepcopy(network).eval()
+        if engine.state.iteration >= iterations:
+            engine.terminate()
+
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, snapshot)
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED, lambda engine: losses.append(float(engine.state.output[CommonKeys.LOSS].detach()))
     )
     trainer.run()
-    return network.eval(), losses
+    return networks, losses
 
 
 def faithfulness(requested: np.ndarray, judged: np.ndarray) -> dict[str, float]:
@@ -260,8 +273,10 @@ def main() -> None:
     parser.add_argument(
         "--meanflow-iterations",
         type=int,
-        default=0,
-        help="fine-tune the flow-matching model with the MeanFlow objective (0: not run)",
+        nargs="+",
+        default=[0],
+        help="fine-tune the flow-matching model with the MeanFlow objective (0: not run); several counts: one "
+        "fine-tune to the largest, sampled after each (models 'meanflow@N')",
     )
     parser.add_argument("--meanflow-steps", type=int, nargs="+", default=MEANFLOW_STEPS)
     parser.add_argument(
@@ -329,13 +344,21 @@ def main() -> None:
     )
 
     networks = {}
-    meanflow_models = (
-        [MEANFLOW_MODELS[v] for v in dict.fromkeys(args.meanflow_velocity)] if args.meanflow_iterations else []
-    )
-    objectives = ("flow_matching", "ddpm_v", *meanflow_models)
+    meanflow_counts = sorted({n for n in args.meanflow_iterations if n > 0})
+    meanflow_models = []  # (model name, fine-tuning iterations) per sampled MeanFlow network
+    objectives = ["flow_matching", "ddpm_v"]
+    if meanflow_counts:
+        objectives += [MEANFLOW_MODELS[v] for v in dict.fromkeys(args.meanflow_velocity)]
     for objective in objectives:
         tic = time.perf_counter()
-        networks[objective], losses = train(objective, train_clips, args, start=networks.get("flow_matching"))
+        trained, losses = train(objective, train_clips, args, start=networks.get("flow_matching"))
+        if objective.startswith("meanflow"):
+            for count, network in trained.items():
+                name = objective if len(trained) == 1 else f"{objective}@{count}"
+                networks[name] = network
+                meanflow_models.append((name, count))
+        else:
+            networks[objective] = trained[args.iterations]
         print(
             f"trained {objective}: {len(losses)} iterations, loss {np.mean(losses[:20]):.3f} -> "
             f"{np.mean(losses[-20:]):.3f} ({time.perf_counter() - tic:.0f} s)"
@@ -349,8 +372,7 @@ def main() -> None:
         requests.append((requested, noise))
     no_skill = float(np.abs(requests[0][0] - requests[0][0].mean()).mean())  # the same EFs for every seed
     settings = [("flow_matching", "euler", steps) for steps in args.fm_steps]
-    if args.meanflow_iterations:
-        settings += [(model, "meanflow", steps) for model in meanflow_models for steps in args.meanflow_steps]
+    settings += [(model, "meanflow", steps) for model, _ in meanflow_models for steps in args.meanflow_steps]
     settings += [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
     runs = len(requests) * len(judges)
     rows = []
@@ -402,7 +424,7 @@ def main() -> None:
         f"judges = {runs} paired runs (requested EF vs judged EF; no-skill MAE {no_skill:.1f}; mean ± se "
         f"[95 % bootstrap interval])"
     )
-    print(f"{'model':<18}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'± se':>7}{'r':>7}{'s/video':>9}  MAE - DDPM-64")
+    print(f"{'model':<22}{'sampler':<11}{'NFE':>5}{'MAE':>8}{'± se':>7}{'r':>7}{'s/video':>9}  MAE - DDPM-64")
     for row in rows:
         se = row["mae_summary"]["standard_error"]
         diff = row.get("vs_baseline")
@@ -412,7 +434,7 @@ def main() -> None:
             else f"{diff['mean']:+.2f} ± {diff['standard_error']:.2f} [{diff['low']:+.2f}, {diff['high']:+.2f}]"
         )
         print(
-            f"{row['model']:<18}{row['sampler']:<11}{row['nfe']:>5}{row['mae']:>8.2f}{se:>7.2f}{row['corr']:>7.2f}"
+            f"{row['model']:<22}{row['sampler']:<11}{row['nfe']:>5}{row['mae']:>8.2f}{se:>7.2f}{row['corr']:>7.2f}"
             f"{row['seconds_per_video']:>9.3f}  {shown}"
         )
 
@@ -422,7 +444,7 @@ def main() -> None:
             (r["nfe"] for r in rows if r["model"] == model and r["mae"] <= baseline["mae"] + args.tolerance),
             default=None,
         )
-        for model in meanflow_models
+        for model, _ in meanflow_models
     }
     within = [r for r in fm_rows if r["mae"] <= baseline["mae"] + args.tolerance]
     fewest = min((r["nfe"] for r in within), default=None)
@@ -451,9 +473,10 @@ def main() -> None:
     if fewest is not None and reasons:
         verdict += f" (For the record: fewest FM steps within tolerance {fewest}, i.e. {DDPM_STEPS / fewest:.1f}x.)"
     print(verdict)
-    for model, fewest_steps in fewest_meanflow.items():
+    for model, count in meanflow_models:
+        fewest_steps = fewest_meanflow[model]
         print(
-            f"{model} (fine-tuned {args.meanflow_iterations} iterations from the FM model): fewest steps within "
+            f"{model} (fine-tuned {count} iterations from the FM model): fewest steps within "
             f"tolerance of DDPM-{DDPM_STEPS}: {fewest_steps if fewest_steps is not None else 'none'} (target: 1-2)."
         )
     print(f"total wall time {time.perf_counter() - start:.0f} s")

@@ -1,7 +1,13 @@
 from __future__ import annotations
 
 # Downstream-utility evaluators: train on real / synthetic / both with MONAI's Ignite engines, test on real.
-from echo_monai.metrics.downstream.base import DownstreamEvaluator, KeyedPrepareBatch, TrainingMix, training_set
+from echo_monai.metrics.downstream.base import (
+    DownstreamEvaluator,
+    KeyedPrepareBatch,
+    TrainingMix,
+    seeded_initialisation,
+    training_set,
+)
 from echo_monai.metrics.downstream.classification import (
     ClassificationEvaluator,
     ImageClassificationEvaluator,
@@ -28,6 +34,7 @@ __all__ = [
     "VideoClassificationEvaluator",
     "classification_metrics",
     "regression_metrics",
+    "seeded_initialisation",
     "structure_dice",
     "training_set",
 ]

@@ -8,10 +8,11 @@ real data. Training runs through MONAI's :class:`~monai.engines.SupervisedTraine
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import os
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -24,7 +25,21 @@ from torch import nn
 
 from echo_monai.metrics.encoders import InputKind, NetworkEncoder
 
-__all__ = ["TrainingMix", "KeyedPrepareBatch", "DownstreamEvaluator", "training_set"]
+__all__ = ["TrainingMix", "KeyedPrepareBatch", "DownstreamEvaluator", "training_set", "seeded_initialisation"]
+
+
+@contextlib.contextmanager
+def seeded_initialisation(seed: int) -> Iterator[None]:
+    """Build a network inside this block to draw its initial weights from ``seed``, whatever the process's global
+    torch RNG holds (PyTorch seeds it at random at start-up); the global CPU RNG is restored on exit.
+
+    Example:
+        >>> with seeded_initialisation(0):
+        ...     network = torch.nn.Linear(2, 1)
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
 
 
 class TrainingMix(StrEnum):
@@ -117,7 +132,8 @@ class DownstreamEvaluator(ABC):
         learning_rate: Adam learning rate (> 0).
         weight_decay: Adam weight decay (>= 0).
         device: where training and testing run.
-        seed: seeds the weights' reset, the shuffling and the global RNG at the start of each fit.
+        seed: seeds the shuffling and the global RNG at the start of each fit (a subclass's default network is also
+            built under it, :func:`seeded_initialisation`, so two processes train the same judge).
         train_transform: optional MONAI transform applied to each training sample dict (augmentation).
         train_handlers: extra Ignite handlers for the trainer (checkpointing, logging).
         amp: mixed precision (GPU).

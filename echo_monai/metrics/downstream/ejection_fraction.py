@@ -16,7 +16,7 @@ import torch
 from monai.networks.nets import ResNet
 from torch import nn
 
-from echo_monai.metrics.downstream.base import DownstreamEvaluator
+from echo_monai.metrics.downstream.base import DownstreamEvaluator, seeded_initialisation
 from echo_monai.metrics.encoders import InputKind
 
 __all__ = ["EjectionFractionEvaluator", "ScaledRegressor", "regression_metrics"]
@@ -102,15 +102,16 @@ class EjectionFractionEvaluator(DownstreamEvaluator):
             )
         feature_layer = None
         if network is None:
-            backbone = ResNet(
-                "basic",
-                [1, 1, 1, 1],
-                list(block_inplanes),
-                spatial_dims=3,
-                n_input_channels=in_channels,
-                conv1_t_size=3,
-                num_classes=1,
-            )
+            with seeded_initialisation(kwargs.get("seed", 0)):
+                backbone = ResNet(
+                    "basic",
+                    [1, 1, 1, 1],
+                    list(block_inplanes),
+                    spatial_dims=3,
+                    n_input_channels=in_channels,
+                    conv1_t_size=3,
+                    num_classes=1,
+                )
             network = ScaledRegressor(backbone, ef_offset, ef_scale)
             feature_layer = "backbone.fc"
         kwargs.setdefault("input_key", "video")

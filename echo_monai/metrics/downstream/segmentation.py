@@ -17,7 +17,7 @@ from monai.losses import DiceCELoss
 from monai.networks.nets import UNet
 from torch import nn
 
-from echo_monai.metrics.downstream.base import DownstreamEvaluator
+from echo_monai.metrics.downstream.base import DownstreamEvaluator, seeded_initialisation
 
 __all__ = ["SegmentationEvaluator", "CAMUS_STRUCTURES", "structure_dice"]
 
@@ -103,14 +103,15 @@ class SegmentationEvaluator(DownstreamEvaluator):
                     f"SegmentationEvaluator: structure {name!r} must list labels in 1..{num_classes - 1}, got {labels}."
                 )
         if network is None:
-            network = UNet(
-                spatial_dims=2,
-                in_channels=in_channels,
-                out_channels=num_classes,
-                channels=tuple(channels),
-                strides=tuple(strides),
-                num_res_units=num_res_units,
-            )
+            with seeded_initialisation(kwargs.get("seed", 0)):
+                network = UNet(
+                    spatial_dims=2,
+                    in_channels=in_channels,
+                    out_channels=num_classes,
+                    channels=tuple(channels),
+                    strides=tuple(strides),
+                    num_res_units=num_res_units,
+                )
         kwargs.setdefault("input_key", "image")
         kwargs.setdefault("target_key", "label")
         super().__init__(

@@ -3,8 +3,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from echo_monai.metrics.downstream.base import KeyedPrepareBatch, TrainingMix, training_set
+from echo_monai.metrics.downstream.base import KeyedPrepareBatch, TrainingMix, seeded_initialisation, training_set
 from echo_monai.metrics.downstream.classification import ImageClassificationEvaluator
+from echo_monai.metrics.downstream.ejection_fraction import EjectionFractionEvaluator
 from echo_monai.metrics.downstream.segmentation import SegmentationEvaluator
 
 from ..threads import single_thread  # noqa: F401 (autouse fixture)
@@ -81,3 +82,39 @@ def test_save_load_round_trip_and_train_transform(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["classifier.pt"]
     with pytest.raises(FileNotFoundError, match="load_network"):
         evaluator.load_network(tmp_path / "missing.pt")
+
+
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda seed: ImageClassificationEvaluator(num_classes=2, block_inplanes=(2, 2, 2, 2), seed=seed),
+        lambda seed: SegmentationEvaluator(channels=(4, 8), strides=(2,), seed=seed),
+        lambda seed: EjectionFractionEvaluator(block_inplanes=(2, 2, 2, 2), seed=seed),
+    ],
+    ids=["classification", "segmentation", "ejection_fraction"],
+)
+def test_default_networks_start_from_the_seed_not_from_the_global_rng(build):
+    """PyTorch seeds its global RNG at random in each process: the default judge must not draw its weights there."""
+    torch.manual_seed(1)
+    first = build(0)
+    torch.manual_seed(2)
+    state_before = torch.random.get_rng_state()
+    second = build(0)
+    assert torch.equal(torch.random.get_rng_state(), state_before)  # the global RNG is left as it was
+    other = build(1)
+    for name, value in first.initial_state.items():
+        assert torch.equal(value, second.initial_state[name]), name
+    assert any(
+        v.is_floating_point() and not torch.equal(v, other.initial_state[k]) for k, v in first.initial_state.items()
+    )
+
+
+def test_seeded_initialisation_restores_the_global_rng():
+    torch.manual_seed(5)
+    expected = torch.rand(3)
+    torch.manual_seed(5)
+    with seeded_initialisation(0):
+        inside = torch.nn.Linear(2, 1).weight.detach().clone()
+    assert torch.equal(torch.rand(3), expected)
+    with seeded_initialisation(0):
+        assert torch.equal(torch.nn.Linear(2, 1).weight, inside)
