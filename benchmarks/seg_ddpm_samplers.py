@@ -227,7 +227,6 @@ def downstream_dice(synthetic: list, test: list, seed: int, steps: int, batch_si
     ``seed``) and return its Dice on ``test``."""
     from echo_monai.metrics import SegmentationEvaluator
 
-    torch.manual_seed(10_000 + seed)  # the initial weights
     evaluator = SegmentationEvaluator(
         channels=(16, 32, 64, 128), strides=(2, 2, 2), max_steps=steps, batch_size=batch_size, seed=seed
     )

@@ -326,7 +326,6 @@ def video_classification_study(
     runs = {f: {mix: {score: [] for score, _ in STUDY_SCORES} for mix in mixes} for f in fractions}
     sizes: dict[float, dict[str, int]] = {f: {} for f in fractions}
     for seed in seeds:
-        torch.manual_seed(seed)  # the initial weights of this seed's runs
         evaluator = VideoClassificationEvaluator(num_classes=2, seed=seed, **kwargs)
         order = _stratified_order(labels, seed)
         for fraction in fractions:
@@ -534,7 +533,6 @@ def evaluate_image_to_video(
     # 1. the judges, trained on real videos only
     judges: dict[str, Any] = {}
     if encoder_factory is None:
-        torch.manual_seed(seed)
         video_judge = VideoClassificationEvaluator(num_classes=2, seed=seed, **options)
         video_judge.fit(sets["real_train"])
         judges["video_classifier_on_held_out"] = video_judge.evaluate(sets["held_out"])
@@ -543,7 +541,6 @@ def evaluate_image_to_video(
         encoder = encoder_factory()
     perceptual = None
     if perceptual_layers:
-        torch.manual_seed(seed)
         image_judge = ImageClassificationEvaluator(num_classes=2, seed=seed, **options)
         image_judge.fit(_frame_samples(sets["real_train"], frames_per_video))
         judges["image_classifier_on_held_out_frames"] = image_judge.evaluate(
