@@ -28,6 +28,7 @@ from echo_monai.metrics.encoders import (
     i3d_encoder,
     inception_v3_encoder,
     metric_name,
+    resnet10,
     resnet_encoder,
 )
 from echo_monai.metrics.figures import bar_chart, sample_grid, scatter_plot, write_png
@@ -87,6 +88,7 @@ __all__ = [
     "privacy_filter",
     "reconstruction_metrics",
     "regression_metrics",
+    "resnet10",
     "resnet_encoder",
     "sample_grid",
     "scatter_plot",

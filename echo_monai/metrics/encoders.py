@@ -26,6 +26,7 @@ __all__ = [
     "FeatureEncoder",
     "NetworkEncoder",
     "TorchScriptEncoder",
+    "resnet10",
     "resnet_encoder",
     "inception_v3_encoder",
     "i3d_encoder",
@@ -180,6 +181,34 @@ class NetworkEncoder(FeatureEncoder):
         return _pool_to_vector(captured[0]).float().cpu()
 
 
+def resnet10(
+    spatial_dims: int,
+    in_channels: int,
+    block_inplanes: tuple[int, ...] | list[int],
+    num_classes: int,
+    conv1_t_size: int = 7,
+) -> ResNet:
+    """MONAI's ``ResNet`` in the ResNet-10 layout (one basic block per stage): the backbone of the evaluation suite's
+    encoders and downstream judges.
+
+    Args:
+        spatial_dims: 2 (images) or 3 (videos).
+        in_channels: input channels.
+        block_inplanes: widths of the four stages; the feature dimension is the last one.
+        num_classes: outputs of the final ``fc`` layer.
+        conv1_t_size: size of the first convolution's kernel (along time for videos).
+    """
+    return ResNet(
+        "basic",
+        [1, 1, 1, 1],
+        list(block_inplanes),
+        spatial_dims=spatial_dims,
+        n_input_channels=in_channels,
+        conv1_t_size=conv1_t_size,
+        num_classes=num_classes,
+    )
+
+
 def resnet_encoder(
     name: str,
     input_kind: InputKind | str = InputKind.IMAGE,
@@ -205,14 +234,7 @@ def resnet_encoder(
         a :class:`NetworkEncoder` capturing the input of the final ``fc`` layer.
     """
     spatial_dims = 2 if InputKind(input_kind) == InputKind.IMAGE else 3
-    network = ResNet(
-        "basic",
-        [1, 1, 1, 1],
-        list(block_inplanes),
-        spatial_dims=spatial_dims,
-        n_input_channels=in_channels,
-        num_classes=1,
-    )
+    network = resnet10(spatial_dims, in_channels, block_inplanes, num_classes=1)
     return NetworkEncoder(
         network, name, input_kind, layer="fc", capture="input", weights_path=weights_path, device=device
     )

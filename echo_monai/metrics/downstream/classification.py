@@ -15,11 +15,10 @@ from typing import Any
 import numpy as np
 import torch
 from monai.metrics import compute_roc_auc
-from monai.networks.nets import ResNet
 from torch import nn
 
 from echo_monai.metrics.downstream.base import DownstreamEvaluator, seeded_initialisation
-from echo_monai.metrics.encoders import InputKind
+from echo_monai.metrics.encoders import InputKind, resnet10
 
 __all__ = [
     "ClassificationEvaluator",
@@ -152,14 +151,8 @@ class ClassificationEvaluator(DownstreamEvaluator):
         feature_layer = None
         if network is None:
             with seeded_initialisation(kwargs.get("seed", 0)):
-                network = ResNet(
-                    "basic",
-                    [1, 1, 1, 1],
-                    list(block_inplanes),
-                    spatial_dims=spatial_dims,
-                    n_input_channels=in_channels,
-                    conv1_t_size=3 if spatial_dims == 3 else 7,
-                    num_classes=num_classes,
+                network = resnet10(
+                    spatial_dims, in_channels, block_inplanes, num_classes, conv1_t_size=3 if spatial_dims == 3 else 7
                 )
             feature_layer = "fc"
         kwargs.setdefault("input_key", "image" if spatial_dims == 2 else "video")

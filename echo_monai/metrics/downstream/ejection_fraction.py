@@ -13,11 +13,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from monai.networks.nets import ResNet
 from torch import nn
 
 from echo_monai.metrics.downstream.base import DownstreamEvaluator, seeded_initialisation
-from echo_monai.metrics.encoders import InputKind
+from echo_monai.metrics.encoders import InputKind, resnet10
 
 __all__ = ["EjectionFractionEvaluator", "ScaledRegressor", "regression_metrics"]
 
@@ -103,15 +102,7 @@ class EjectionFractionEvaluator(DownstreamEvaluator):
         feature_layer = None
         if network is None:
             with seeded_initialisation(kwargs.get("seed", 0)):
-                backbone = ResNet(
-                    "basic",
-                    [1, 1, 1, 1],
-                    list(block_inplanes),
-                    spatial_dims=3,
-                    n_input_channels=in_channels,
-                    conv1_t_size=3,
-                    num_classes=1,
-                )
+                backbone = resnet10(3, in_channels, block_inplanes, num_classes=1, conv1_t_size=3)
             network = ScaledRegressor(backbone, ef_offset, ef_scale)
             feature_layer = "backbone.fc"
         kwargs.setdefault("input_key", "video")
