@@ -32,6 +32,11 @@ def test_flow_meanflow_and_ddpm_rows_and_the_verdicts(tmp_path):
     assert results["paired_runs"] == 4 and all(len(r["runs"]) == 4 for r in results["rows"])
     assert all(r["vs_baseline"]["runs"] == 4 for r in results["rows"][:-1]) and "vs_baseline" not in results["rows"][-1]
     assert "4 paired runs" in out
+    # the same paired differences split by judge: two columns whose mean is the pooled difference
+    assert "MAE - DDPM-64 per judge" in out
+    for row in results["rows"][:-1]:
+        assert len(row["vs_baseline_per_judge"]) == 2
+        assert abs(sum(row["vs_baseline_per_judge"]) / 2 - row["vs_baseline"]["mean"]) < 1e-9
 
     # another process fine-tuning 2 iterations only: its rows are the 2-iteration snapshot's, bit for bit (the judges
     # are seeded, not drawn from the process's random start-up RNG; the snapshot is the run that stops there)
