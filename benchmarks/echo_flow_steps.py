@@ -71,6 +71,21 @@ differed because the EF judge drew its initial weights from PyTorch's global RNG
 every process. Fixed since (``seeded_initialisation``: a downstream evaluator's default network is built from its
 ``seed``): the same command now gives the same rows in every process (tested at toy size), and the figures above
 are not reproduced by it byte for byte.
+
+Seeded judges, one fine-tune sampled at three lengths, per-judge split. Measured 2026-12-04, same machine, phantom
+data, command ``python benchmarks/echo_flow_steps.py --iterations 1000 --judge-epochs 40 --meanflow-iterations 600
+1200 1800 --fm-steps 1 2 4 8 --meanflow-steps 1 2 4 --generation-seeds 3 --judge-seeds 2 --meanflow-loss adaptive
+--meanflow-times uniform --meanflow-interval-fraction 0.5 --meanflow-velocity conditional`` (3348 s): judges MAE 8.8,
+r 0.79 (judge 0: 10.4, judge 1: 7.3; no-skill 13.6); DDPM-64 10.21 ± 0.67, 1.26 s/video. MAE - DDPM-64 pooled
+[95 % interval] (judge 0 / judge 1): FM Euler 1 step +4.85 [+2.98, +6.58] (+2.45 / +7.25), 2: +5.18 (+2.33 / +8.02),
+4: +3.21 (+1.39 / +5.03), 8: +1.24 [+0.53, +1.94] (+0.54 / +1.94); MeanFlow after 600 iterations 1 / 2 / 4 steps
++4.56 [+2.23, +6.81] (+1.47 / +7.65) / +4.05 (+1.15 / +6.95) / +2.01 [+0.48, +3.56] (+0.02 / +4.00); after 1200:
++4.77 / +4.25 / +2.55; after 1800: +5.15 / +4.82 / +3.18. The same command with ``--meanflow-learning-rate 2e-4``
+(3457 s, another process): its FM and DDPM rows equal the run above bit for bit; MeanFlow after 600 / 1200 / 1800
+iterations at 4 steps +3.39 / +3.17 / +3.79, at 1 step +4.90 / +4.70 / +5.10. Verdict: the 1-2 evaluation target is
+missed; 4-step MeanFlow is within 1 point only for the more lenient judge, and the better judge penalises every
+few-step sampler several times more than the other (the pooled interval hides it); fine-tuning longer, or at a
+lower learning rate, does not help at this size.
 """
 
 from __future__ import annotations
