@@ -10,7 +10,7 @@ from echo_monai.engines.autoencoder import (
     make_autoencoder_trainer,
 )
 from echo_monai.engines.conditioning import Condition, Conditioning
-from echo_monai.engines.distillation import ConsistencyDistillationPrepareBatch, student_from_teacher
+from echo_monai.engines.distillation import ConsistencyDistillationPrepareBatch, meanflow_student, student_from_teacher
 from echo_monai.engines.evaluation import make_sampling_evaluator
 from echo_monai.engines.frame_interpolation import FrameTripletPrepareBatch, MAFELoss
 from echo_monai.engines.prepare_batch import (
@@ -62,6 +62,7 @@ __all__ = [
     "local_device",
     "make_sampling_evaluator",
     "make_training_stage",
+    "meanflow_student",
     "rank_and_world_size",
     "scalar_output",
     "student_from_teacher",

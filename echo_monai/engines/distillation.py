@@ -46,7 +46,7 @@ from echo_monai.engines.conditioning import Condition, Conditioning
 from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
 from echo_monai.networks.schedulers.parametrisation import data_prediction
 
-__all__ = ["ConsistencyDistillationPrepareBatch", "student_from_teacher"]
+__all__ = ["ConsistencyDistillationPrepareBatch", "meanflow_student", "student_from_teacher"]
 
 
 def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
@@ -60,12 +60,39 @@ def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     if isinstance(teacher, torch.nn.parallel.DistributedDataParallel):
         raise ValueError(
             "student_from_teacher: the teacher is wrapped in DistributedDataParallel (the multi-GPU overlay); "
-            "the stages that train a copy of a frozen teacher (echo_seg_ddpm --stage distill, echo_flow --stage "
-            "meanflow) run on one device: run the stage without --multi-gpu."
+            "the stages that train a copy of a frozen teacher (--stage distill, --stage meanflow) run on one "
+            "device: run the stage without --multi-gpu."
         )
     student = copy.deepcopy(teacher)
     teacher.eval().requires_grad_(False)
     return student.train().requires_grad_(True)
+
+
+def meanflow_student(teacher: torch.nn.Module, objective: str = "flow", gate_init: float = 0.0) -> torch.nn.Module:
+    """The network a MeanFlow fine-tune trains: a copy of the trained flow model ``teacher`` (frozen, as by
+    :func:`student_from_teacher`) wrapped in :class:`echo_monai.networks.nets.MeanFlowDenoiser`, which gives it the
+    interval ``t - r`` through its own time embedding (gated by ``gate_init``: 0, it starts as the flow model).
+
+    Every bundle's ``--stage meanflow`` builds its student so (the teacher is its ``models/model.pt``).
+
+    Args:
+        teacher: the trained velocity (flow-matching) denoiser.
+        objective: what the bundle trained ``teacher`` with (its ``objective`` key): only ``"flow"`` has the velocity
+            the MeanFlow identity starts from; a DDPM (epsilon / v) network does not.
+        gate_init: the interval gate's initial value.
+
+    Raises:
+        ValueError: for another objective than flow matching, naming the ``objective`` key.
+    """
+    if objective != "flow":
+        raise ValueError(
+            f"meanflow_student: objective is {objective!r}, but the MeanFlow stage fine-tunes a flow-matching model "
+            "(objective: flow): train models/model.pt with --objective flow first (a DDPM model predicts noise or v, "
+            "not the velocity the MeanFlow identity starts from)."
+        )
+    from echo_monai.networks.nets import MeanFlowDenoiser
+
+    return MeanFlowDenoiser(student_from_teacher(teacher), gate_init=gate_init)
 
 
 class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):

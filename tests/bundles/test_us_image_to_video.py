@@ -193,3 +193,48 @@ def test_gpu_preset_animates_the_same_videos_on_the_cpu_through_its_fallbacks(tr
     root, o = trained
     plain, fast = gpu_preset_runs(BUNDLE, {**o["infer"], "output_layout": "files"}, tmp_path)
     assert assert_same_volumes(plain, fast) > 0
+
+
+def test_meanflow_stage_animates_in_one_step(trained, tmp_path, capsys):
+    """``train --stage meanflow``: the flow-matching denoiser of models/model.pt (left as it was) copied, wrapped in
+    MeanFlowDenoiser and fine-tuned to models/meanflow.pt (with its trained-on record); ``infer --stage meanflow``
+    animates in one guided network evaluation per video; a DDPM model.pt is refused on one line."""
+    root, o = trained
+    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
+    shutil.copytree(o["train"]["bundle_root"], bundle)
+    models = bundle / "models"
+    flow_bytes = (models / "model.pt").read_bytes()
+    train = {**o["train"], "bundle_root": str(bundle)}
+    assert cli.main(["train", str(BUNDLE), "--stage", "meanflow", *cli_args(train)]) == 0
+    assert (models / "model.pt").read_bytes() == flow_bytes
+    record = json.loads((models / "meanflow.pt.trained_on.json").read_text())
+    assert record["stage"] == "us_image_to_video train --stage meanflow"
+    assert set(record["fingerprints"]) == {"autoencoder"}
+    state = torch.load(models / "meanflow.pt", map_location="cpu", weights_only=True)
+    flow = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert set(state) == {"gate"} | {f"network.{key}" for key in flow}
+    assert any(not torch.equal(state[f"network.{key}"], flow[key]) for key in flow)  # fine-tuned
+    assert list(models.glob("meanflow_checkpoint_final_iteration=*.pt"))  # resumable, beside video_flow_*
+
+    out = tmp_path / "one_step"
+    infer = {**o["infer"], "bundle_root": str(bundle), "output_dir": str(out)}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "meanflow", *cli_args(infer)]) == 0
+    synthetic = BUSV(out, validate=True)
+    assert len(synthetic) == 8 and synthetic[0]["video"].shape == (1, 8, 16, 16)
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    configs = ("inference.yaml", "inference_meanflow.yaml", "presets/tiny.yaml")
+    parser.read_config([str(BUNDLE / "configs" / f) for f in configs])
+    sampler = parser.get_parsed_content("sampler")
+    assert sampler.solver == "meanflow" and sampler.num_inference_steps == 1
+
+    # a model.pt trained with --objective ddpm has no velocity to start from: refused before any training
+    ddpm = {**train, "objective": "ddpm"}
+    message = cli_error(["train", str(BUNDLE), "--stage", "meanflow", *cli_args(ddpm)], capsys)
+    assert "objective is 'ddpm'" in message and "--objective flow" in message
+    # no meanflow.pt: the loader names the file and the stage that writes it
+    (models / "meanflow.pt").unlink()
+    missing = {**infer, "output_dir": str(out / "x")}
+    message = cli_error(["infer", str(BUNDLE), "--stage", "meanflow", *cli_args(missing)], capsys)
+    assert "meanflow.pt" in message and "us_image_to_video train --stage meanflow" in message

@@ -11,7 +11,7 @@ from monai.engines import SupervisedTrainer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import RFlowScheduler
 
-from echo_monai.engines import AdaptiveL2Loss, Condition, MeanFlowPrepareBatch
+from echo_monai.engines import AdaptiveL2Loss, Condition, MeanFlowPrepareBatch, meanflow_student
 from echo_monai.inferers import Sampler
 from echo_monai.networks.nets import MeanFlowDenoiser
 
@@ -139,6 +139,21 @@ def test_the_wrapper_embeds_the_interval_and_starts_as_the_flow_model():
         MeanFlowDenoiser(torch.nn.Conv2d(1, 1, 1))
     with pytest.raises(TypeError, match="wrap the MeanFlowDenoiser in it instead"):
         MeanFlowDenoiser(torch.nn.parallel.DistributedDataParallel.__new__(torch.nn.parallel.DistributedDataParallel))
+
+
+def test_meanflow_student_is_a_wrapped_copy_of_a_frozen_flow_model_and_refuses_a_ddpm_one():
+    """What every bundle's ``--stage meanflow`` trains: the teacher frozen, its copy wrapped (gate 0: the same
+    outputs), and a teacher of another objective refused with the key to change."""
+    teacher = _unet()
+    student = meanflow_student(teacher)
+    assert isinstance(student, MeanFlowDenoiser) and student.network is not teacher and student.training
+    assert not any(p.requires_grad for p in teacher.parameters()) and not teacher.training
+    assert all(p.requires_grad for p in student.parameters())
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([800.0, 300.0])
+    with torch.no_grad():
+        torch.testing.assert_close(student.eval()(x, timesteps=t, r_timesteps=torch.zeros(2)), teacher(x, timesteps=t))
+    with pytest.raises(ValueError, match="objective is 'ddpm'.*--objective flow"):
+        meanflow_student(_unet(), objective="ddpm")
 
 
 def test_the_jvp_runs_through_an_attention_unet_on_the_cpu():
