@@ -10,7 +10,12 @@ from echo_monai.engines.autoencoder import (
     make_autoencoder_trainer,
 )
 from echo_monai.engines.conditioning import Condition, Conditioning
-from echo_monai.engines.distillation import ConsistencyDistillationPrepareBatch, meanflow_student, student_from_teacher
+from echo_monai.engines.distillation import (
+    ConsistencyDistillationPrepareBatch,
+    consistency_student,
+    meanflow_student,
+    student_from_teacher,
+)
 from echo_monai.engines.evaluation import make_sampling_evaluator
 from echo_monai.engines.frame_interpolation import FrameTripletPrepareBatch, MAFELoss
 from echo_monai.engines.prepare_batch import (
@@ -55,6 +60,7 @@ __all__ = [
     "SamplingPrepareBatch",
     "attach_stage_handlers",
     "checkpoint_prefix",
+    "consistency_student",
     "distributed_data_parallel",
     "finalize_distributed",
     "first_batch",

@@ -46,7 +46,7 @@ from echo_monai.engines.conditioning import Condition, Conditioning
 from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
 from echo_monai.networks.schedulers.parametrisation import data_prediction
 
-__all__ = ["ConsistencyDistillationPrepareBatch", "meanflow_student", "student_from_teacher"]
+__all__ = ["ConsistencyDistillationPrepareBatch", "consistency_student", "meanflow_student", "student_from_teacher"]
 
 
 def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
@@ -66,6 +66,27 @@ def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     student = copy.deepcopy(teacher)
     teacher.eval().requires_grad_(False)
     return student.train().requires_grad_(True)
+
+
+def consistency_student(teacher: torch.nn.Module, objective: str = "ddpm") -> torch.nn.Module:
+    """The network a consistency distillation trains: a trainable copy of the trained DDPM ``teacher``, which is
+    frozen (:func:`student_from_teacher`). Every bundle's ``--stage distill`` builds its student so.
+
+    Args:
+        teacher: the trained DDPM denoiser (any prediction type: the student predicts v).
+        objective: what the bundle trained ``teacher`` with (its ``objective`` key): only ``"ddpm"`` has the noise
+            schedule :class:`ConsistencyDistillationPrepareBatch` steps the teacher along; a flow model has none.
+
+    Raises:
+        ValueError: for another objective than DDPM, naming the ``objective`` key.
+    """
+    if objective != "ddpm":
+        raise ValueError(
+            f"consistency_student: objective is {objective!r}, but the distill stage distils a DDPM model "
+            "(objective: ddpm): train models/model.pt with --objective ddpm first, or run --stage meanflow for a "
+            "one-step flow-matching model."
+        )
+    return student_from_teacher(teacher)
 
 
 def meanflow_student(teacher: torch.nn.Module, objective: str = "flow", gate_init: float = 0.0) -> torch.nn.Module:

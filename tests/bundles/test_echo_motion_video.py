@@ -174,3 +174,42 @@ def test_gpu_preset_generates_the_same_videos_on_the_cpu_through_its_fallbacks(t
     root, o = trained
     plain, fast = gpu_preset_runs(BUNDLE, o["infer"], tmp_path)
     assert assert_same_files(plain, fast, "*.avi") > 0
+
+
+def test_distill_stage_generates_in_two_and_one_steps(trained, tmp_path, capsys):
+    """``train --stage distill``: a consistency student of the DDPM models/model.pt (left as it was) trained to
+    models/student.pt with its trained-on record; ``infer --stage distill`` generates with the consistency sampler in
+    ``student_steps`` evaluations; a flow-matching model.pt is refused on one line, and so is a missing student.pt."""
+    root, o = trained
+    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
+    shutil.copytree(o["train"]["bundle_root"], bundle, ignore=shutil.ignore_patterns("outputs", "eval*"))
+    models = bundle / "models"
+    teacher_bytes = (models / "model.pt").read_bytes()
+    train = {**o["train"], "bundle_root": str(bundle)}
+    assert cli.main(["train", str(BUNDLE), "--stage", "distill", *cli_args(train)]) == 0
+    assert (models / "model.pt").read_bytes() == teacher_bytes
+    record = json.loads((models / "student.pt.trained_on.json").read_text())
+    assert record["stage"] == "echo_motion_video train --stage distill"
+    assert set(record["fingerprints"]) == {"autoencoder", "mafe"}
+    student = torch.load(models / "student.pt", map_location="cpu", weights_only=True)
+    teacher = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert set(student) == set(teacher) and any(not torch.equal(student[k], teacher[k]) for k in teacher)
+    assert list(models.glob("student_checkpoint_final_iteration=*.pt"))  # resumable
+
+    for steps in (2, 1):
+        out = tmp_path / f"steps_{steps}"
+        infer = {**o["infer"], "bundle_root": str(bundle), "output_dir": str(out), "student_steps": steps}
+        assert cli.main(["infer", str(BUNDLE), "--stage", "distill", *cli_args(infer)]) == 0
+        exported = EchoNetDynamic(out, split="TRAIN", require_tracings=False)
+        assert len(exported) >= 1 and exported[0]["video"].shape == (1, 8, 16, 16)
+        sampler = json.loads((out / "generation_settings.json").read_text())["sampler"]
+        assert sampler["num_inference_steps"] == steps and sampler["kind"] == "consistency"
+
+    # a flow-matching model.pt has no noise schedule to distil along: refused before any training
+    flow = {**train, "objective": "flow"}
+    message = cli_error(["train", str(BUNDLE), "--stage", "distill", *cli_args(flow)], capsys)
+    assert "objective is 'flow'" in message and "--objective ddpm" in message
+    (models / "student.pt").unlink()
+    missing = {**o["infer"], "bundle_root": str(bundle), "output_dir": str(tmp_path / "x")}
+    message = cli_error(["infer", str(BUNDLE), "--stage", "distill", *cli_args(missing)], capsys)
+    assert "student.pt" in message and "echo_motion_video train --stage distill" in message
