@@ -21,7 +21,8 @@ DDPM objective, DPM-Solver++ with guidance 3 as one doubled batch), ``image_to_v
 flow matching, guidance 1.5, LDDM's first-frame decoder) and ``motion_video`` (echo_motion_video's MCDM UNet, DDPM
 v-prediction, against MCDM's 128 DDPM steps). For DiffEcho and LDDM the papers' own sampler settings are not part of
 the suite: their seed column is the 1000-step training schedule, and it says so. Each video case also reports the
-time of one video in one network evaluation (what a MeanFlow or consistency model would spend), decoding included.
+time of one video in one network evaluation (what a MeanFlow or consistency model would spend), decoding included;
+echo_text_controlnet's one step is one plain call (its distilled student has the guidance in its weights).
 
 Profiles: ``toy`` (tiny networks, 32 px, 4 frames: the test suite runs it), ``full`` (the bundles' default networks:
 112 px images, a 64-frame 112 px video), and ``--gpu`` = ``full`` on ``cuda`` in bf16 autocast, sized to finish in
@@ -394,13 +395,17 @@ def _motion_video_items(parser, generator: torch.Generator, count: int) -> tuple
     return items, parser.get_parsed_content(f"prepare_batches::{parser.get_parsed_content('objective')}")
 
 
-# case -> (table name, bundle, training items and objective, the seed paper's sampler: (NFE, description))
+# case -> (table name, bundle, training items and objective, the seed paper's sampler: (NFE, description), whether
+# the bundle's one-step stage still guides: echo_text_controlnet's distill student has the guidance in its weights
+# (one plain call), us_image_to_video's MeanFlow model guides its one call, echo_motion_video samples unguided)
 LATENT_CASES = {
     "text_controlnet": ("echo_text_controlnet text", "echo_text_controlnet", _text_items,
-                        (1000, "DDPM, 1000 NFE (the training schedule; DiffEcho's own sampler is not benchmarked)")),
+                        (1000, "DDPM, 1000 NFE (the training schedule; DiffEcho's own sampler is not benchmarked)"),
+                        False),
     "image_to_video": ("us_image_to_video", "us_image_to_video", _image_to_video_items,
-                       (1000, "DDPM, 1000 NFE (the training schedule; LDDM's own sampler is not benchmarked)")),
-    "motion_video": ("echo_motion_video", "echo_motion_video", _motion_video_items, (128, "DDPM, 128 NFE (MCDM)")),
+                       (1000, "DDPM, 1000 NFE (the training schedule; LDDM's own sampler is not benchmarked)"), True),
+    "motion_video": ("echo_motion_video", "echo_motion_video", _motion_video_items, (128, "DDPM, 128 NFE (MCDM)"),
+                     True),
 }  # fmt: skip
 
 
@@ -410,8 +415,9 @@ def latent_case(name: str, profile: dict, device: torch.device, autocast: bool) 
     from monai.data.utils import list_data_collate
 
     from echo_monai.data.latents import LatentScaler
+    from echo_monai.engines import guided_output
 
-    title, bundle, make_items, (seed_nfe, seed_setting) = LATENT_CASES[name]
+    title, bundle, make_items, (seed_nfe, seed_setting), one_step_guided = LATENT_CASES[name]
     parser = _train_parser(bundle, profile, device)
     network = parser.get_parsed_content("network")
     generator = torch.Generator().manual_seed(0)
@@ -438,10 +444,16 @@ def latent_case(name: str, profile: dict, device: torch.device, autocast: bool) 
     with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
         nfe = best_time(lambda: sampler.predict(network, noise, t, condition), device, profile["repeats"])
         decode = best_time(lambda: inferer.decode(noise, **decoder), device, profile["repeats"])
+        one_nfe = nfe
+        if not one_step_guided and sampler.guidance_scale != 1.0:  # one plain call: the guidance is distilled
+            times = t.reshape(1).expand(batch)
+            one_nfe = best_time(lambda: guided_output(network, noise, times, condition, sampler.conditioning),
+                                device, profile["repeats"])  # fmt: skip
     default = int(parser.get_parsed_content("num_inference_steps"))
     scheduler = type(sampler.scheduler).__name__
     guidance = float(sampler.guidance_scale)
-    seconds = {k: steps * nfe + decode for k, steps in (("default", default), ("one_step", 1), ("seed", seed_nfe))}
+    seconds = {k: steps * nfe + decode for k, steps in (("default", default), ("seed", seed_nfe))}
+    seconds["one_step"] = one_nfe + decode
     unit = "frames" if len(latent_shape) == 4 else "samples"
     count = batch * (int(parser.get_parsed_content("num_frames")) if unit == "frames" else 1)
     result.update(
@@ -450,6 +462,7 @@ def latent_case(name: str, profile: dict, device: torch.device, autocast: bool) 
             "seconds_decode": decode,
             "default_setting": f"{scheduler}, {default} NFE, guidance {guidance:g}",
             "seed_setting": seed_setting,
+            "one_step_setting": "1 NFE, guided" if one_step_guided and guidance != 1.0 else "1 NFE, unguided",
             f"{unit}_per_s_default": count / seconds["default"],
             f"{unit}_per_s_one_step": count / seconds["one_step"],
             "seconds_per_video_one_step" if unit == "frames" else "seconds_per_batch_one_step": seconds["one_step"],

@@ -9,7 +9,7 @@ from echo_monai.engines.autoencoder import (
     kl_divergence,
     make_autoencoder_trainer,
 )
-from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.conditioning import Condition, Conditioning, guided_output
 from echo_monai.engines.distillation import (
     ConsistencyDistillationPrepareBatch,
     consistency_student,
@@ -64,6 +64,7 @@ __all__ = [
     "distributed_data_parallel",
     "finalize_distributed",
     "first_batch",
+    "guided_output",
     "init_distributed",
     "local_device",
     "make_sampling_evaluator",

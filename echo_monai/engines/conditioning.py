@@ -10,12 +10,13 @@ and for the whole unconditional half of the batch during guided sampling.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
-__all__ = ["Condition", "Conditioning"]
+__all__ = ["Condition", "Conditioning", "double_batch", "guided_output"]
 
 
 @dataclass
@@ -170,3 +171,54 @@ class Conditioning:
             return null
         mask = mask.to(value.device).reshape(-1, *([1] * (value.ndim - 1)))
         return torch.where(mask, null, value)
+
+
+def double_batch(value: Any) -> Any:
+    """Repeat every tensor of ``value`` (a tensor, or tuples, lists and dicts of them) twice along the batch axis.
+
+    Used for the inputs of the doubled guidance batch; anything that is not a tensor or a container passes unchanged.
+    """
+    if isinstance(value, torch.Tensor):
+        return torch.cat([value, value], dim=0)
+    if isinstance(value, Mapping):
+        return {k: double_batch(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(double_batch(v) for v in value)
+    return value
+
+
+def guided_output(
+    network: Callable[..., torch.Tensor],
+    x: torch.Tensor,
+    timesteps: torch.Tensor,
+    condition: Condition,
+    conditioning: Conditioning,
+    guidance_scale: float = 1.0,
+    **kwargs: Any,
+) -> torch.Tensor:
+    """The network output at ``x`` with classifier-free guidance (Ho & Salimans 2022) of scale ``w``:
+    ``f_uncond + w (f_cond - f_uncond)``, from one call on the doubled batch ``[conditional, unconditional]``
+    (``conditioning.null`` blanks the second half's droppable conditions). ``w = 1`` or an empty ``condition`` is one
+    plain call. The sampler (:class:`echo_monai.inferers.Sampler`) and a guided distillation teacher
+    (:class:`echo_monai.engines.ConsistencyDistillationPrepareBatch`) both guide here.
+
+    Args:
+        network: called as ``network(x, timesteps=t, **condition.kwargs, **kwargs)`` (concatenated conditions
+            joined to ``x`` first).
+        x: the noisy input ``(B, ...)``.
+        timesteps: ``(B,)`` times.
+        condition: the batch's (conditional) condition.
+        conditioning: what defines the unconditional input.
+        guidance_scale: ``w``; 1 for none.
+        kwargs: extra network inputs that are not guided (doubled with the batch).
+    """
+    batch = x.shape[0]
+    guided = guidance_scale != 1.0 and bool(condition)
+    if guided:
+        condition = condition.cat(conditioning.null(condition))
+        x, timesteps, kwargs = double_batch(x), double_batch(timesteps), double_batch(kwargs)
+    output = network(Conditioning.concat_input(x, condition), timesteps=timesteps, **condition.kwargs, **kwargs)
+    if not guided:
+        return output
+    cond, uncond = output[:batch], output[batch:]
+    return uncond + guidance_scale * (cond - uncond)

@@ -27,6 +27,13 @@ The student predicts ``v`` (``x_0 = alpha_t x_t - sigma_t v``), whatever the tea
 ``v* = (alpha_t x_t - x0*) / sigma_t``, so the trainer's loss stays a plain ``MSELoss``; in data space that is the
 squared error weighted by ``1 / sigma_t^2 = 1 + SNR_t`` (the "SNR + 1" weighting of Salimans & Ho 2022).
 
+Guided distillation (Latent Consistency Models, Luo et al. 2023): with ``guidance_scale`` ``w > 1`` the teacher's
+step follows the classifier-free guided prediction ``f_uncond + w (f_cond - f_uncond)`` (one doubled call,
+:func:`echo_monai.engines.guided_output`), so the student learns the guided trajectory for its condition and
+samples with guidance 1, one network call per step (the guidance is in its weights, at the one ``w`` it was
+distilled with; LCM's ``w`` embedding is not used). A sample whose condition was dropped is the unconditional
+teacher's either way. The teacher must have been trained with condition dropout for ``w`` to mean anything.
+
 The target network defaults to the student itself without gradient (``mu = 0``, which Song & Dhariwal 2023 found
 best); pass an EMA copy for the paper's ``mu > 0``. The student samples with
 :class:`echo_monai.networks.schedulers.ConsistencyScheduler` (evaluations at 999; 999, 499; ...): each step takes its
@@ -42,7 +49,7 @@ from typing import Any
 import torch
 from monai.networks.schedulers import RFlowScheduler, Scheduler
 
-from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.conditioning import Condition, Conditioning, guided_output
 from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
 from echo_monai.networks.schedulers.parametrisation import data_prediction
 
@@ -130,6 +137,8 @@ class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
             models' choice, a DDIM step of 20 training steps for T = 1000), or ``T`` when smaller.
         clip_sample: clip the teacher's and the target's data predictions to [-1, 1] (False for latents).
         target_network: the network giving the consistency target; None: ``student`` without gradient.
+        guidance_scale: classifier-free guidance ``w`` of the teacher's step (1: none); needs a ``conditioning``
+            with droppable conditions (their ``null_values`` are the unconditional input).
 
     Example:
         >>> student = student_from_teacher(teacher)
@@ -147,6 +156,7 @@ class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
         num_grid_steps: int | None = None,
         clip_sample: bool = True,
         target_network: Callable[..., torch.Tensor] | None = None,
+        guidance_scale: float = 1.0,
     ) -> None:
         name = type(self).__name__
         if isinstance(scheduler, RFlowScheduler) or not hasattr(scheduler, "alphas_cumprod"):
@@ -164,7 +174,15 @@ class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
         self.prediction_type = str(getattr(scheduler, "prediction_type", "epsilon"))
         if self.prediction_type not in ("epsilon", "v_prediction", "sample"):
             raise ValueError(f"{name}: unsupported scheduler.prediction_type '{self.prediction_type}'.")
+        if guidance_scale < 0:
+            raise ValueError(f"{name}: guidance_scale must be >= 0, got {guidance_scale}.")
+        if guidance_scale != 1.0 and not (self.conditioning.is_conditional and self.conditioning.droppable):
+            raise ValueError(
+                f"{name}: guidance_scale is {guidance_scale}, but the conditioning has no droppable condition to "
+                "guide on; give the teacher's training Conditioning, or guidance_scale 1."
+            )
         self.teacher, self.student, self.target_network = teacher, student, target_network
+        self.guidance_scale = float(guidance_scale)
         self.num_grid_steps = int(num_grid_steps)
         self.clip_sample = bool(clip_sample)
         # t_n = n T / N - 1 for n = 1 .. N; index 0 stands for the clean data (t = -1, abar = 1)
@@ -196,9 +214,10 @@ class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):
     def teacher_step(
         self, noisy: torch.Tensor, timesteps: torch.Tensor, previous: torch.Tensor, condition: Condition
     ) -> torch.Tensor:
-        """The teacher's deterministic DDIM step from ``x_t`` at ``timesteps`` to ``previous`` (-1: clean data)."""
+        """The teacher's deterministic DDIM step from ``x_t`` at ``timesteps`` to ``previous`` (-1: clean data), on
+        its guided prediction when ``guidance_scale`` is not 1."""
         alpha, sigma = self._scales(timesteps, noisy)
-        output = self.teacher(Conditioning.concat_input(noisy, condition), timesteps=timesteps, **condition.kwargs)
+        output = guided_output(self.teacher, noisy, timesteps, condition, self.conditioning, self.guidance_scale)
         x0 = self._clip(data_prediction(output.float(), noisy, alpha, sigma, self.prediction_type))
         eps = (noisy - alpha * x0) / sigma
         alpha_prev, sigma_prev = self._scales(previous, noisy)

@@ -28,7 +28,7 @@ doubled alongside, so both halves see them.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -37,7 +37,7 @@ from monai.inferers import Inferer
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler, Scheduler
 from monai.utils import StrEnum
 
-from echo_monai.engines.conditioning import Condition, Conditioning
+from echo_monai.engines.conditioning import Condition, Conditioning, double_batch, guided_output
 from echo_monai.networks.schedulers.consistency import ConsistencyScheduler
 
 __all__ = [
@@ -104,20 +104,6 @@ def scheduler_kind(scheduler: Scheduler) -> SchedulerKind:
         if cls in _SCHEDULER_KINDS:
             return _SCHEDULER_KINDS[cls]
     return SchedulerKind.MULTISTEP
-
-
-def double_batch(value: Any) -> Any:
-    """Repeat every tensor of ``value`` (a tensor, or tuples, lists and dicts of them) twice along the batch axis.
-
-    Used for the inputs of the doubled guidance batch; anything that is not a tensor or a container passes unchanged.
-    """
-    if isinstance(value, torch.Tensor):
-        return torch.cat([value, value], dim=0)
-    if isinstance(value, Mapping):
-        return {k: double_batch(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(double_batch(v) for v in value)
-    return value
 
 
 @dataclass
@@ -327,18 +313,8 @@ class Sampler(Inferer):
         **kwargs: Any,
     ) -> torch.Tensor:
         """The (guided) network output at ``x``, time ``t``: the one place classifier-free guidance happens."""
-        batch = x.shape[0]
-        guided = self.guidance_scale != 1.0 and bool(condition)
-        if guided:
-            condition = condition.cat(self.conditioning.null(condition))
-            x = double_batch(x)
-            kwargs = double_batch(kwargs)
         timesteps = torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
-        output = network(Conditioning.concat_input(x, condition), timesteps=timesteps, **condition.kwargs, **kwargs)
-        if not guided:
-            return output
-        cond, uncond = output[:batch], output[batch:]
-        return uncond + self.guidance_scale * (cond - uncond)
+        return guided_output(network, x, timesteps, condition, self.conditioning, self.guidance_scale, **kwargs)
 
     def _steps(self, n: int):
         if not self.progress:

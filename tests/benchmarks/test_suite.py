@@ -35,6 +35,8 @@ def test_suite_toy_profile_writes_json_and_markdown(tmp_path):
         assert case["speedup_vs_seed"] > 1 and case["speedup_one_step_vs_seed"] > case["speedup_vs_seed"]
     assert image_to_video["frames_per_s_one_step"] > image_to_video["frames_per_s_default"]
     assert text["samples_per_s_one_step"] > text["samples_per_s_default"]
+    assert text["one_step_setting"] == "1 NFE, unguided"  # the distilled student: guidance in its weights
+    assert image_to_video["one_step_setting"] == "1 NFE, guided"
     table = out.with_suffix(".md").read_text()
     assert (
         table.count("\n| echo_") == 4

@@ -41,6 +41,14 @@ def cli_error(argv: list[str], capsys) -> str:
     return report
 
 
+def copied_bundle(train: dict, folder: Path, ignore: tuple[str, ...] = ()) -> tuple[dict, Path]:
+    """A copy of the shared trained bundle root at ``folder`` (without the ``ignore`` glob patterns), so a stage's
+    checkpoints and records stay out of the bundle the other tests share: ``train``'s overrides pointing at the copy,
+    and the copy's models folder."""
+    shutil.copytree(train["bundle_root"], folder, ignore=shutil.ignore_patterns(*ignore))
+    return {**train, "bundle_root": str(folder)}, folder / "models"
+
+
 def ensure_latent_cache(bundle: Path, overrides: dict, last_cache: Path) -> None:
     """Train a latent bundle's stage-1 autoencoder and encode its latent cache through the CLI, once: skipped when
     ``last_cache`` (the cache the encode stage writes last) is complete. ``overrides`` holds ``train_vae`` and

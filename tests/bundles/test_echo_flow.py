@@ -14,6 +14,7 @@ from bundle_helpers import (
     assert_same_files,
     cli_args,
     cli_error,
+    copied_bundle,
     ensure_latent_cache,
     export_and_load,
     gpu_preset_runs,
@@ -284,14 +285,10 @@ def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(tr
     """``train --stage meanflow``: the video denoiser of models/model.pt (left as it was), wrapped in
     MeanFlowDenoiser and fine-tuned to models/meanflow.pt, resumable; ``infer --stage meanflow`` then exports in one
     network evaluation per video."""
-    import shutil
-
     root, o = trained
-    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
-    shutil.copytree(o["train"]["bundle_root"], bundle)
-    models = bundle / "models"
+    train, models = copied_bundle(o["train"], tmp_path / "bundle")
+    bundle = models.parent
     flow_bytes = (models / "model.pt").read_bytes()
-    train = {**o["train"], "bundle_root": str(bundle)}
     assert cli.main(["train", str(BUNDLE), "--stage", "meanflow", *cli_args(train)]) == 0
     assert (models / "meanflow.pt").is_file() and (models / "model.pt").read_bytes() == flow_bytes
     first = [int(p.stem.split("=")[1]) for p in models.glob("meanflow_checkpoint_final_iteration=*.pt")]

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from bundle_helpers import assert_same_files, cli_args, cli_error, gpu_preset_runs
+from bundle_helpers import assert_same_files, cli_args, cli_error, copied_bundle, gpu_preset_runs
 
 from echo_monai.apps import cli
 from echo_monai.apps.simulate import simulate
@@ -181,11 +181,9 @@ def test_distill_stage_generates_in_two_and_one_steps(trained, tmp_path, capsys)
     models/student.pt with its trained-on record; ``infer --stage distill`` generates with the consistency sampler in
     ``student_steps`` evaluations; a flow-matching model.pt is refused on one line, and so is a missing student.pt."""
     root, o = trained
-    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
-    shutil.copytree(o["train"]["bundle_root"], bundle, ignore=shutil.ignore_patterns("outputs", "eval*"))
-    models = bundle / "models"
+    train, models = copied_bundle(o["train"], tmp_path / "bundle", ignore=("outputs", "eval*"))
+    bundle = models.parent
     teacher_bytes = (models / "model.pt").read_bytes()
-    train = {**o["train"], "bundle_root": str(bundle)}
     assert cli.main(["train", str(BUNDLE), "--stage", "distill", *cli_args(train)]) == 0
     assert (models / "model.pt").read_bytes() == teacher_bytes
     record = json.loads((models / "student.pt.trained_on.json").read_text())

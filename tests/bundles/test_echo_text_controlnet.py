@@ -16,6 +16,7 @@ from bundle_helpers import (
     assert_same_volumes,
     cli_args,
     cli_error,
+    copied_bundle,
     ensure_latent_cache,
     gpu_preset_runs,
     verify_pipeline_network,
@@ -217,3 +218,40 @@ def test_gpu_preset_generates_on_the_cpu_through_its_fallbacks(trained, tmp_path
     args = {**o["infer"], "mode": "controlnet", "batch_size": 3}
     plain, fast = gpu_preset_runs(BUNDLE, args, tmp_path)
     assert assert_same_volumes(plain, fast, atol=1.0) > 0
+
+
+def test_distill_stage_generates_every_mode_in_one_and_two_steps(trained, tmp_path, capsys):
+    """``train --stage distill [--mode M]``: a guided consistency student of the mode's DDPM (models/model.pt for
+    text, controlnet.pt with its base for controlnet; both left as they were) trained to models/<mode>_student.pt;
+    ``infer --stage distill`` generates with the consistency sampler in ``student_steps`` single calls (guidance 1);
+    a missing student and a student of another mode are refused on one line each."""
+    root, o = trained
+    train, models = copied_bundle(o["train"], tmp_path / "bundle", ignore=("outputs", "runs"))
+    for mode, teacher_file in (("text", "model.pt"), ("controlnet", "controlnet.pt")):
+        teacher_bytes = (models / teacher_file).read_bytes()
+        assert cli.main(["train", str(BUNDLE), "--stage", "distill", *cli_args({**train, "mode": mode})]) == 0
+        assert (models / teacher_file).read_bytes() == teacher_bytes
+        student, teacher = _load(models / f"{mode}_student.pt"), _load(models / teacher_file)
+        assert set(student) == set(teacher) and any(not torch.equal(student[k], teacher[k]) for k in teacher)
+        assert list(models.glob(f"{mode}_student_checkpoint_final_iteration=*.pt"))  # resumable
+    assert (models / "model.pt").is_file() and not (models / "unconditional_student.pt").exists()
+
+    infer = {**o["infer"], "bundle_root": train["bundle_root"]}
+    for mode, steps in (("text", 1), ("controlnet", 2)):
+        out = tmp_path / f"{mode}_{steps}"
+        args = {**infer, "mode": mode, "student_steps": steps, "output_dir": str(out)}
+        assert cli.main(["infer", str(BUNDLE), "--stage", "distill", *cli_args(args)]) == 0
+        images, labels = _camus_files(out)
+        assert len(images) == (4 if mode == "text" else 32) and len(labels) == (0 if mode == "text" else 32)
+        sampler = json.loads((out / "generation_settings.json").read_text())["sampler"]
+        assert sampler["kind"] == "consistency" and sampler["num_inference_steps"] == steps
+        assert sampler["guidance_scale"] == 1.0  # the teacher's guidance is distilled into the student
+
+    missing = {**infer, "mode": "unconditional", "output_dir": str(tmp_path / "x")}
+    message = cli_error(["infer", str(BUNDLE), "--stage", "distill", *cli_args(missing)], capsys)
+    assert "unconditional_student.pt" in message
+    assert "echo_text_controlnet train --stage distill --mode unconditional" in message
+    other = {**infer, "mode": "controlnet", "student_ckpt": str(models / "text_student.pt"),
+             "output_dir": str(tmp_path / "y")}  # fmt: skip
+    message = cli_error(["infer", str(BUNDLE), "--stage", "distill", *cli_args(other)], capsys)
+    assert "text_student.pt" in message and "--mode controlnet" in message

@@ -16,6 +16,7 @@ from bundle_helpers import (
     assert_same_volumes,
     cli_args,
     cli_error,
+    copied_bundle,
     ensure_latent_cache,
     gpu_preset_runs,
     torchrun_train,
@@ -200,11 +201,9 @@ def test_meanflow_stage_animates_in_one_step(trained, tmp_path, capsys):
     MeanFlowDenoiser and fine-tuned to models/meanflow.pt (with its trained-on record); ``infer --stage meanflow``
     animates in one guided network evaluation per video; a DDPM model.pt is refused on one line."""
     root, o = trained
-    bundle = tmp_path / "bundle"  # a copy: this stage's record and checkpoints stay out of the shared bundle root
-    shutil.copytree(o["train"]["bundle_root"], bundle)
-    models = bundle / "models"
+    train, models = copied_bundle(o["train"], tmp_path / "bundle")
+    bundle = models.parent
     flow_bytes = (models / "model.pt").read_bytes()
-    train = {**o["train"], "bundle_root": str(bundle)}
     assert cli.main(["train", str(BUNDLE), "--stage", "meanflow", *cli_args(train)]) == 0
     assert (models / "model.pt").read_bytes() == flow_bytes
     record = json.loads((models / "meanflow.pt.trained_on.json").read_text())

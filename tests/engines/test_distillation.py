@@ -9,7 +9,7 @@ from monai.engines import SupervisedTrainer
 from monai.networks.nets import DiffusionModelUNet
 from monai.networks.schedulers import DDIMScheduler, DDPMScheduler, RFlowScheduler
 
-from echo_monai.engines import Condition, ConsistencyDistillationPrepareBatch, student_from_teacher
+from echo_monai.engines import Condition, Conditioning, ConsistencyDistillationPrepareBatch, student_from_teacher
 from echo_monai.inferers import Sampler
 from echo_monai.networks.schedulers import ConsistencyScheduler, DPMSolverScheduler
 
@@ -90,6 +90,46 @@ def test_the_teacher_step_is_monais_ddim_step_on_the_grid():
         with torch.no_grad():
             expected = ddim.step(teacher(sample, timesteps), t, sample)[0]
         torch.testing.assert_close(ours, expected)
+
+
+class LabelledConv(TimedConv):
+    """(x, t, class label) -> a label-dependent output, for the guided teacher step."""
+
+    def forward(self, x, timesteps, class_labels):
+        return super().forward(x, timesteps) + 0.1 * class_labels.to(x.dtype).reshape(-1, 1, 1, 1) * x.abs()
+
+
+def test_the_guided_teacher_step_is_ddim_on_the_guided_prediction():
+    """guidance_scale w: the teacher's DDIM step follows uncond + w (cond - uncond), the two from separate calls; a
+    sample whose label was dropped (the null class) steps on the unconditional prediction; w = 1 is the plain step."""
+    scheduler = DDPMScheduler(T, schedule="cosine", prediction_type="v_prediction")
+    teacher = LabelledConv()
+    conditioning = Conditioning({"class_labels": "view"}, null_values={"class_labels": 2})
+    ddim = DDIMScheduler(T, schedule="cosine", prediction_type="v_prediction", clip_sample=False, steps_offset=19)
+    ddim.set_timesteps(50)
+    sample = torch.randn(3, 1, 5, 5, dtype=torch.float64)
+    labels = torch.tensor([0, 1, 2])  # the third sample's label was dropped
+    condition = Condition(kwargs={"class_labels": labels})
+    timesteps, t = torch.tensor([519, 519, 519]), 519
+    for w in (1.0, 3.0):
+        prepare = ConsistencyDistillationPrepareBatch(
+            scheduler,
+            teacher,
+            torch.nn.Identity(),
+            conditioning,
+            num_grid_steps=50,
+            clip_sample=False,
+            guidance_scale=w,
+        )
+        ours = prepare.teacher_step(sample, timesteps, prepare.previous_time(timesteps), condition)
+        with torch.no_grad():
+            cond = teacher(sample, timesteps, class_labels=labels)
+            uncond = teacher(sample, timesteps, class_labels=torch.full_like(labels, 2))
+            expected = ddim.step(uncond + w * (cond - uncond), t, sample)[0]
+            plain = ddim.step(cond, t, sample)[0]
+        torch.testing.assert_close(ours, expected)
+        torch.testing.assert_close(ours[2], plain[2])  # dropped: the unconditional teacher either way
+        assert torch.allclose(ours[:2], plain[:2]) == (w == 1.0)
 
 
 def test_the_exact_consistency_function_is_the_fixed_point_of_the_objective():
@@ -179,3 +219,7 @@ def test_bad_arguments_are_refused_in_one_line():
         )
     with pytest.raises(TypeError, match="DDPMScheduler"):
         ConsistencyDistillationPrepareBatch(RFlowScheduler(10), teacher, torch.nn.Identity())
+    with pytest.raises(ValueError, match="no droppable condition to guide on"):
+        ConsistencyDistillationPrepareBatch(scheduler, teacher, torch.nn.Identity(), guidance_scale=3.0)
+    with pytest.raises(ValueError, match="guidance_scale must be >= 0"):
+        ConsistencyDistillationPrepareBatch(scheduler, teacher, torch.nn.Identity(), guidance_scale=-1.0)
