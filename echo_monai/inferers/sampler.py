@@ -20,7 +20,8 @@ Classifier-free guidance (Ho & Salimans 2022) with scale ``w``::
 
     f = f_uncond + w * (f_cond - f_uncond)      # w = 1: plain conditional model, w = 0: unconditional
 
-computed from one network call on the doubled batch ``[conditional, unconditional]``. Extra network inputs that
+computed from one network call on the doubled batch ``[conditional, unconditional]``
+(:func:`echo_monai.engines.guided_output`). Extra network inputs that
 are not guided (``kwargs``: tensors, or tuples, lists and dicts of tensors such as precomputed residuals) are
 doubled alongside, so both halves see them.
 """
@@ -312,7 +313,8 @@ class Sampler(Inferer):
         condition: Condition,
         **kwargs: Any,
     ) -> torch.Tensor:
-        """The (guided) network output at ``x``, time ``t``: the one place classifier-free guidance happens."""
+        """The (guided) network output at ``x``, time ``t``, through :func:`echo_monai.engines.guided_output` (the one
+        place classifier-free guidance happens; a guided distillation teacher uses it too)."""
         timesteps = torch.as_tensor(t, device=x.device).reshape(1).expand(x.shape[0])
         return guided_output(network, x, timesteps, condition, self.conditioning, self.guidance_scale, **kwargs)
 
