@@ -116,6 +116,7 @@ from echo_monai.engines import (
     DDPMPrepareBatch,
     FlowMatchingPrepareBatch,
     MeanFlowPrepareBatch,
+    reflow_couplings,
     student_from_teacher,
 )
 from echo_monai.inferers import Sampler
@@ -126,6 +127,7 @@ from echo_monai.networks.nets import ContextEmbeddingDenoiser, MeanFlowDenoiser,
 FM_STEPS = (1, 2, 4, 8, 16, 32, 64)
 MEANFLOW_STEPS = (1, 2, 4)
 MEANFLOW_MODELS = {"conditional": "meanflow", "teacher": "meanflow_teacher"}  # --meanflow-velocity -> model name
+REFLOW_STEPS = (1, 2, 4)
 DDPM_STEPS = 64
 NUM_TRAIN_TIMESTEPS = 1000
 
@@ -206,11 +208,20 @@ def train(
     ``meanflow_teacher`` the same on the velocity of ``start`` (``velocity_network``). ``start`` is frozen by
     ``student_from_teacher``, as in the bundle's stage; the network trained is its copy. Returns the network after
     each requested iteration count (for MeanFlow, a copy taken after each of ``--meanflow-iterations``: one
-    fine-tune, so the shorter ones are exactly the runs that stop there; constant learning rate) and the losses."""
+    fine-tune, so the shorter ones are exactly the runs that stop there; constant learning rate) and the losses.
+    ``reflow`` fine-tunes a copy of ``start`` with ``FlowMatchingPrepareBatch(noise_key="noise")`` on
+    ``train_clips``, which are then its (noise, many-step sample) couplings, snapshotted after each of
+    ``--reflow-iterations``."""
     set_determinism(seed=args.seed)
     loss_function: torch.nn.Module = torch.nn.MSELoss()
     learning_rate = args.learning_rate
-    if objective.startswith("meanflow"):
+    if objective == "reflow":
+        network = student_from_teacher(start)  # start (the FM model) is frozen, its copy trains
+        snapshots = sorted({n for n in args.reflow_iterations if n > 0})
+        times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.reflow_times)
+        prepare = FlowMatchingPrepareBatch(times, conditioning(), image_key="video", noise_key="noise")
+        learning_rate = args.reflow_learning_rate or learning_rate
+    elif objective.startswith("meanflow"):
         network = MeanFlowDenoiser(student_from_teacher(start), gate_init=0.0).train()  # start is frozen
         snapshots = sorted({n for n in args.meanflow_iterations if n > 0})
         times = RFlowScheduler(NUM_TRAIN_TIMESTEPS, use_discrete_timesteps=False, sample_method=args.meanflow_times)
@@ -262,6 +273,29 @@ def train(
     )
     trainer.run()
     return networks, losses
+
+
+def couplings(flow_model: torch.nn.Module, train_clips: list[dict], args: argparse.Namespace) -> list[dict]:
+    """Reflow's training pairs: ``--reflow-pairs-per-clip`` per training clip, each its reference frame at an EF drawn
+    uniformly in ``--ef-range`` (the held-out requests' distribution), with the noise and the FM model's
+    ``--reflow-teacher-steps``-step Euler sample from it (``echo_monai.engines.reflow_couplings``)."""
+    rng = np.random.default_rng([args.seed, 7])
+    items = [
+        {"reference": clip["reference"], "ejection_fraction": float(rng.uniform(*args.ef_range))}
+        for clip in train_clips
+        for _ in range(args.reflow_pairs_per_clip)
+    ]
+    teacher = Sampler(schedulers()["flow_matching"][0](), args.reflow_teacher_steps, conditioning=conditioning())
+    return reflow_couplings(
+        teacher,
+        flow_model,
+        items,
+        (1, args.frames, args.size, args.size),
+        conditioning(),
+        image_key="video",
+        batch_size=24,
+        generator=torch.Generator().manual_seed(args.seed + 3),
+    )
 
 
 def faithfulness(requested: np.ndarray, judged: np.ndarray) -> dict[str, float]:
@@ -324,6 +358,31 @@ def main() -> None:
     )
     parser.add_argument("--meanflow-learning-rate", type=float, default=None, help="default: --learning-rate")
     parser.add_argument(
+        "--reflow-iterations",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="reflow (Liu et al. 2023): fine-tune the flow-matching model on its own (noise, sample) couplings "
+        "(0: not run); several counts: one fine-tune to the largest, sampled after each (models 'reflow@N')",
+    )
+    parser.add_argument("--reflow-steps", type=int, nargs="+", default=REFLOW_STEPS, help="Euler steps of reflow")
+    parser.add_argument(
+        "--reflow-teacher-steps", type=int, default=32, help="Euler steps of the FM model that make the couplings"
+    )
+    parser.add_argument(
+        "--reflow-pairs-per-clip",
+        type=int,
+        default=4,
+        help="couplings per training clip's reference frame, each at an EF drawn uniformly in --ef-range",
+    )
+    parser.add_argument(
+        "--reflow-times",
+        choices=("logit-normal", "uniform"),
+        default="uniform",
+        help="training times of the reflow fine-tune",
+    )
+    parser.add_argument("--reflow-learning-rate", type=float, default=None, help="default: --learning-rate")
+    parser.add_argument(
         "--generation-seeds",
         type=int,
         default=1,
@@ -366,17 +425,27 @@ def main() -> None:
     networks = {}
     meanflow_counts = sorted({n for n in args.meanflow_iterations if n > 0})
     meanflow_models = []  # (model name, fine-tuning iterations) per sampled MeanFlow network
+    reflow_models = []  # the same for reflow
     objectives = ["flow_matching", "ddpm_v"]
     if meanflow_counts:
         objectives += [MEANFLOW_MODELS[v] for v in dict.fromkeys(args.meanflow_velocity)]
+    if any(n > 0 for n in args.reflow_iterations):
+        objectives.append("reflow")
     for objective in objectives:
         tic = time.perf_counter()
-        trained, losses = train(objective, train_clips, args, start=networks.get("flow_matching"))
-        if objective.startswith("meanflow"):
+        data = train_clips
+        if objective == "reflow":
+            data = couplings(networks["flow_matching"], train_clips, args)
+            print(
+                f"reflow couplings: {len(data)} (noise, FM Euler {args.reflow_teacher_steps}-step sample) pairs "
+                f"({time.perf_counter() - tic:.0f} s)"
+            )
+        trained, losses = train(objective, data, args, start=networks.get("flow_matching"))
+        if objective.startswith("meanflow") or objective == "reflow":
             for count, network in trained.items():
                 name = objective if len(trained) == 1 else f"{objective}@{count}"
                 networks[name] = network
-                meanflow_models.append((name, count))
+                (reflow_models if objective == "reflow" else meanflow_models).append((name, count))
         else:
             networks[objective] = trained[args.iterations]
         print(
@@ -393,6 +462,7 @@ def main() -> None:
     no_skill = float(np.abs(requests[0][0] - requests[0][0].mean()).mean())  # the same EFs for every seed
     settings = [("flow_matching", "euler", steps) for steps in args.fm_steps]
     settings += [(model, "meanflow", steps) for model, _ in meanflow_models for steps in args.meanflow_steps]
+    settings += [(model, "euler", steps) for model, _ in reflow_models for steps in args.reflow_steps]
     settings += [("ddpm_v", "ddim_eta1", DDPM_STEPS)]
     runs = len(requests) * len(judges)
     rows = []
@@ -476,12 +546,12 @@ def main() -> None:
             print(f"{row['model']:<22}{row['nfe']:>5}" + "".join(f"{d:>+18.2f}" for d in row["vs_baseline_per_judge"]))
 
     fm_rows = [r for r in rows if r["model"] == "flow_matching"]
-    fewest_meanflow = {
+    fewest_student = {  # MeanFlow and reflow models
         model: min(
             (r["nfe"] for r in rows if r["model"] == model and r["mae"] <= baseline["mae"] + args.tolerance),
             default=None,
         )
-        for model, _ in meanflow_models
+        for model, _ in meanflow_models + reflow_models
     }
     within = [r for r in fm_rows if r["mae"] <= baseline["mae"] + args.tolerance]
     fewest = min((r["nfe"] for r in within), default=None)
@@ -510,8 +580,8 @@ def main() -> None:
     if fewest is not None and reasons:
         verdict += f" (For the record: fewest FM steps within tolerance {fewest}, i.e. {DDPM_STEPS / fewest:.1f}x.)"
     print(verdict)
-    for model, count in meanflow_models:
-        fewest_steps = fewest_meanflow[model]
+    for model, count in meanflow_models + reflow_models:
+        fewest_steps = fewest_student[model]
         print(
             f"{model} (fine-tuned {count} iterations from the FM model): fewest steps within "
             f"tolerance of DDPM-{DDPM_STEPS}: {fewest_steps if fewest_steps is not None else 'none'} (target: 1-2)."
@@ -525,7 +595,7 @@ def main() -> None:
             "paired_runs": runs,
             "rows": rows,
             "fewest_fm_steps_within_tolerance": fewest,
-            "fewest_meanflow_steps_within_tolerance": fewest_meanflow,
+            "fewest_student_steps_within_tolerance": fewest_student,
             "nfe_ratio": ratio,
             "verdict": verdict,
         }

@@ -18,6 +18,7 @@ from echo_monai.data.latents import LatentScaler, framewise
 from echo_monai.data.motion_prior import MotionPrior
 from echo_monai.data.pediatric import EchoNetPediatric
 from echo_monai.data.reader_base import FieldChecker, InvalidItemError, MissingFilesError, OnInvalid, ReaderDataset
+from echo_monai.data.reflow import ReflowCouplingDataset
 from echo_monai.data.video_cache import VideoCache
 from echo_monai.data.video_io import VideoInfo, VideoReadError, probe_video, read_video, write_video
 
@@ -45,6 +46,7 @@ __all__ = [
     "MissingFilesError",
     "OnInvalid",
     "ReaderDataset",
+    "ReflowCouplingDataset",
     "TracedVideoReader",
     "VideoCache",
     "VideoInfo",

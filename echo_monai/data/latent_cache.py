@@ -63,7 +63,7 @@ def autoencoder_fingerprint(autoencoder: torch.nn.Module, config: Mapping[str, A
     for name, tensor in sorted(autoencoder.state_dict().items()):
         value = tensor.detach().cpu().contiguous()
         digest.update(f"{name}|{value.dtype}|{tuple(value.shape)}".encode())
-        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+        digest.update(value.reshape(-1).view(torch.uint8).numpy().tobytes() if value.numel() else b"")  # 0-d too
     digest.update(json.dumps(config or {}, sort_keys=True, default=str).encode())
     return digest.hexdigest()
 

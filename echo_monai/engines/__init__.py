@@ -14,6 +14,8 @@ from echo_monai.engines.distillation import (
     ConsistencyDistillationPrepareBatch,
     consistency_student,
     meanflow_student,
+    reflow_couplings,
+    reflow_student,
     student_from_teacher,
 )
 from echo_monai.engines.evaluation import make_sampling_evaluator
@@ -70,6 +72,8 @@ __all__ = [
     "make_sampling_evaluator",
     "make_training_stage",
     "meanflow_student",
+    "reflow_couplings",
+    "reflow_student",
     "rank_and_world_size",
     "scalar_output",
     "student_from_teacher",

@@ -43,7 +43,7 @@ data prediction and noises it afresh to the next time.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -53,7 +53,14 @@ from echo_monai.engines.conditioning import Condition, Conditioning, guided_outp
 from echo_monai.engines.prepare_batch import DenoisingPrepareBatch
 from echo_monai.networks.schedulers.parametrisation import data_prediction
 
-__all__ = ["ConsistencyDistillationPrepareBatch", "consistency_student", "meanflow_student", "student_from_teacher"]
+__all__ = [
+    "ConsistencyDistillationPrepareBatch",
+    "consistency_student",
+    "meanflow_student",
+    "reflow_couplings",
+    "reflow_student",
+    "student_from_teacher",
+]
 
 
 def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
@@ -121,6 +128,92 @@ def meanflow_student(teacher: torch.nn.Module, objective: str = "flow", gate_ini
     from echo_monai.networks.nets import MeanFlowDenoiser
 
     return MeanFlowDenoiser(student_from_teacher(teacher), gate_init=gate_init)
+
+
+def reflow_student(teacher: torch.nn.Module, objective: str = "flow") -> torch.nn.Module:
+    """The network a reflow fine-tune trains: a trainable copy of the trained flow model ``teacher``, which is frozen
+    (:func:`student_from_teacher`) and makes the couplings (:func:`reflow_couplings`). Every bundle's
+    ``--stage reflow`` builds its student so.
+
+    Args:
+        teacher: the trained velocity (flow-matching) denoiser.
+        objective: what the bundle trained ``teacher`` with: only ``"flow"`` has the straight paths reflow
+            straightens.
+
+    Raises:
+        ValueError: for another objective than flow matching, naming the ``objective`` key.
+    """
+    if objective != "flow":
+        raise ValueError(
+            f"reflow_student: objective is {objective!r}, but the reflow stage fine-tunes a flow-matching model "
+            "(objective: flow): train models/model.pt with --objective flow first, or run --stage distill for a "
+            "few-step DDPM model."
+        )
+    return student_from_teacher(teacher)
+
+
+@torch.no_grad()
+def reflow_couplings(
+    sampler: Callable[..., torch.Tensor],
+    network: torch.nn.Module,
+    items: Sequence[Mapping[str, Any]],
+    shape: Sequence[int],
+    conditioning: Conditioning | None = None,
+    *,
+    image_key: str = "image",
+    noise_key: str = "noise",
+    batch_size: int = 16,
+    generator: torch.Generator | None = None,
+    device: str | torch.device | None = None,
+) -> list[dict[str, Any]]:
+    """Reflow's training pairs (Liu, Gong and Liu, ICLR 2023): for each item (its condition: reference frame, EF,
+    label map, ...) one noise ``eps`` and the sample the trained model ``network`` generates from it with ``sampler``
+    (its deterministic many-step ODE solve, e.g. ``Sampler(RFlowScheduler(...), 32, solver="euler")``).
+
+    Each returned item is a copy of the input with ``image_key`` set to the teacher's sample and ``noise_key`` to
+    ``eps`` (both on the CPU, ``shape``); train on them with ``FlowMatchingPrepareBatch(..., image_key=image_key,
+    noise_key=noise_key)`` to straighten the flow (a list of them is a plain MONAI ``Dataset``). Repeat an item in
+    ``items`` for several pairs of one condition.
+
+    Args:
+        sampler: called as ``sampler(noise, network, condition=..., generator=...)``; a deterministic solver (an ODE
+            step rule) gives a coupling, an ancestral one does not.
+        network: the trained flow model, put in eval mode.
+        items: the conditions, one dict per pair (keys read by ``conditioning``).
+        shape: one sample's shape ``(C, [T,] H, W)`` (the latent shape for a latent model).
+        conditioning: how the items' keys reach the network (its dropout is not applied here).
+        image_key, noise_key: the keys the pairs are stored under.
+        batch_size: items sampled per call.
+        generator: RNG for the noise, all drawn first (in the order of ``items``, whatever the ``batch_size``).
+        device: where the network runs.
+
+    Raises:
+        ValueError: for no items, a non-positive ``batch_size``, or a sampler output of another shape than ``shape``.
+    """
+    if not items or int(batch_size) < 1:
+        raise ValueError(
+            f"reflow_couplings: expected at least one item and batch_size >= 1, got {len(items)} items and "
+            f"batch_size={batch_size}."
+        )
+    from monai.data import list_data_collate
+
+    conditioning = conditioning if conditioning is not None else Conditioning()
+    network.eval()
+    couplings: list[dict[str, Any]] = []
+    all_noise = torch.randn((len(items), *shape), generator=generator)  # drawn at once: batch_size changes nothing
+    for start in range(0, len(items), int(batch_size)):
+        chunk = [dict(item) for item in items[start : start + int(batch_size)]]
+        noise = all_noise[start : start + len(chunk)]
+        condition = conditioning.extract(list_data_collate(chunk), device) if conditioning.is_conditional else None
+        samples = sampler(noise.to(device), network, condition=condition, generator=generator).cpu()
+        if samples.shape != noise.shape:
+            raise ValueError(
+                f"reflow_couplings: the sampler gave {tuple(samples.shape)} for noise of shape {tuple(noise.shape)}; "
+                f"expected samples of the noise's shape (shape={tuple(shape)} is one sample's)."
+            )
+        for item, sample, eps in zip(chunk, samples, noise, strict=True):
+            couplings.append({**item, image_key: sample, noise_key: eps})
+    return couplings
 
 
 class ConsistencyDistillationPrepareBatch(DenoisingPrepareBatch):

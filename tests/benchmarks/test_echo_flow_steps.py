@@ -25,7 +25,7 @@ def test_flow_meanflow_and_ddpm_rows_and_the_verdicts(tmp_path):
     meanflow = [(f"{m}@{n}", "meanflow", s) for m in ("meanflow", "meanflow_teacher") for n in (1, 2) for s in (1, 2)]
     assert rows == [("flow_matching", "euler", 1), ("flow_matching", "euler", 2), *meanflow,
                     ("ddpm_v", "ddim_eta1", 64)]  # fmt: skip
-    assert set(results["fewest_meanflow_steps_within_tolerance"]) == {
+    assert set(results["fewest_student_steps_within_tolerance"]) == {
         "meanflow@1", "meanflow@2", "meanflow_teacher@1", "meanflow_teacher@2"}  # fmt: skip
     assert results["verdict"]
     # 2 generation seeds x 2 judges = 4 paired runs per setting, each setting's MAE against DDPM-64's on the same runs
@@ -50,3 +50,18 @@ def test_flow_meanflow_and_ddpm_rows_and_the_verdicts(tmp_path):
     first = {(r["model"], r["nfe"]): r["runs"] for r in results["rows"]}
     assert again[("meanflow", 1)] == first[("meanflow@2", 1)] and again[("meanflow", 2)] == first[("meanflow@2", 2)]
     assert again[("flow_matching", 1)] == first[("flow_matching", 1)] and again[("ddpm_v", 64)] == first[("ddpm_v", 64)]
+
+
+def test_reflow_rows_fine_tune_on_the_flow_models_couplings(tmp_path):
+    command = [sys.executable, str(SCRIPT), "--size", "16", "--frames", "8", "--train", "4", "--held-out", "4",
+               "--iterations", "2", "--judge-epochs", "1", "--fm-steps", "1", "--reflow-iterations", "1", "2",
+               "--reflow-steps", "1", "2", "--reflow-pairs-per-clip", "2", "--reflow-teacher-steps", "2",
+               "--out", str(tmp_path / "r.json")]  # fmt: skip
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=600).stdout
+    assert "reflow couplings: 8 (noise, FM Euler 2-step sample) pairs" in out and "trained reflow: 2 iterations" in out
+    assert "reflow@2 (fine-tuned 2 iterations from the FM model)" in out
+    results = json.loads((tmp_path / "r.json").read_text())
+    rows = [(r["model"], r["sampler"], r["nfe"]) for r in results["rows"]]
+    reflow = [(f"reflow@{n}", "euler", s) for n in (1, 2) for s in (1, 2)]
+    assert rows == [("flow_matching", "euler", 1), *reflow, ("ddpm_v", "ddim_eta1", 64)]
+    assert set(results["fewest_student_steps_within_tolerance"]) == {"reflow@1", "reflow@2"}

@@ -323,6 +323,47 @@ def test_meanflow_stage_fine_tunes_the_video_denoiser_and_exports_in_one_step(tr
     assert all(p.requires_grad for p in prepare.network.parameters())
 
 
+def test_reflow_stage_fine_tunes_on_cached_couplings_and_exports_in_two_steps(trained, tmp_path, capsys):
+    """``train --stage reflow``: model.pt (left as it was) makes (noise, video) couplings of the training clips, cached
+    in models/reflow_couplings.pt and read again by a resumed run; its copy is fine-tuned on them to models/reflow.pt;
+    ``infer --stage reflow`` exports in ``reflow_steps`` Euler steps."""
+    root, o = trained
+    train, models = copied_bundle({**o["train"], "reflow_teacher_steps": 2, "reflow_pairs_per_clip": 2}, tmp_path / "b")
+    bundle = models.parent
+    flow_bytes = (models / "model.pt").read_bytes()
+    assert cli.main(["train", str(BUNDLE), "--stage", "reflow", *cli_args(train)]) == 0
+    assert (models / "reflow.pt").is_file() and (models / "model.pt").read_bytes() == flow_bytes
+    saved = torch.load(models / "reflow_couplings.pt", map_location="cpu", weights_only=False)
+    couplings, record = saved["couplings"], saved["record"]
+    assert record["pairs_per_item"] == 2 and len(couplings) == 2 * record["items"]
+    assert all(c["latent"].shape == c["noise"].shape for c in couplings)
+    assert {"reference", "ejection_fraction"} <= set(couplings[0])
+    cache_bytes = (models / "reflow_couplings.pt").read_bytes()
+    first = [int(p.stem.split("=")[1]) for p in models.glob("reflow_checkpoint_final_iteration=*.pt")]
+    assert cli.main(["train", str(BUNDLE), "--stage", "reflow", *cli_args({**train, "epochs": 2})]) == 0
+    finals = sorted(int(p.stem.split("=")[1]) for p in models.glob("reflow_checkpoint_final_iteration=*.pt"))
+    assert first and finals[-1] == 2 * first[0]
+    assert (models / "reflow_couplings.pt").read_bytes() == cache_bytes  # resumed on the same pairs
+    state = torch.load(models / "reflow.pt", map_location="cpu", weights_only=True)
+    flow = torch.load(models / "model.pt", map_location="cpu", weights_only=True)
+    assert set(state) == set(flow) and any(not torch.equal(state[k], flow[k]) for k in flow)  # fine-tuned
+    out = tmp_path / "export"
+    infer = {**o["infer"], "bundle_root": str(bundle), "output_dir": str(out)}
+    assert cli.main(["infer", str(BUNDLE), "--stage", "reflow", *cli_args(infer)]) == 0
+    assert len(list((out / "Videos").glob("*.avi"))) == 3
+    sampler = json.loads((out / "generation_settings.json").read_text())["sampler"]
+    assert sampler["solver"] == "euler" and sampler["num_inference_steps"] == 2
+    # a truncated couplings cache is named on one line, not trained on
+    (models / "reflow_couplings.pt").write_bytes(cache_bytes[: len(cache_bytes) // 2])
+    message = cli_error(["train", str(BUNDLE), "--stage", "reflow", *cli_args({**train, "epochs": 3})], capsys)
+    assert "reflow_couplings.pt" in message and "delete it to make the couplings again" in message
+    (models / "reflow.pt").unlink()
+    message = cli_error(
+        ["infer", str(BUNDLE), "--stage", "reflow", *cli_args({**infer, "output_dir": str(out / "x")})], capsys
+    )
+    assert "reflow.pt" in message and "echo_flow train --stage reflow" in message
+
+
 def test_gpu_preset_exports_the_same_videos_on_the_cpu_through_its_fallbacks(trained, tmp_path):
     """``--preset gpu`` (bf16, compiled with CUDA graphs) on a CPU: float32 eager, byte-identical videos."""
     root, o = trained
