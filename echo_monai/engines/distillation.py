@@ -82,6 +82,16 @@ def student_from_teacher(teacher: torch.nn.Module) -> torch.nn.Module:
     return student.train().requires_grad_(True)
 
 
+def _require_objective(owner: str, objective: str, expected: str, stage: str, instead: str) -> None:
+    """Refuse, on one line naming the bundle's ``objective`` key, a teacher trained with another objective than the
+    stage's; ``instead`` says what to run for such a model."""
+    if objective != expected:
+        raise ValueError(
+            f"{owner}: objective is {objective!r}, but the {stage} stage needs a model trained with objective "
+            f"{expected!r}: train models/model.pt with --objective {expected} first, or {instead}."
+        )
+
+
 def consistency_student(teacher: torch.nn.Module, objective: str = "ddpm") -> torch.nn.Module:
     """The network a consistency distillation trains: a trainable copy of the trained DDPM ``teacher``, which is
     frozen (:func:`student_from_teacher`). Every bundle's ``--stage distill`` builds its student so.
@@ -94,12 +104,9 @@ def consistency_student(teacher: torch.nn.Module, objective: str = "ddpm") -> to
     Raises:
         ValueError: for another objective than DDPM, naming the ``objective`` key.
     """
-    if objective != "ddpm":
-        raise ValueError(
-            f"consistency_student: objective is {objective!r}, but the distill stage distils a DDPM model "
-            "(objective: ddpm): train models/model.pt with --objective ddpm first, or run --stage meanflow for a "
-            "one-step flow-matching model."
-        )
+    _require_objective(
+        "consistency_student", objective, "ddpm", "distill", "run --stage meanflow for a one-step flow-matching model"
+    )
     return student_from_teacher(teacher)
 
 
@@ -119,12 +126,13 @@ def meanflow_student(teacher: torch.nn.Module, objective: str = "flow", gate_ini
     Raises:
         ValueError: for another objective than flow matching, naming the ``objective`` key.
     """
-    if objective != "flow":
-        raise ValueError(
-            f"meanflow_student: objective is {objective!r}, but the MeanFlow stage fine-tunes a flow-matching model "
-            "(objective: flow): train models/model.pt with --objective flow first (a DDPM model predicts noise or v, "
-            "not the velocity the MeanFlow identity starts from)."
-        )
+    _require_objective(
+        "meanflow_student",
+        objective,
+        "flow",
+        "MeanFlow",
+        "run --stage distill (a DDPM model predicts noise or v, not the velocity the MeanFlow identity starts from)",
+    )
     from echo_monai.networks.nets import MeanFlowDenoiser
 
     return MeanFlowDenoiser(student_from_teacher(teacher), gate_init=gate_init)
@@ -143,12 +151,7 @@ def reflow_student(teacher: torch.nn.Module, objective: str = "flow") -> torch.n
     Raises:
         ValueError: for another objective than flow matching, naming the ``objective`` key.
     """
-    if objective != "flow":
-        raise ValueError(
-            f"reflow_student: objective is {objective!r}, but the reflow stage fine-tunes a flow-matching model "
-            "(objective: flow): train models/model.pt with --objective flow first, or run --stage distill for a "
-            "few-step DDPM model."
-        )
+    _require_objective("reflow_student", objective, "flow", "reflow", "run --stage distill for a few-step DDPM model")
     return student_from_teacher(teacher)
 
 

@@ -10,7 +10,7 @@ import torch
 from monai.engines import SupervisedTrainer
 from monai.networks.schedulers import RFlowScheduler
 
-from echo_monai.engines import Conditioning, FlowMatchingPrepareBatch, reflow_couplings
+from echo_monai.engines import Conditioning, FlowMatchingPrepareBatch, reflow_couplings, reflow_student
 from echo_monai.inferers import Sampler
 
 T = 1000
@@ -151,3 +151,12 @@ def test_the_couplings_dataset_is_made_once_and_cached(tmp_path, caplog):
         ReflowCouplingDataset([{"scale": 0.5}], sampler, StraightVelocity(), conditioning(), tmp_path / "x.pt")
     with pytest.raises(ValueError, match="pairs_per_item >= 1"):
         ReflowCouplingDataset(items, sampler, StraightVelocity(), conditioning(), tmp_path / "x.pt", pairs_per_item=0)
+
+
+def test_the_reflow_student_is_a_trainable_copy_of_a_frozen_flow_model():
+    teacher = StraightVelocity()
+    student = reflow_student(teacher)
+    assert student is not teacher and torch.equal(student.weight, teacher.weight)
+    assert student.weight.requires_grad and not teacher.weight.requires_grad and not teacher.training
+    with pytest.raises(ValueError, match="objective is 'ddpm'.*--objective flow.*--stage distill"):
+        reflow_student(StraightVelocity(), objective="ddpm")
