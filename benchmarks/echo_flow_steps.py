@@ -89,7 +89,8 @@ lower learning rate, does not help at this size. On the FM model's velocity (``-
 --fm-steps 1 8 --meanflow-velocity teacher``, the rest as above, 3716 s; FM and DDPM rows again identical): after
 600 / 1200 iterations 1 step +5.04 / +4.77, 2: +5.58 / +4.96, 4: +3.87 / +2.70 (judge 1 at 4 steps: +5.82 / +4.29).
 
-Reflow (``--reflow-iterations N ...``, Liu et al. 2023; the recipe of echo_flow's ``--stage reflow``): the trained FM
+Reflow (``--reflow-iterations N ...``, Liu et al. 2023; echo_flow's ``--stage reflow``, whose couplings keep each clip's
+own EF where these draw one): the trained FM
 model generates ``--reflow-pairs-per-clip`` videos per training reference frame, at EFs drawn uniformly in
 ``--ef-range``, from stored noise in ``--reflow-teacher-steps`` Euler steps (``echo_monai.engines.reflow_couplings``);
 its copy is fine-tuned with ``FlowMatchingPrepareBatch(noise_key="noise")`` on those couplings (uniform times), and

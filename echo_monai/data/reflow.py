@@ -27,22 +27,13 @@ class ReflowCouplingDataset(torch.utils.data.Dataset):
 
     They are made once, on first use, and saved to ``cache_path`` (temporary name, then rename) with a record of
     what made them: the SHA-256 of the teacher's weights (as a latent cache records its autoencoder's), the
-    sampler's steps and solver, the item count, ``pairs_per_item`` and ``seed``. A later run (a resumed training,
-    another epoch count) loads them, so it trains on the same pairs; a cache made by other settings or another teacher
-    is made again (logged).
+    sampler's steps, solver and guidance, the item count, ``pairs_per_item`` and ``seed``. A later run (a resumed
+    training, another epoch count) loads them, so it trains on the same pairs; a cache made by other settings or
+    another teacher is made again (logged).
 
-    Args:
-        dataset: the training set (a MONAI ``Dataset`` with its transforms); its items must hold ``image_key``
-            (one sample: its shape is the noise's) and the keys ``conditioning`` reads.
-        sampler: the teacher's deterministic solver, called as ``sampler(noise, network, condition=...)``.
-        network: the trained flow model (frozen by the caller; run in eval mode).
-        conditioning: how the items' keys reach ``network``.
-        cache_path: the couplings' file (``.pt``).
-        image_key, noise_key: where the sample and its noise are stored in each coupling.
-        pairs_per_item: couplings per dataset item (each pass through ``dataset`` draws its transforms again).
-        batch_size: items sampled per ``sampler`` call.
-        seed: seed of the noise.
-        device: where ``network`` runs.
+    Every coupling is held in memory and in the one file (the sample and its noise: twice a training clip's size
+    each): fine for the phantom and CAMUS-sized sets; for EchoNet-Dynamic at 16 pairs per clip it is too large, and
+    the couplings would need one file each, as the latent cache keeps them.
 
     Raises:
         ValueError: for ``pairs_per_item < 1``, an empty dataset, an item without ``image_key``, or a cache file that
@@ -71,8 +62,8 @@ class ReflowCouplingDataset(torch.utils.data.Dataset):
         self.cache_path = Path(cache_path)
         self.record = {
             "teacher": autoencoder_fingerprint(network),  # any network's weights digest
-            "sampler": f"{type(sampler).__name__}:{getattr(sampler, 'num_inference_steps', None)}:"
-            f"{getattr(sampler, 'solver', None)}",
+            "sampler": [type(sampler).__name__]
+            + [str(getattr(sampler, name, None)) for name in ("num_inference_steps", "solver", "guidance_scale")],
             "items": len(dataset),
             "pairs_per_item": int(pairs_per_item),
             "seed": int(seed),
